@@ -1,0 +1,43 @@
+"""Test-wide settings: Hypothesis profiles, one torch thread per worker, a seeded torch RNG.
+
+Profiles (select with HYPOTHESIS_PROFILE=name or ``pytest --hypothesis-profile=name``):
+
+- ``dev``: the default on a workstation; quick feedback.
+- ``ci``: Hypothesis' own ``ci`` profile (derandomized, no database, no health-check noise
+  from slow machines) with our example count; what ``.ci/run`` uses.
+- ``nightly``: a thorough search, ten times the examples; for scheduled runs.
+
+``deadline=None`` everywhere: torch's first call on a shape is slow (kernels are selected and
+cached), which says nothing about the code under test.
+"""
+
+import os
+
+import torch
+from hypothesis import HealthCheck, settings
+
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+
+settings.register_profile("dev", max_examples=25, deadline=None, suppress_health_check=_SLOW_OK)
+settings.register_profile(
+    "ci",
+    parent=settings.get_profile("ci"),
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=_SLOW_OK,
+)
+settings.register_profile(
+    "nightly", max_examples=250, deadline=None, suppress_health_check=_SLOW_OK
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_configure(config):
+    # Each xdist worker is its own process: two workers with two intra-op threads each would
+    # fight over two cores and run slower than one thread each.
+    torch.set_num_threads(1)
+
+
+def pytest_runtest_setup(item):
+    # Every test starts from the same global RNG state, whatever ran before it on this worker.
+    torch.manual_seed(0)
