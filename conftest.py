@@ -16,7 +16,9 @@ import os
 import torch
 from hypothesis import HealthCheck, settings
 
-_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large]
+# nested_given: property tests draw a model with @given, then audit it, and the audit runs its own
+# Hypothesis search (find) inside: quadratic by design, and small.
+_SLOW_OK = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.nested_given]
 
 settings.register_profile("dev", max_examples=25, deadline=None, suppress_health_check=_SLOW_OK)
 settings.register_profile(

@@ -143,7 +143,7 @@ class HorizontalStackConv(nn.Conv2d):
 
 
 def gated(x: torch.Tensor) -> torch.Tensor:
-    """WaveNet / Gated PixelCNN activation: split channels in two halves, ``tanh(a) * sigmoid(b)``."""
+    """WaveNet / Gated PixelCNN activation: halves of the channels, ``tanh(a) * sigmoid(b)``."""
     a, b = x.chunk(2, dim=1)
     return torch.tanh(a) * torch.sigmoid(b)
 

@@ -1,0 +1,301 @@
+"""Perturbation evidence: replace the future, watch the past.
+
+For a cut ``c`` (a rank), every input of rank ``>= c`` is replaced and the predictions are
+compared with the unperturbed ones:
+
+- a change at an output of rank ``< c`` means that output sees the future (mode ``none``);
+- a change at the output of rank ``c`` itself means it sees the present (mode ``inclusive``).
+
+Two searches, both black-box (they work on thresholds, integer ops, anything):
+
+- a *sweep* over cuts (every cut on small grids, a sample on large ones) with one wide
+  perturbation per cut, batched when the model is batch-independent;
+- a *Hypothesis search* (:func:`hypothesis.find`) over cuts, kinds, magnitudes (1e-3 .. 1e4) and
+  seeds, which shrinks any failure to the earliest cut and the smallest change: that minimal
+  counterexample is what a user needs to find the bug.
+
+Tolerances are measured, not guessed: the *noise floor* is the largest difference between two runs
+of the same input (same RNG state) and between batch slots; a change counts when it exceeds
+``SAFETY`` times that floor (any change at all when the floor is zero, as it is for causal models
+in float64 and usually in float32).
+"""
+
+from dataclasses import dataclass, field
+from random import Random
+
+import torch
+from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis.errors import NoSuchExample
+
+from . import strategies
+from .perturbations import Perturbation, apply, replace_one
+from .running import check_outputs_finite, forward
+from .subject import Subject
+
+SAFETY = 4.0
+BATCH_DEPENDENCE = 1e-4  # slot differences above this (relative) mean samples interact
+LOCALIZE_LIMIT = 64  # positions tried one by one to name the input behind a leak
+BATCH_BUDGET = 1 << 16  # positions x samples in one stacked forward pass
+
+
+@dataclass
+class Violation:
+    output: int  # flat position of the prediction that changed / depends
+    input: int  # flat position of the input it depends on
+    kind: str  # "future" or "present"
+    evidence: str  # "gradient", "perturbation" (with "/train" in training mode)
+    effect: float  # |change| of the prediction, or |gradient|
+    detail: str = ""
+
+
+@dataclass
+class PerturbationReport:
+    violations: list[Violation] = field(default_factory=list)
+    counterexamples: dict[str, Perturbation] = field(default_factory=dict)
+    noise_floor: float = 0.0
+    tolerance: float = 0.0
+    batch_independent: bool = True
+    cuts_swept: int = 0
+    examples: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+class Runner:
+    """Evaluates perturbations against cached unperturbed outputs, in one mode, one RNG seed."""
+
+    def __init__(self, subject: Subject, *, seed: int, pool_size: int = 2):
+        self.subject = subject
+        self.seed = seed
+        self.pool_size = pool_size
+        self._pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.tolerance = 0.0
+
+    def run(self, x: torch.Tensor) -> torch.Tensor:
+        return forward(self.subject, x, seed=self.seed).detach()
+
+    def pool(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        if index not in self._pools:
+            generator = torch.Generator().manual_seed(self.seed * 1000 + index)
+            x = self.subject.draw_inputs(self.pool_size, generator)
+            y = self.run(x)
+            check_outputs_finite(y)
+            self._pools[index] = (x, y)
+        return self._pools[index]
+
+    def changes(self, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
+        """(N,) largest change per position over samples and outputs (NaN-aware)."""
+        return _changes(y0, y1)
+
+    def evaluate(self, p: Perturbation) -> tuple[torch.Tensor, torch.Tensor]:
+        """Changes per position for ``p``, and the perturbed inputs."""
+        x, y0 = self.pool(p.pool)
+        x1 = apply(self.subject, x, p)
+        return self.changes(y0, self.run(x1)), x1
+
+    def noise_floor(self, copies: int) -> tuple[float, bool]:
+        """Largest difference between identical runs, between batch slots, and between a batch
+        alone and the same batch stacked ``copies`` times (the sweep's batches)."""
+        x, y0 = self.pool(0)
+        return measure_noise_floor(self.subject, x, y0, copies, seed=self.seed)
+
+
+def measure_noise_floor(
+    subject: Subject, x: torch.Tensor, y0: torch.Tensor, copies: int, *, seed: int
+) -> tuple[float, bool]:
+    """The noise floor of ``subject`` at ``x`` (whose outputs are ``y0``), and whether its
+    samples are independent of each other (no difference beyond rounding between slots)."""
+
+    def run(inputs):
+        return forward(subject, inputs, seed=seed).detach()
+
+    again = _changes(y0, run(x)).max()
+    slots = _changes(y0, run(x.flip(0)).flip(0)).max()
+    for k in sorted({2, copies}):
+        stacked = run(x.repeat(k, *([1] * (x.dim() - 1)))).reshape(k, *y0.shape)
+        slots = torch.maximum(slots, max(_changes(y0, y).max() for y in stacked))
+    scale = float(y0.abs().max().clamp_min(1e-30))
+    independent = float(slots) <= BATCH_DEPENDENCE * scale
+    floor = float(max(again, slots)) if independent else float(again)
+    return floor, independent
+
+
+def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
+    diff = (y1.double() - y0.double()).abs()
+    nan0, nan1 = torch.isnan(y0), torch.isnan(y1)
+    diff = torch.where(nan0 & nan1, torch.zeros_like(diff), diff)
+    diff = torch.where(nan0 ^ nan1, torch.full_like(diff, float("inf")), diff)
+    return diff.amax(dim=(0, 2))
+
+
+# ---------------------------------------------------------------------------------------------
+# Violations from the changes of one cut
+
+
+def _future(subject: Subject, changes: torch.Tensor, cut: int, tol: float) -> torch.Tensor:
+    return ((subject.ranks < cut) & (changes > tol)).nonzero().flatten()
+
+
+def _present(subject: Subject, changes: torch.Tensor, cut: int, tol: float) -> torch.Tensor:
+    return ((subject.ranks == cut) & (changes > tol)).nonzero().flatten()
+
+
+def _position_of_rank(subject: Subject, rank: int) -> int:
+    return int((subject.ranks == rank).nonzero()[0])
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep
+
+
+def chunk_copies(batch: int, subject: Subject, budget: int = BATCH_BUDGET) -> int:
+    """How many perturbed copies of a batch one stacked forward pass holds."""
+    return max(1, budget // max(1, batch * subject.n_positions))
+
+
+def sweep(
+    runner: Runner,
+    cut_list: list[int],
+    *,
+    batched: bool,
+    evidence: str = "perturbation",
+) -> list[Violation]:
+    """One wide perturbation per cut; per output, the furthest input it was seen to depend on."""
+    subject = runner.subject
+    kind = "random" if subject.tokens else "normal"
+    x, y0 = runner.pool(0)
+    furthest: dict[int, tuple[int, float, str]] = {}  # output -> (cut, effect, kind)
+    per_chunk = chunk_copies(x.shape[0], subject) if batched else 1
+    for start in range(0, len(cut_list), per_chunk):
+        chunk = cut_list[start : start + per_chunk]
+        perturbed = [apply(subject, x, Perturbation(c, kind, 100.0, seed=c)) for c in chunk]
+        y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
+        for c, y in zip(chunk, y1, strict=True):
+            changes = runner.changes(y0, y)
+            for t in _future(subject, changes, c, runner.tolerance).tolist():
+                if t not in furthest or furthest[t][0] < c:
+                    furthest[t] = (c, float(changes[t]), "future")
+            for t in _present(subject, changes, c, runner.tolerance).tolist():
+                furthest.setdefault(t, (c, float(changes[t]), "present"))
+    return [
+        Violation(
+            output=t,
+            input=_position_of_rank(subject, c),
+            kind=kind_,
+            evidence=evidence,
+            effect=effect,
+            detail=f"sweep: changed when positions of rank >= {c} were replaced",
+        )
+        for t, (c, effect, kind_) in sorted(furthest.items(), key=lambda kv: subject.ranks[kv[0]])
+    ]
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hypothesis search
+
+
+def hypothesis_search(
+    runner: Runner,
+    kind: str,
+    *,
+    max_examples: int,
+    seed: int,
+    evidence: str = "perturbation",
+) -> tuple[Violation | None, Perturbation | None, int]:
+    """Find, then shrink, a perturbation that shows a ``kind`` ("future"/"present") violation.
+
+    Returns the violation (output, localized input, effect), the minimal perturbation and the
+    number of examples tried.
+    """
+    subject = runner.subject
+    test = _future if kind == "future" else _present
+    calls = [0]
+
+    def shows_violation(p: Perturbation) -> bool:
+        calls[0] += 1
+        changes, _ = runner.evaluate(p)
+        return len(test(subject, changes, p.cut, runner.tolerance)) > 0
+
+    config = settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
+    try:
+        p = find(
+            strategies.perturbations(subject), shows_violation, settings=config, random=Random(seed)
+        )
+    except NoSuchExample:
+        return None, None, calls[0]
+    changes, x1 = runner.evaluate(p)
+    outputs = test(subject, changes, p.cut, runner.tolerance)
+    output = (
+        int(outputs[torch.argmax(subject.ranks[outputs])]) if kind == "future" else int(outputs[0])
+    )
+    source = _localize(runner, p, x1, output)
+    violation = Violation(
+        output=output,
+        input=source,
+        kind=kind,
+        evidence=evidence,
+        effect=float(changes[output]),
+        detail=f"hypothesis: {p.describe()}",
+    )
+    return violation, p, calls[0]
+
+
+def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int) -> int:
+    """The first position (in rank order, from the cut) whose lone replacement moves ``output``;
+    the cut's own position when no single position does (the leak needs several at once)."""
+    subject = runner.subject
+    x, y0 = runner.pool(p.pool)
+    order = torch.argsort(subject.ranks)
+    candidates = order[p.cut : p.cut + LOCALIZE_LIMIT].tolist()
+    for position in candidates:
+        y1 = runner.run(replace_one(subject, x, x1, position))
+        if runner.changes(y0, y1)[output] > runner.tolerance:
+            return position
+    return _position_of_rank(subject, p.cut)
+
+
+# ---------------------------------------------------------------------------------------------
+# Putting it together
+
+
+def perturbation_evidence(
+    subject: Subject,
+    *,
+    cut_list: list[int],
+    max_examples: int,
+    seed: int = 0,
+    train: bool = False,
+) -> PerturbationReport:
+    """Sweep the given cuts, then let Hypothesis search and shrink, in one mode."""
+    evidence = "perturbation/train" if train else "perturbation"
+    # One base sample per pool in inference (samples are independent there, and every forward
+    # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
+    # couple the samples and a batch of one would hide that.
+    runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
+    report = PerturbationReport()
+    floor, independent = runner.noise_floor(chunk_copies(runner.pool_size, subject))
+    runner.tolerance = SAFETY * floor
+    report.noise_floor, report.tolerance = floor, runner.tolerance
+    report.batch_independent = independent
+    if not independent:
+        report.notes.append(
+            "predictions depend on the other samples of the batch"
+            + (" (expected in training mode)" if train else "")
+        )
+    batched = independent and not train
+    report.violations = sweep(runner, cut_list, batched=batched, evidence=evidence)
+    report.cuts_swept = len(cut_list)
+    for kind in ("future", "present"):
+        found, p, n = hypothesis_search(
+            runner, kind, max_examples=max_examples, seed=seed, evidence=evidence
+        )
+        report.examples += n
+        if found is not None:
+            report.violations.insert(0, found)
+            report.counterexamples[kind] = p
+    return report

@@ -1,0 +1,227 @@
+"""``python -m properties audit TARGET ...``: the audit as a command, for people and CI gates.
+
+Exit codes: 0 the model passes, 1 it does not, 2 a usage or target error (one line on stderr that
+says what is wrong and how to fix it; never a traceback).
+"""
+
+import argparse
+import os
+import sys
+import traceback
+from collections.abc import Sequence
+
+import torch
+
+from .audit import CHECKS, audit
+from .errors import AuditError, TargetError
+from .report import dumps, render_table, render_text, to_dict
+from .subject import CONVENTIONS, make_subject
+from .target import build_model, import_source, load_target, resolve_attribute, split_target
+
+PROG = "python -m properties"
+
+
+class UsageError(AuditError):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but errors are one line and raise instead of exiting."""
+
+    def error(self, message):
+        raise UsageError(message, f"see `{PROG} audit --help`")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG, description="Audit causal models: does any prediction see the future?"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    a = sub.add_parser("audit", help="audit a model", description=__doc__)
+    a.add_argument("target", help="zoo, zoo:NAME, package.module:attr or path/to/file.py:attr")
+    a.add_argument("--layout", help="input layout, or IN->OUT (BTC, BCT, BT, BCHW, BHWC...)")
+    grid = a.add_mutually_exclusive_group()
+    grid.add_argument("--length", type=_positive, metavar="T", help="sequence length (1D)")
+    grid.add_argument(
+        "--shape", type=_positive, nargs=2, metavar=("H", "W"), help="image size (2D)"
+    )
+    a.add_argument("--features", type=_positive, default=1, metavar="F", help="input channels")
+    a.add_argument("--vocab", type=_positive, metavar="V", help="token inputs in [0, V)")
+    a.add_argument("--output", metavar="FIELD", help="field of a structured output (logits, 0...)")
+    a.add_argument("--predicts", choices=CONVENTIONS, default="auto")
+    a.add_argument(
+        "--order",
+        metavar="SPEC",
+        help="generation order: raster (default), reverse, "
+        "@ATTR (an attribute of the model) or module:attr / file.py:attr",
+    )
+    a.add_argument("--train", action="store_true", help="also audit in training mode")
+    a.add_argument(
+        "--checks",
+        type=_checks,
+        default=",".join(CHECKS),
+        help=f"comma-separated subset of {','.join(CHECKS)}",
+    )
+    a.add_argument("--exact", action="store_true", help="every cut, output and position")
+    a.add_argument("--seed", type=int, default=0)
+    a.add_argument(
+        "--max-examples",
+        type=_positive,
+        metavar="N",
+        help="Hypothesis examples per search (default: the Hypothesis profile's)",
+    )
+    a.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    return parser
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _checks(text: str) -> tuple[str, ...]:
+    items = tuple(c.strip() for c in text.split(",") if c.strip())
+    unknown = [c for c in items if c not in CHECKS]
+    if unknown or not items:
+        raise argparse.ArgumentTypeError(
+            f"unknown check(s) {', '.join(unknown) or '(none given)'}; "
+            f"choose from {','.join(CHECKS)}"
+        )
+    return items
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _grid(args) -> tuple[int, ...] | None:
+    if args.length:
+        return (args.length,)
+    if args.shape:
+        return tuple(args.shape)
+    return None
+
+
+def _order(spec: str | None, model, n: int):
+    if spec in (None, "raster"):
+        return None
+    if spec == "reverse":
+        return list(range(n - 1, -1, -1))
+    if spec.startswith("@"):
+        if not hasattr(model, spec[1:]):
+            raise UsageError(
+                f"the model has no attribute {spec[1:]!r} for --order", "name one it has"
+            )
+        value = getattr(model, spec[1:])
+    else:
+        where, attr = split_target(spec)
+        value = resolve_attribute(import_source(where), attr, spec)
+    value = value() if callable(value) and not isinstance(value, torch.Tensor) else value
+    return torch.as_tensor(value).flatten()
+
+
+def _subject(args, target: str):
+    grid = _grid(args)
+    if grid is None:
+        raise UsageError(f"no grid given for {target}", "pass --length T (1D) or --shape H W (2D)")
+    model = load_target(target)
+    return make_subject(
+        model,
+        grid=grid,
+        layout=args.layout,
+        features=args.features,
+        vocab=args.vocab,
+        output=args.output,
+        order=_order(args.order, model, _size(grid)),
+        predicts=args.predicts,
+        name=target,
+    )
+
+
+def _size(grid):
+    n = 1
+    for g in grid:
+        n *= g
+    return n
+
+
+def run_one(args, target: str) -> tuple[dict, str]:
+    from . import zoo
+
+    declared = None
+    if target.startswith("zoo:"):
+        name = target[4:]
+        subject = zoo.zoo_subject(name, _grid(args), seed=args.seed)
+    else:
+        subject = _subject(args, target)
+    result = audit(
+        subject,
+        checks=args.checks,
+        train=args.train,
+        exact=args.exact,
+        seed=args.seed,
+        max_examples=args.max_examples,
+    )
+    if target.startswith("zoo:"):
+        declared = zoo.compare(zoo.declared_facts(target[4:], subject.grid), result)
+    return to_dict(result, target, declared), render_text(result, target, declared)
+
+
+def command_audit(args) -> int:
+    from . import zoo
+
+    if args.target == "zoo":
+        if _grid(args):
+            raise UsageError("--length/--shape cannot apply to every zoo model", "use zoo:NAME")
+        rows = []
+        for name in zoo.names():
+            data, text = run_one(args, f"zoo:{name}")
+            print(text + "\n", flush=True)
+            rows.append(data)
+        print(render_table(rows))
+        _write_json(args.json, rows)
+        return 0 if all(r["passed"] for r in rows) else 1
+    data, text = run_one(args, args.target)
+    print(text)
+    _write_json(args.json, data)
+    return 0 if data["passed"] else 1
+
+
+def _write_json(path: str | None, data) -> None:
+    if not path:
+        return
+    try:
+        with open(path, "w") as f:
+            f.write(dumps(data) + "\n")
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write --json {path}: {exc.strerror}", "give a writable path"
+        ) from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return command_audit(args)
+    except AuditError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{PROG}: interrupted", file=sys.stderr)
+        return 2
+    except Exception as exc:  # a bug of ours: still one line, with a way to get the traceback
+        if os.environ.get("CAUSAL_AUDIT_DEBUG"):
+            traceback.print_exc()
+        print(
+            f"{PROG}: internal error: {type(exc).__name__}: {' '.join(str(exc).split())[:300]} "
+            "(set CAUSAL_AUDIT_DEBUG=1 for the traceback, and please report it)",
+            file=sys.stderr,
+        )
+        return 2
+
+
+__all__ = ["main", "build_model", "TargetError"]

@@ -1,0 +1,370 @@
+"""Gradient evidence: which inputs each output depends on, from vector-Jacobian products.
+
+``seen[t, s]`` is true when the prediction at output position ``t`` has a non-zero gradient with
+respect to input position ``s`` at one of several random inputs (the union: a dead ReLU at one
+input must not fake a hole). Gradients are taken in float64, so that a zero is a zero, and, for
+token models, at the output of the embedding that reads the tokens.
+
+Two ways to get the same map:
+
+- ``plain``: one VJP per output, batched by stacking copies of the inputs along the batch axis
+  (one copy per output) and chunked to bound memory. Cost: N passes.
+- ``colored``: outputs whose inputs do not overlap can share one VJP, as in sparse-Jacobian
+  estimation. A few outputs are probed first (plain); the box of offsets they reach gives a
+  coloring of the grid (``t_d mod period_d``) in which outputs of one color should not share
+  inputs. Each color is differentiated twice, with weights 1 and ``beta_t`` (distinct, random)
+  per output: where a single output ``t`` contributes at input ``s``, the two gradients are in
+  ratio ``beta_t`` exactly, which names ``t``. Inputs where several outputs contribute (the ratio
+  matches no ``beta``) are settled by plain VJPs of that color's outputs. So the method needs no
+  assumption about the model: a leak or a non-local dependency costs more passes, never a wrong
+  map. Its one limit: a contribution smaller than ``RATIO_TOLERANCE`` times another output's at
+  the same input of the same color can be missed (the plain map has no such limit).
+
+Cost of ``colored``: about ``2 * prod(period_d)`` passes, which follows the receptive field and not
+the length of the sequence.
+"""
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import describe
+from .subject import Subject
+
+RATIO_TOLERANCE = 1e-9
+DEFAULT_BUDGET = 1 << 15  # positions x samples per forward pass: bounds the memory of a chunk
+
+
+class GradientUnavailable(Exception):
+    """The model gives no usable gradient (not differentiable, no embedding for its tokens)."""
+
+
+@dataclass
+class DependencyMap:
+    outputs: torch.Tensor  # (M,) flat output positions, one per row
+    seen: torch.Tensor  # (M, N) bool
+    strength: torch.Tensor  # (M, N) float32: largest |gradient| seen
+    passes: int  # VJP passes spent (one pass = one backward over one copy of the inputs)
+    method: str
+
+    def row_of(self) -> dict[int, int]:
+        return {int(t): i for i, t in enumerate(self.outputs)}
+
+
+# ---------------------------------------------------------------------------------------------
+# The differentiable input
+
+
+def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
+    """The first ``nn.Embedding`` that is called on the tokens themselves."""
+    module = subject.module
+    embeddings = [m for m in module.modules() if isinstance(m, nn.Embedding)] if module else []
+    native = subject.native_input(tokens.to(subject.device))
+    called: list[nn.Module] = []
+
+    def hook(mod, args, out):
+        if args and isinstance(args[0], torch.Tensor) and args[0].shape == native.shape:
+            if torch.equal(args[0], native):
+                called.append(mod)
+
+    handles = [m.register_forward_hook(hook) for m in embeddings]
+    try:
+        with torch.no_grad():
+            subject(tokens)
+    finally:
+        for h in handles:
+            h.remove()
+    if not called:
+        raise GradientUnavailable(
+            "no nn.Embedding reads the tokens, so there is no input to differentiate"
+        )
+    return called[0]
+
+
+class DifferentiableInput:
+    """Runs the subject on ``copies`` stacked copies of the base inputs and returns the tensor to
+    differentiate (the float inputs, or the embedding's output for tokens) with the outputs."""
+
+    def __init__(self, subject: Subject, inputs: torch.Tensor, *, seed: int = 0):
+        self.subject = subject
+        self.inputs = inputs
+        self.seed = seed
+        self.embedding = find_token_embedding(subject, inputs) if subject.tokens else None
+
+    @property
+    def batch(self) -> int:
+        return self.inputs.shape[0]
+
+    def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+        reps = (copies,) + (1,) * (self.inputs.dim() - 1)
+        x = self.inputs.repeat(*reps)
+        with torch.random.fork_rng(devices=[]), torch.enable_grad():
+            torch.manual_seed(self.seed)
+            if self.embedding is None:
+                leaf = x.to(self.subject.device, self.subject.dtype).requires_grad_(True)
+                y = self.subject(leaf)
+            else:
+                leaf, y = self._run_tokens(x)
+        if not y.requires_grad:
+            raise GradientUnavailable("the outputs do not depend differentiably on the inputs")
+        return leaf, y
+
+    def _run_tokens(self, tokens):
+        captured = []
+
+        def hook(mod, args, out):
+            if captured:  # only the first call reads the tokens
+                return None
+            captured.append(out.detach().requires_grad_(True))
+            return captured[0]
+
+        handle = self.embedding.register_forward_hook(hook)
+        try:
+            y = self.subject(tokens)
+        finally:
+            handle.remove()
+        leaf = captured[0]
+        n = self.subject.n_positions
+        if leaf.dim() < 3 or leaf.shape[0] != tokens.shape[0] or leaf[0].numel() % n:
+            raise GradientUnavailable(
+                f"the embedding's output has shape {tuple(leaf.shape)}, not (B, positions, D)"
+            )
+        return leaf, y
+
+
+def weighted_vjps(
+    source: DifferentiableInput,
+    weight_sets: list[torch.Tensor],
+    directions: torch.Tensor,
+    *,
+    budget: int = DEFAULT_BUDGET,
+) -> list[torch.Tensor]:
+    """Gradients of ``sum_t W[p, t] * <u[b, t], y[b, t]>`` for every row ``p`` of each weight set.
+
+    ``weight_sets``: tensors ``(P, N)`` sharing the same ``P`` (one copy of the inputs per row;
+    all sets reuse that copy's forward pass, hence the same dropout masks).
+    ``directions``: ``u``, ``(B, N, K)``. Returns, per set, ``(P, B, N, D)``.
+    """
+    n_rows = weight_sets[0].shape[0]
+    batch, n = source.batch, source.subject.n_positions
+    per_chunk = max(1, budget // max(1, batch * n))
+    results: list[list[torch.Tensor]] = [[] for _ in weight_sets]
+    for start in range(0, n_rows, per_chunk):
+        stop = min(n_rows, start + per_chunk)
+        leaf, y = source.run(stop - start)
+        u = directions.to(y.dtype)
+        for i, weights in enumerate(weight_sets):
+            w = weights[start:stop].to(y.dtype)
+            cot = (w[:, None, :, None] * u[None]).reshape(y.shape)
+            try:
+                (g,) = torch.autograd.grad(y, leaf, cot, retain_graph=i < len(weight_sets) - 1)
+            except RuntimeError as exc:
+                raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
+            results[i].append(g.detach().reshape(stop - start, batch, n, -1))
+    return [torch.cat(parts) for parts in results]
+
+
+def random_directions(y_shape, generator: torch.Generator) -> torch.Tensor:
+    """One random unit-free direction per (sample, position) over the K outputs: an exact
+    cancellation of the gradient then has probability zero."""
+    return torch.randn(y_shape, generator=generator, dtype=torch.float64)
+
+
+# ---------------------------------------------------------------------------------------------
+# Plain map
+
+
+def plain_map(
+    subject: Subject,
+    inputs: torch.Tensor,
+    *,
+    outputs: torch.Tensor | None = None,
+    seed: int = 0,
+    budget: int = DEFAULT_BUDGET,
+) -> DependencyMap:
+    """One VJP per output position (rows ``outputs``, default all)."""
+    source = DifferentiableInput(subject, inputs, seed=seed)
+    n = subject.n_positions
+    outputs = torch.arange(n) if outputs is None else torch.as_tensor(outputs, dtype=torch.long)
+    directions = _directions(source, seed)
+    one_hot = torch.zeros(len(outputs), n, dtype=torch.float64)
+    one_hot[torch.arange(len(outputs)), outputs] = 1.0
+    (g,) = weighted_vjps(source, [one_hot], directions, budget=budget)
+    magnitude = g.abs().amax(dim=(1, 3))  # (M, N)
+    return DependencyMap(
+        outputs, magnitude > 0, magnitude.float(), passes=len(outputs), method="plain"
+    )
+
+
+def _directions(source: DifferentiableInput, seed: int) -> torch.Tensor:
+    with torch.no_grad():
+        _, y = source.run(1)
+    generator = torch.Generator().manual_seed(seed + 1)
+    return random_directions(y.shape, generator)
+
+
+# ---------------------------------------------------------------------------------------------
+# Colored map
+
+
+def probe_positions(grid: tuple[int, ...], count: int = 8) -> torch.Tensor:
+    """A few flat positions spread over the grid: corners, the centre, evenly spaced interior."""
+    n = math.prod(grid)
+    picks = {n - 1, n // 2, 0}
+    picks.update(int(round(i * (n - 1) / (count - 1))) for i in range(count))
+    return torch.tensor(sorted(picks))
+
+
+def coordinates(grid: tuple[int, ...]) -> torch.Tensor:
+    """(N, len(grid)) grid coordinates of every flat position."""
+    axes = torch.meshgrid(*[torch.arange(g) for g in grid], indexing="ij")
+    return torch.stack([a.flatten() for a in axes], dim=1)
+
+
+def color_count(probe: DependencyMap, grid: tuple[int, ...]) -> int:
+    """How many colors (passes, twice over) the colored map would need after this probe."""
+    return math.prod(offset_periods(probe, grid))
+
+
+def offset_periods(probe: DependencyMap, grid: tuple[int, ...]) -> tuple[int, ...]:
+    """Per grid axis, the width of the box of offsets ``s - t`` reached by the probed outputs."""
+    coords = coordinates(grid)
+    lo = [0] * len(grid)
+    hi = [0] * len(grid)
+    for row, t in enumerate(probe.outputs):
+        deps = probe.seen[row].nonzero().flatten()
+        if len(deps) == 0:
+            continue
+        offsets = coords[deps] - coords[t]
+        lo = [min(a, int(b)) for a, b in zip(lo, offsets.min(0).values, strict=True)]
+        hi = [max(a, int(b)) for a, b in zip(hi, offsets.max(0).values, strict=True)]
+    return tuple(min(g, h - low + 1) for g, h, low in zip(grid, hi, lo, strict=True))
+
+
+def colored_map(
+    subject: Subject,
+    inputs: torch.Tensor,
+    *,
+    seed: int = 0,
+    budget: int = DEFAULT_BUDGET,
+    max_colors_fraction: float = 0.5,
+    probe: DependencyMap | None = None,
+) -> DependencyMap:
+    """The full map (every output), in about ``2 * colors`` passes instead of ``N``.
+
+    Falls back to :func:`plain_map` when the probed receptive field is so wide that coloring
+    would save less than half the passes. ``probe``: rows already computed for
+    :func:`probe_positions` (they set the coloring).
+    """
+    n, grid = subject.n_positions, subject.grid
+    if probe is None:
+        probe = plain_map(subject, inputs, outputs=probe_positions(grid), seed=seed, budget=budget)
+    periods = offset_periods(probe, grid)
+    n_colors = math.prod(periods)
+    if n_colors > max_colors_fraction * n:
+        full = plain_map(subject, inputs, seed=seed, budget=budget)
+        full.passes += probe.passes
+        return full
+
+    coords = coordinates(grid)
+    color = torch.zeros(n, dtype=torch.long)
+    for axis, period in enumerate(periods):
+        color = color * period + coords[:, axis] % period
+    generator = torch.Generator().manual_seed(seed + 2)
+    beta = 1.0 + torch.rand(n, generator=generator, dtype=torch.float64)
+    alpha_w = torch.zeros(n_colors, n, dtype=torch.float64)
+    alpha_w[color, torch.arange(n)] = 1.0
+    beta_w = alpha_w * beta
+
+    source = DifferentiableInput(subject, inputs, seed=seed)
+    directions = _directions(source, seed)
+    g1, g2 = weighted_vjps(source, [alpha_w, beta_w], directions, budget=budget)
+    seen, strength, unresolved = _attribute(g1, g2, color, beta, n)
+    passes = probe.passes + 2 * n_colors
+
+    if unresolved.any():  # settle shared inputs exactly: plain rows of the colors involved
+        rows = (color[:, None] == unresolved.nonzero().flatten()[None, :]).any(1).nonzero()
+        rows = rows.flatten()
+        exact = plain_map(subject, inputs, outputs=rows, seed=seed, budget=budget)
+        seen[rows] = exact.seen
+        strength[rows] = exact.strength
+        passes += exact.passes
+    return DependencyMap(torch.arange(n), seen, strength, passes=passes, method="colored")
+
+
+def _attribute(g1, g2, color, beta, n):
+    """Name the single output behind each non-zero gradient entry, or flag the color.
+
+    ``g1, g2``: ``(colors, B, N, D)`` gradients with weights 1 and beta. Returns the (N, N) map,
+    its strengths and a bool per color that has an input where the ratio names no single output.
+    """
+    n_colors = g1.shape[0]
+    seen = torch.zeros(n, n, dtype=torch.bool)
+    strength = torch.zeros(n, n, dtype=torch.float32)
+    unresolved = torch.zeros(n_colors, dtype=torch.bool)
+    members = [torch.nonzero(color == c).flatten() for c in range(n_colors)]
+    for c in range(n_colors):
+        a, b = g1[c], g2[c]  # (B, N, D)
+        lit = (a != 0) | (b != 0)
+        if not lit.any():
+            continue
+        both = (a != 0) & (b != 0)
+        if (lit & ~both).any():  # cancellation in one pass only: several contributors
+            unresolved[c] = True
+            continue
+        ratio = torch.where(both, b / torch.where(both, a, torch.ones_like(a)), torch.nan)
+        betas = beta[members[c]]  # (m,)
+        order = torch.argsort(betas)
+        idx = _nearest(betas[order], ratio[both])
+        nearest = betas[order][idx]
+        if ((ratio[both] - nearest).abs() > RATIO_TOLERANCE * nearest).any():
+            unresolved[c] = True
+            continue
+        owner = torch.full(a.shape, -1, dtype=torch.long)
+        owner[both] = members[c][order[idx]]
+        # Every component of one input (over samples and features) must name the same output.
+        per_input = owner.permute(1, 0, 2).reshape(n, -1)  # (N, B*D)
+        hi = per_input.amax(1)
+        lo = torch.where(per_input < 0, torch.full_like(per_input, n), per_input).amin(1)
+        has = hi >= 0
+        if (has & (hi != lo)).any():
+            unresolved[c] = True
+            continue
+        inputs_lit = has.nonzero().flatten()
+        seen[hi[inputs_lit], inputs_lit] = True
+        mag = a.abs().amax(dim=(0, 2))  # (N,)
+        strength[hi[inputs_lit], inputs_lit] = mag[inputs_lit].float()
+    return seen, strength, unresolved
+
+
+def _nearest(sorted_values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Index of the value nearest to each ``x`` in an ascending tensor."""
+    if len(sorted_values) == 1:
+        return torch.zeros_like(x, dtype=torch.long)
+    right = torch.searchsorted(sorted_values, x).clamp(1, len(sorted_values) - 1)
+    left = right - 1
+    closer_left = (x - sorted_values[left]).abs() <= (sorted_values[right] - x).abs()
+    return torch.where(closer_left, left, right)
+
+
+def dependency_map(
+    subject: Subject,
+    inputs: torch.Tensor,
+    *,
+    method: str = "colored",
+    outputs: torch.Tensor | None = None,
+    seed: int = 0,
+    budget: int = DEFAULT_BUDGET,
+) -> DependencyMap:
+    """The dependency map of ``subject`` at ``inputs`` (a batch: the map is their union).
+
+    ``method="colored"`` (all outputs, few passes) or ``"plain"`` (one pass per output; the only
+    choice when ``outputs`` picks a subset).
+    """
+    if outputs is not None or method == "plain":
+        return plain_map(subject, inputs, outputs=outputs, seed=seed, budget=budget)
+    if method != "colored":
+        raise ValueError(f"unknown method {method!r}: use 'colored' or 'plain'")
+    return colored_map(subject, inputs, seed=seed, budget=budget)

@@ -1,0 +1,128 @@
+"""Tensor layouts: how a model's native tensors map to the canonical ``(B, *grid, C)``.
+
+A layout is a string of axis letters: ``B`` the batch, ``C`` the channels (features on the input,
+classes or features on the output), and one letter per grid dimension (``T`` for time, ``H`` and
+``W`` for images, any other capital for other grids). ``BCT`` is ``nn.Conv1d``'s layout, ``BTC``
+a transformer's, ``BT`` a sequence of tokens (or of scalars), ``BCHW`` ``nn.Conv2d``'s.
+
+The canonical order is ``B``, the grid letters in the order they appear, then ``C``. A layout
+without ``C`` has one implicit channel (tokens have none).
+"""
+
+from dataclasses import dataclass
+
+import torch
+
+from .errors import AdapterError
+
+KNOWN_EXAMPLES = "BTC, BCT, BT, BCHW, BHWC"
+
+
+@dataclass(frozen=True)
+class Layout:
+    letters: str
+
+    @property
+    def grid_letters(self) -> str:
+        return "".join(a for a in self.letters if a not in "BC")
+
+    @property
+    def has_channels(self) -> bool:
+        return "C" in self.letters
+
+    @property
+    def canonical(self) -> str:
+        return "B" + self.grid_letters + ("C" if self.has_channels else "")
+
+    def to_native(self, x: torch.Tensor) -> torch.Tensor:
+        """Canonical ``(B, *grid, C)`` (or ``(B, *grid)`` without C) -> native."""
+        return x.permute([self.canonical.index(a) for a in self.letters])
+
+    def to_canonical(self, x: torch.Tensor) -> torch.Tensor:
+        """Native -> canonical ``(B, *grid, C)`` (or ``(B, *grid)`` without C)."""
+        return x.permute([self.letters.index(a) for a in self.canonical])
+
+    def native_shape(self, batch: int, grid: tuple[int, ...], channels: int) -> tuple[int, ...]:
+        sizes = dict(zip(self.grid_letters, grid, strict=True), B=batch, C=channels)
+        return tuple(sizes[a] for a in self.letters)
+
+    def __str__(self) -> str:
+        return self.letters
+
+
+def parse_layout(text: str, grid_dims: int, what: str = "layout") -> Layout:
+    """Validate one layout string against the number of grid dimensions."""
+    letters = text.strip().upper()
+    problem = None
+    if not letters.isalpha():
+        problem = f"{what} {text!r} has characters other than axis letters"
+    elif len(set(letters)) != len(letters):
+        problem = f"{what} {text!r} repeats an axis letter"
+    elif "B" not in letters or letters[0] != "B":
+        problem = f"{what} {text!r} must start with the batch axis B"
+    elif len(Layout(letters).grid_letters) != grid_dims:
+        problem = (
+            f"{what} {text!r} has {len(Layout(letters).grid_letters)} grid axes but the grid has "
+            f"{grid_dims}"
+        )
+    if problem:
+        raise AdapterError(
+            problem, f"use letters B, C and one per grid axis, e.g. {KNOWN_EXAMPLES}"
+        )
+    return Layout(letters)
+
+
+def parse_layout_pair(text: str, grid_dims: int) -> tuple[Layout, Layout | None]:
+    """``"BCT"`` (output layout inferred later) or ``"BCT->BTC"`` (both given)."""
+    if "->" in text:
+        left, right = text.split("->", 1)
+        return parse_layout(left, grid_dims), parse_layout(right, grid_dims, "output layout")
+    return parse_layout(text, grid_dims), None
+
+
+def default_layout(grid_dims: int, tokens: bool) -> str:
+    if tokens:
+        return "BT" if grid_dims == 1 else "B" + "HWD"[:grid_dims]
+    return {1: "BTC", 2: "BCHW"}.get(grid_dims, "BC" + "HWDEFG"[:grid_dims])
+
+
+def infer_output_layout(
+    shape: tuple[int, ...], batch: int, grid: tuple[int, ...], input_layout: Layout
+) -> Layout:
+    """Pick the output layout that fits ``shape``, or explain why none (or several) do.
+
+    Candidates: the input's layout, channels-last, channels-first, and no channel axis. Several
+    candidates that fit *differently* (a grid of 32 positions and 32 classes: ``(B, 32, 32)``)
+    are ambiguous: we refuse to guess, since a wrong guess gives a wrong verdict.
+    """
+    grid_letters = input_layout.grid_letters
+    candidates = [
+        input_layout.letters if input_layout.has_channels else "B" + grid_letters + "C",
+        "B" + grid_letters + "C",
+        "BC" + grid_letters,
+        "B" + grid_letters,
+    ]
+    fitting = []
+    for letters in dict.fromkeys(candidates):
+        layout = Layout(letters)
+        if len(shape) != len(letters) or shape[0] != batch:
+            continue
+        sizes = dict(zip(layout.grid_letters, grid, strict=True))
+        if all(shape[i] == sizes[a] for i, a in enumerate(letters) if a in sizes):
+            fitting.append(layout)
+    if not fitting:
+        channels_last = (batch, *grid, "K")
+        raise AdapterError(
+            f"the model's output has shape {tuple(shape)}, which does not fit grid {grid} "
+            f"(expected e.g. {channels_last} or {(batch, 'K', *grid)})".replace("'", ""),
+            "pass the output layout explicitly (--layout IN->OUT, e.g. BCT->BTC), or check "
+            "--length/--shape and --output",
+        )
+    if len(fitting) > 1:
+        names = " or ".join(f"{input_layout}->{f}" for f in fitting)
+        raise AdapterError(
+            f"the model's output shape {tuple(shape)} fits several layouts for grid {grid}",
+            f"say which one with --layout ({names}), or use a grid size that differs from the "
+            "number of output channels",
+        )
+    return fitting[0]

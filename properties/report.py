@@ -1,0 +1,250 @@
+"""Reports: the audit's result as JSON (the CLI's contract) and as text a person reads.
+
+JSON keys (one object per target; a list for ``zoo``): ``target``, ``grid``, ``predicts``,
+``train``, ``mode``, ``causal``, ``passed``, ``violations`` (``{output, input, kind, evidence,
+effect, detail}``, the first ``MAX_VIOLATIONS``) and ``violations_total``, ``receptive_field``
+``{size, span, holes, position, max_span}``, ``blind_spot`` ``{size, position}`` (null in 1D),
+``loss_equivalence`` ``{max_abs_diff, max_loss_diff, one_pass_loss, masked_loss, holds,
+tolerance, positions}``, ``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``,
+``declared``, ``notes``, ``seconds``. Keys of checks not run are null. Positions are ints in 1D
+and ``[row, column]`` in 2D.
+"""
+
+import json
+import math
+
+from .audit import AuditResult
+from .causality import Violation
+from .subject import Subject
+
+MAX_VIOLATIONS = 100
+
+
+def _finite(x: float) -> float | str:
+    return x if math.isfinite(x) else ("inf" if x > 0 else "nan")
+
+
+def violation_dict(subject: Subject, v: Violation) -> dict:
+    return {
+        "output": subject.position(v.output),
+        "input": subject.position(v.input),
+        "kind": v.kind,
+        "evidence": v.evidence,
+        "effect": _finite(v.effect),
+        "detail": v.detail,
+    }
+
+
+def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> dict:
+    s = result.subject
+    rf, bs, loss = result.receptive_field, result.blind_spot, result.loss
+    eval_report = result.perturbations.get("eval")
+    return {
+        "target": target,
+        "grid": list(s.grid),
+        "predicts": s.predicts,
+        "train": result.train,
+        "mode": result.mode,
+        "causal": result.causal,
+        "passed": result.passed and all(d["ok"] for d in (declared or {}).values()),
+        "violations": [violation_dict(s, v) for v in result.violations[:MAX_VIOLATIONS]],
+        "violations_total": len(result.violations),
+        "receptive_field": None
+        if rf is None
+        else {
+            "size": rf.size,
+            "span": rf.span,
+            "holes": rf.holes,
+            "position": s.position(rf.position),
+            "max_span": rf.max_span,
+        },
+        "blind_spot": None
+        if bs is None
+        else {
+            "size": bs.size,
+            "position": None if bs.position is None else s.position(bs.position),
+        },
+        "loss_equivalence": None if loss is None else _loss_dict(s, loss),
+        "coverage": _coverage(result),
+        "noise_floor": None if eval_report is None else eval_report.noise_floor,
+        "tolerance": None if eval_report is None else eval_report.tolerance,
+        "counterexamples": {
+            f"{mode}/{kind}": {**vars(p), "description": p.describe()}
+            for mode, rep in result.perturbations.items()
+            for kind, p in rep.counterexamples.items()
+        },
+        "declared": declared,
+        "notes": list(dict.fromkeys(result.notes)),
+        "seconds": round(result.seconds, 3),
+    }
+
+
+def _loss_dict(subject: Subject, loss) -> dict:
+    return {
+        "max_abs_diff": loss.max_abs_diff,
+        "max_loss_diff": loss.max_loss_diff,
+        "one_pass_loss": loss.one_pass_loss,
+        "masked_loss": loss.masked_loss,
+        "holds": loss.holds,
+        "tolerance": loss.tolerance,
+        "positions": [
+            {**row, "position": subject.position(row["position"])} for row in loss.positions
+        ],
+    }
+
+
+def _coverage(result: AuditResult) -> dict:
+    coverage = dict(result.coverage)
+    coverage["perturbation"] = {
+        mode: {
+            "cuts_swept": rep.cuts_swept,
+            "cuts_total": result.subject.n_positions,
+            "hypothesis_examples": rep.examples,
+            "batch_independent": rep.batch_independent,
+        }
+        for mode, rep in result.perturbations.items()
+    }
+    return coverage
+
+
+def dumps(data) -> str:
+    return json.dumps(data, indent=2, allow_nan=False, default=str)
+
+
+# ---------------------------------------------------------------------------------------------
+# Text
+
+
+def explain(subject: Subject, v: Violation) -> str:
+    """One sentence a user can act on, in the style of ``torch.testing.assert_close``."""
+    out, inp = subject.position(v.output), subject.position(v.input)
+    if v.evidence.startswith("perturbation"):
+        cut = v.detail.split(": ", 1)[-1]
+        what = f"prediction at position {out} changed by {v.effect:.3g} when {cut}"
+    else:
+        what = (
+            f"prediction at position {out} has gradient {v.effect:.3g} with respect to input {inp}"
+        )
+    if v.kind == "present":
+        return f"{what}: the model sees the present (a missing shift?)"
+    where = " in training mode" if v.evidence.endswith("/train") else ""
+    return f"{what}: the model sees the future{where} (input {inp}){_hint(v)}"
+
+
+def _hint(v: Violation) -> str:
+    if v.evidence.endswith("/train"):
+        return "; normalization statistics over time (BatchNorm in training mode)?"
+    if v.evidence.startswith("perturbation") and "sweep" not in v.detail:
+        return ""
+    return "; symmetric padding (padding='same') or a mask open to the future?"
+
+
+def verdict_line(result: AuditResult, passed: bool) -> str:
+    s = result.subject
+    if result.mode is None:
+        return ("PASS" if passed else "FAIL") + ": causality not checked"
+    words = {
+        "strict": "strictly causal: no prediction sees the present or the future",
+        "inclusive": "causal, inclusive: predictions see the present, never the future",
+        "none": "NOT causal: some predictions see the future",
+    }[result.mode]
+    need = {"current": "strict", "next": "strict or inclusive", "auto": "strict or inclusive"}
+    verdict = "PASS" if passed else "FAIL"
+    return f"{verdict}: {words} (--predicts {s.predicts} needs {need[s.predicts]})"
+
+
+def render_text(result: AuditResult, target: str, declared: dict | None = None) -> str:
+    data = to_dict(result, target, declared)
+    s = result.subject
+    lines = [
+        f"{target}  grid {tuple(s.grid)}  predicts {s.predicts}"
+        + ("  [inference + training]" if result.train else "  [inference]"),
+        verdict_line(result, data["passed"]),
+    ]
+    shown = _key_violations(result)
+    for v in shown:
+        lines.append(f"  - {explain(s, v)} [{v.evidence}]")
+    if len(result.violations) > len(shown):
+        lines.append(f"  ({len(result.violations)} violations in all; --json lists them)")
+    rf = data["receptive_field"]
+    if rf:
+        holes = "" if rf["holes"] is None else f", holes {rf['holes']}"
+        lines.append(
+            f"  receptive field: size {rf['size']}, span {rf['span']}{holes} "
+            f"(output {rf['position']}; furthest reach of any output {rf['max_span']})"
+        )
+    if data["blind_spot"]:
+        b = data["blind_spot"]
+        where = f" (output {b['position']})" if b["position"] is not None else ""
+        lines.append(f"  blind spot: {b['size']} pixels{where}")
+    if data["loss_equivalence"]:
+        le = data["loss_equivalence"]
+        text = (
+            f"  loss equivalence: {'holds' if le['holds'] else 'FAILS'}: max |prediction diff| "
+            f"{le['max_abs_diff']:.3g} over {len(le['positions'])} positions"
+        )
+        if le["one_pass_loss"] is not None:
+            text += (
+                f"; one-pass loss {le['one_pass_loss']:.4f} vs masked {le['masked_loss']:.4f} nats"
+            )
+        lines.append(text)
+    for fact, d in (declared or {}).items():
+        mark = "ok" if d["ok"] else "MISMATCH"
+        lines.append(f"  declared {fact}: {d['declared']}, measured {d['measured']}: {mark}")
+    lines.append("  evidence: " + _evidence_line(data["coverage"], data["noise_floor"]))
+    for note in data["notes"]:
+        lines.append(f"  note: {note}")
+    lines.append(f"  {data['seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def _key_violations(result: AuditResult) -> list[Violation]:
+    """The violations worth a line: each evidence kind's first, Hypothesis' minimal ones first."""
+    picked, seen = [], set()
+    for v in result.violations:
+        key = (v.evidence, v.kind, "hypothesis" in v.detail)
+        if key not in seen:
+            seen.add(key)
+            picked.append(v)
+    return picked[:6]
+
+
+def _evidence_line(coverage: dict, floor) -> str:
+    parts = []
+    for mode, g in coverage.get("gradient", {}).items():
+        if g == "unavailable":
+            parts.append(f"gradients ({mode}): unavailable")
+        else:
+            parts.append(
+                f"gradients ({mode}): {g['method']} map, {g['outputs_mapped']}/{g['outputs_total']}"
+                f" outputs, {g['passes']} VJP passes, union of {g['inputs']} inputs"
+            )
+    for mode, p in coverage.get("perturbation", {}).items():
+        parts.append(
+            f"perturbations ({mode}): {p['cuts_swept']}/{p['cuts_total']} cuts swept, "
+            f"{p['hypothesis_examples']} Hypothesis examples"
+        )
+    if floor is not None:
+        parts.append(f"noise floor {floor:.3g}")
+    return "; ".join(parts)
+
+
+def render_table(rows: list[dict]) -> str:
+    """The zoo: one line per model."""
+    header = (
+        f"{'target':28} {'verdict':7} {'mode':9} {'RF size':>7} {'span':>5} {'holes':>5} "
+        f"{'blind':>5} {'loss':>6} {'time':>6}"
+    )
+    lines = [header, "-" * len(header)]
+    for d in rows:
+        rf = d["receptive_field"] or {}
+        bs = d["blind_spot"]
+        le = d["loss_equivalence"]
+        lines.append(
+            f"{d['target']:28} {'PASS' if d['passed'] else 'FAIL':7} {d['mode'] or '-':9} "
+            f"{rf.get('size', '-'):>7} {rf.get('span', '-'):>5} "
+            f"{'-' if rf.get('holes') is None else rf['holes']:>5} "
+            f"{'-' if bs is None else bs['size']:>5} "
+            f"{'-' if le is None else ('ok' if le['holds'] else 'FAIL'):>6} {d['seconds']:>5.1f}s"
+        )
+    return "\n".join(lines)
