@@ -145,7 +145,7 @@ class Architecture:
 
     @property
     def layout(self) -> str:
-        return "BCT" if self.dims == 1 else "BCHW"
+        return "BCT->BCT" if self.dims == 1 else "BCHW->BCHW"
 
 
 def _minkowski(a, b):
