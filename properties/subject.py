@@ -236,7 +236,7 @@ class Subject:
             self.layout_out = infer_output_layout(
                 tuple(y_native.shape), y_native.shape[0], self.grid, self.layout_in
             )
-        y = self.layout_out.to_canonical(y_native)
+        y = self.layout_out.to_canonical(y_native, self.grid)
         if not self.layout_out.has_channels:
             y = y.unsqueeze(-1)
         if tuple(y.shape[1:-1]) != self.grid:
