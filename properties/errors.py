@@ -24,6 +24,12 @@ class AdapterError(AuditError):
     """The model does not fit the declared canonical form (layout, grid, output field...)."""
 
 
+class ModelError(AdapterError):
+    """The model itself raised while running. The audit's first forward pass turns it into an
+    error; later, in one mode or one kind of evidence only (with autograd on, in training mode),
+    that evidence is reported unavailable and the verdict rests on the evidence that did run."""
+
+
 def one_line(text: str, limit: int = 300) -> str:
     """Collapse an exception message to one short line, for quoting inside our own message."""
     text = " ".join(str(text).split())

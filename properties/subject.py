@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .errors import AdapterError, AuditError, describe
+from .errors import AdapterError, AuditError, ModelError, describe
 from .layout import Layout, default_layout, infer_output_layout, parse_layout_pair
 
 CONVENTIONS = ("current", "next", "auto")
@@ -253,21 +253,99 @@ class Subject:
         except AuditError:
             raise
         except Exception as exc:  # the user's model raised: say on what input, and what to try
+            known = self._diagnose(x_native)
+            if known is not None:
+                raise known from exc
             kind = "tokens" if self.tokens else f"{x_native.dtype} values"
-            raise AdapterError(
-                f"the model raised {describe(exc)} on {kind} of shape {tuple(x_native.shape)} "
-                f"(layout {self.layout_in}, grid {self.grid})",
+            grad = " with autograd on" if torch.is_grad_enabled() else ""
+            raise ModelError(
+                f"the model raised {describe(exc)} on {kind} of shape {tuple(x_native.shape)}"
+                f"{grad} (layout {self.layout_in}, grid {self.grid})",
                 "check --layout, --features, --vocab and --length/--shape against what the "
                 "model expects",
             ) from exc
         return select_output(out, self.output)
 
+    def _diagnose(self, x_native: torch.Tensor) -> AdapterError | None:
+        """After the model raised: a cause we can name, with its fix (or None).
+
+        Two are common and otherwise surface as an ``IndexError`` or a dtype error from deep in
+        torch: tokens beyond the embedding that reads them (``--vocab`` too large), and float
+        values fed to an embedding (a token model audited without ``--vocab``). Models spread
+        over several devices are named too."""
+        module = self.module
+        if module is None:
+            return None
+        devices = sorted({str(t.device) for t in _tensors_of(module)})
+        if len(devices) > 1:
+            return AdapterError(
+                f"the model's parameters and buffers are on several devices ({', '.join(devices)})"
+                ", and it raised on its input",
+                "move the whole model to one device (model.to(device)) before auditing it",
+            )
+        readers = _embeddings_reading(module, x_native)
+        if not readers:
+            return None
+        name, emb = readers[0]
+        if self.tokens and emb.num_embeddings < self.vocab:
+            return AdapterError(
+                f"--vocab is {self.vocab} but the nn.Embedding {name!r} that reads the "
+                f"tokens has {emb.num_embeddings} entries (tokens >= {emb.num_embeddings} "
+                "are out of its range)",
+                f"pass --vocab {emb.num_embeddings} (or less)",
+            )
+        if not self.tokens and x_native.is_floating_point():
+            return AdapterError(
+                f"the model feeds its input to the nn.Embedding {name!r} ({emb.num_embeddings} "
+                "entries): it reads tokens, but the audit gave it floats",
+                f"pass --vocab {emb.num_embeddings} (and a token layout such as BT)",
+            )
+        return None
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Canonical flat input -> canonical flat output ``(B, N, K)``."""
+        """Canonical flat input -> canonical flat output ``(B, N, K)``.
+
+        The model always gets a tensor of its own (a copy, never a view of ``x``): a model that
+        changes its input in place must not change the audit's inputs, nor a leaf of autograd."""
         x_native = self.native_input(x.to(self.device))
         if not self.tokens:
             x_native = x_native.to(self.dtype)
+        x_native = x_native.clone()
         return self.canonical_output(self.call_native(x_native))
+
+
+class _Stop(Exception):
+    pass
+
+
+def _embeddings_reading(module: nn.Module, x_native: torch.Tensor) -> list:
+    """``(name, embedding)`` of the ``nn.Embedding`` layers called on ``x_native`` itself (run
+    until the first such call, which is stopped before it runs)."""
+    found = []
+
+    def pre_hook(mod, args):
+        if args and isinstance(args[0], torch.Tensor) and args[0].shape == x_native.shape:
+            if torch.equal(args[0].to(x_native.dtype), x_native):
+                found.append(mod)
+                raise _Stop
+
+    names = {m: n for n, m in module.named_modules()}
+    handles = [
+        m.register_forward_pre_hook(pre_hook) for m in names if isinstance(m, nn.Embedding)
+    ]
+    if not handles:
+        return []
+    try:
+        with torch.no_grad():
+            module(x_native.clone())
+    except _Stop:
+        pass
+    except Exception:  # the model fails before any embedding reads its input: nothing to say
+        pass
+    finally:
+        for h in handles:
+            h.remove()
+    return [(names[m], m) for m in found]
 
 
 def _tensors_of(module: nn.Module | None):
@@ -316,6 +394,11 @@ def make_subject(
         raise AdapterError(
             f"token inputs have no channel axis, but layout {layout_in} has C",
             "use a layout without C for tokens (e.g. BT)",
+        )
+    if any(t.is_meta for t in _tensors_of(model if isinstance(model, nn.Module) else None)):
+        raise AdapterError(
+            "the model's parameters are on the meta device (shapes only, no values)",
+            "materialize its weights first (model.to_empty(device='cpu'), then load them)",
         )
     subject = Subject(
         model=model,
