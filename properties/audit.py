@@ -20,7 +20,7 @@ from hypothesis import settings as hypothesis_settings
 
 from . import facts, gradients
 from .causality import PerturbationReport, Violation, perturbation_evidence
-from .errors import AdapterError
+from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
 from .loss import LossEquivalence, loss_equivalence
 from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
@@ -91,6 +91,7 @@ def audit(
 
     modes = [False, True] if train else [False]
     needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(checks))
+    failures: list[ModelError] = []  # evidence the model could not be run for
     for training in modes:
         dmap = _gradient_evidence(subject, result, training, seed) if needs_map else None
         if training is False:
@@ -99,23 +100,42 @@ def audit(
             tag = "gradient/train" if training else "gradient"
             result.violations.extend(facts.gradient_violations(subject, dmap, tag))
         if "causality" in checks:
-            report = _perturbation_evidence(subject, training, exact, seed, examples)
-            result.perturbations["train" if training else "eval"] = report
+            mode = "train" if training else "eval"
+            try:
+                report = _perturbation_evidence(subject, training, exact, seed, examples)
+            except ModelError as exc:
+                failures.append(exc)
+                label = "training mode" if training else "inference"
+                result.notes.append(f"perturbation evidence unavailable in {label}: {exc.problem}")
+                result.coverage.setdefault("perturbation", {})[mode] = "unavailable"
+                continue
+            result.perturbations[mode] = report
             result.violations.extend(report.violations)
             result.notes.extend(report.notes)
 
     if "causality" in checks:
+        ran = result.perturbations or any(
+            g != "unavailable" for g in result.coverage.get("gradient", {}).values()
+        )
+        if not ran and failures:  # no evidence at all: the model's error is the answer
+            raise failures[0]
         result.mode = facts.mode_of(result.violations)
         result.causal = facts.passes(result.mode, subject.predicts)
     if result.dependency_map is not None:
         if "receptive_field" in checks:
             result.receptive_field = facts.receptive_field(subject, result.dependency_map)
+            note = facts.clipping_note(subject, result.dependency_map)
+            if note:
+                result.notes.append(note)
         if "blind_spot" in checks:
             result.blind_spot = facts.blind_spot(subject, result.dependency_map)
             if len(subject.grid) == 2 and not subject.is_raster:
                 result.notes.append("blind spot: defined for raster order only, not computed")
     if "loss" in checks:
-        result.loss = _loss(subject, result, exact, seed)
+        try:
+            result.loss = _loss(subject, result, exact, seed)
+        except ModelError as exc:
+            result.notes.append(f"loss equivalence unavailable: {exc.problem}")
     result.coverage["exhaustive"] = exact or n <= EXHAUSTIVE_POSITIONS
     result.seconds = time.perf_counter() - start
     return result
@@ -159,10 +179,30 @@ def _gradient_evidence(
     x = subject.draw_inputs(MAP_INPUTS, torch.Generator().manual_seed(seed + 7))
     label = "training mode" if training else "inference"
     try:
-        with model_mode(s64, train=training):
-            dmap = _map(s64, x, result.exact, seed)
-    except GradientUnavailable as exc:
-        result.notes.append(f"gradient evidence unavailable in {label}: {exc}")
+        try:
+            with model_mode(s64, train=training):
+                dmap = _map(s64, x, result.exact, seed)
+        except ModelError as exc:
+            if s64 is subject:
+                raise
+            # The float64 copy does not run (a dtype fixed inside the model): its own dtype.
+            result.notes.append(
+                f"the float64 copy of the model raised ({exc.problem}): gradients taken in "
+                f"{subject.dtype}"
+            )
+            with model_mode(subject, train=training):
+                dmap = _map(subject, x, result.exact, seed)
+    except (GradientUnavailable, ModelError) as exc:
+        why = exc.problem if isinstance(exc, ModelError) else exc
+        result.notes.append(f"gradient evidence unavailable in {label}: {why}")
+        result.coverage.setdefault("gradient", {})[label] = "unavailable"
+        return None
+    if not dmap.seen.any():  # round, argmax, thresholds: the gradient says nothing at all
+        result.notes.append(
+            f"gradient evidence unavailable in {label}: the gradients are zero everywhere "
+            "(a non-differentiable step such as round, argmax or a threshold, or a model that "
+            "ignores its input); the perturbations decide"
+        )
         result.coverage.setdefault("gradient", {})[label] = "unavailable"
         return None
     result.coverage.setdefault("gradient", {})[label] = {

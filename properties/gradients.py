@@ -159,9 +159,16 @@ def weighted_vjps(
             w = weights[start:stop].to(y.dtype)
             cot = (w[:, None, :, None] * u[None]).reshape(y.shape)
             try:
-                (g,) = torch.autograd.grad(y, leaf, cot, retain_graph=i < len(weight_sets) - 1)
-            except RuntimeError as exc:
+                (g,) = torch.autograd.grad(
+                    y, leaf, cot, retain_graph=i < len(weight_sets) - 1, allow_unused=True
+                )
+            except Exception as exc:  # any error of the model's backward, not only torch's
                 raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
+            if g is None:  # the outputs need grad (parameters) but no path reaches the input
+                raise GradientUnavailable(
+                    "no gradient path from the outputs to the inputs (an integer cast or a "
+                    "detach?)"
+                )
             results[i].append(g.detach().reshape(stop - start, batch, n, -1))
     return [torch.cat(parts) for parts in results]
 

@@ -96,13 +96,16 @@ def _loss_dict(subject: Subject, loss) -> dict:
 def _coverage(result: AuditResult) -> dict:
     coverage = dict(result.coverage)
     coverage["perturbation"] = {
-        mode: {
-            "cuts_swept": rep.cuts_swept,
-            "cuts_total": result.subject.n_positions,
-            "hypothesis_examples": rep.examples,
-            "batch_independent": rep.batch_independent,
-        }
-        for mode, rep in result.perturbations.items()
+        **{
+            mode: {
+                "cuts_swept": rep.cuts_swept,
+                "cuts_total": result.subject.n_positions,
+                "hypothesis_examples": rep.examples,
+                "batch_independent": rep.batch_independent,
+            }
+            for mode, rep in result.perturbations.items()
+        },
+        **result.coverage.get("perturbation", {}),  # modes the model could not run in
     }
     return coverage
 
@@ -220,6 +223,9 @@ def _evidence_line(coverage: dict, floor) -> str:
                 f" outputs, {g['passes']} VJP passes, union of {g['inputs']} inputs"
             )
     for mode, p in coverage.get("perturbation", {}).items():
+        if p == "unavailable":
+            parts.append(f"perturbations ({mode}): unavailable")
+            continue
         parts.append(
             f"perturbations ({mode}): {p['cuts_swept']}/{p['cuts_total']} cuts swept, "
             f"{p['hypothesis_examples']} Hypothesis examples"
