@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import gradients
 from .causality import Violation
 from .gradients import DependencyMap
 from .subject import Subject
@@ -119,4 +120,53 @@ def blind_spot(subject: Subject, dmap: DependencyMap) -> BlindSpot | None:
         size=size,
         position=int(dmap.outputs[row]) if size else None,
         pixels=blind[row],
+    )
+
+
+def clipped_sides(subject: Subject, dmap: DependencyMap) -> tuple[int, list[str]] | None:
+    """Whether the grid may clip the receptive field: ``(output, sides)`` when every output that
+    sees the most inputs depends on inputs at the grid's border, on a side where its receptive
+    field extends (``None`` when one of them sees all it sees well inside the grid).
+
+    A border counts as reached when the next input at the receptive field's own spacing (its
+    largest gap along that axis: 2 for a net that sees every other position) would fall off the
+    grid. Raster order only: a fixed-size model in another order (MADE) has no larger grid.
+    """
+    if not subject.is_raster or len(dmap.outputs) == 0:
+        return None
+    coords = gradients.coordinates(subject.grid)
+    sizes = dmap.seen.sum(1)
+    if int(sizes.max()) == 0:
+        return None
+    clipped = None
+    for row in (sizes == sizes.max()).nonzero().flatten().tolist():
+        t = coords[int(dmap.outputs[row])]
+        deps = coords[dmap.seen[row]]
+        sides = []
+        for axis, size in enumerate(subject.grid):
+            values = deps[:, axis].unique()  # sorted
+            gap = int((values[1:] - values[:-1]).max()) if len(values) > 1 else 1
+            lo, hi = int(values[0]), int(values[-1])
+            if lo < t[axis] and lo - gap < 0:
+                sides.append(f"start of axis {axis}" if len(subject.grid) > 1 else "start")
+            if hi > t[axis] and hi + gap > size - 1:
+                sides.append(f"end of axis {axis}" if len(subject.grid) > 1 else "end")
+        if not sides:
+            return None
+        if clipped is None:
+            clipped = (int(dmap.outputs[row]), sides)
+    return clipped
+
+
+def clipping_note(subject: Subject, dmap: DependencyMap) -> str | None:
+    """The report's note when :func:`clipped_sides` finds the receptive field at the border."""
+    found = clipped_sides(subject, dmap)
+    if found is None:
+        return None
+    output, sides = found
+    flag = "--length" if len(subject.grid) == 1 else "--shape"
+    return (
+        f"the receptive field may be clipped by the grid {tuple(subject.grid)}: the outputs that "
+        f"see the most inputs (e.g. output {subject.position(output)}) reach the "
+        f"{' and '.join(sides)} of the grid; audit with a larger {flag} to measure it whole"
     )
