@@ -69,8 +69,8 @@ class Layout:
         ``grid`` is needed to split grouped axes (``B(TC)``)."""
         if x.dim() != len(self.groups):
             raise AdapterError(
-                f"a tensor of shape {tuple(x.shape)} has {x.dim()} axes but layout {self} has "
-                f"{len(self.groups)}",
+                f"the model's output has shape {tuple(x.shape)}, {x.dim()} axes, but output "
+                f"layout {self} has {len(self.groups)}",
                 "pass the layout the model really uses (--layout IN->OUT)",
             )
         if self.grouped:
@@ -173,7 +173,8 @@ def infer_output_layout(
         if all(shape[i] == sizes[a] for i, a in enumerate(letters) if a in sizes):
             fitting.append(layout)
     if not fitting:
-        channels_last = (batch, *grid, "K")
+        channels_last = "(" + ", ".join(map(str, (batch, *grid, "K"))) + ")"
+        channels_first = "(" + ", ".join(map(str, (batch, "K", *grid))) + ")"
         fix = (
             "pass the output layout explicitly (--layout IN->OUT, e.g. BCT->BTC), or check "
             "--length/--shape and --output"
@@ -188,7 +189,7 @@ def infer_output_layout(
             )
         raise AdapterError(
             f"the model's output has shape {tuple(shape)}, which does not fit grid {grid} "
-            f"(expected e.g. {channels_last} or {(batch, 'K', *grid)})".replace("'", ""),
+            f"(expected e.g. {channels_last} or {channels_first})",
             fix,
         )
     if len(fitting) > 1:

@@ -230,16 +230,18 @@ class Subject:
             x = x[..., 0]
         return self.layout_in.to_native(x)
 
-    def canonical_output(self, y_native: torch.Tensor) -> torch.Tensor:
-        """The model's output -> ``(B, N, K)``."""
+    def canonical_output(self, y_native: torch.Tensor, batch: int | None = None) -> torch.Tensor:
+        """The model's output -> ``(B, N, K)``. ``batch``: the input's batch size."""
+        if batch is None:
+            batch = y_native.shape[0] if y_native.dim() else 1
         if self.layout_out is None:
             self.layout_out = infer_output_layout(
-                tuple(y_native.shape), y_native.shape[0], self.grid, self.layout_in
+                tuple(y_native.shape), batch, self.grid, self.layout_in
             )
         y = self.layout_out.to_canonical(y_native, self.grid)
         if not self.layout_out.has_channels:
             y = y.unsqueeze(-1)
-        if tuple(y.shape[1:-1]) != self.grid:
+        if y.shape[0] != batch or tuple(y.shape[1:-1]) != self.grid:
             raise AdapterError(
                 f"the model's output has shape {tuple(y_native.shape)}, which does not fit "
                 f"output layout {self.layout_out} and grid {self.grid}",
@@ -311,7 +313,7 @@ class Subject:
         if not self.tokens:
             x_native = x_native.to(self.dtype)
         x_native = x_native.clone()
-        return self.canonical_output(self.call_native(x_native))
+        return self.canonical_output(self.call_native(x_native), x.shape[0])
 
 
 class _Stop(Exception):
