@@ -122,15 +122,17 @@ def explain(subject: Subject, v: Violation) -> str:
     """One sentence a user can act on, in the style of ``torch.testing.assert_close``."""
     out, inp = subject.position(v.output), subject.position(v.input)
     if v.evidence.startswith("perturbation"):
-        cut = v.detail.split(": ", 1)[-1]
+        cut = v.detail.split(": ", 1)[-1].removeprefix("changed when ")
         what = f"prediction at position {out} changed by {v.effect:.3g} when {cut}"
     else:
         what = (
             f"prediction at position {out} has gradient {v.effect:.3g} with respect to input {inp}"
         )
+    training = v.evidence.endswith("/train")
+    where = " in training mode" if training else ""
     if v.kind == "present":
-        return f"{what}: the model sees the present (a missing shift?)"
-    where = " in training mode" if v.evidence.endswith("/train") else ""
+        hint = _hint(v) if training else " (a missing shift?)"
+        return f"{what}: the model sees the present{where}{hint}"
     return f"{what}: the model sees the future{where} (input {inp}){_hint(v)}"
 
 
@@ -140,6 +142,74 @@ def _hint(v: Violation) -> str:
     if v.evidence.startswith("perturbation") and "sweep" not in v.detail:
         return ""
     return "; symmetric padding (padding='same') or a mask open to the future?"
+
+
+def headline(result: AuditResult) -> Violation | None:
+    """The violation a failure message leads with: of the worst kind found (future, else
+    present), the sweep's (a plain replacement, a large effect), else Hypothesis' minimal one,
+    else a gradient; inference before training mode."""
+    if not result.violations:
+        return None
+    worst = "future" if any(v.kind == "future" for v in result.violations) else "present"
+
+    def rank(v: Violation):
+        return (
+            v.evidence.endswith("/train"),
+            not v.evidence.startswith("perturbation"),
+            "hypothesis" in v.detail,
+        )
+
+    return min((v for v in result.violations if v.kind == worst), key=rank)
+
+
+def failure_summary(result: AuditResult) -> str:
+    """What ``assert_causal`` raises: one sentence, then ``Key: value`` lines as
+    ``torch.testing.assert_close`` writes them (mode, violations, the minimal counterexample,
+    the evidence)."""
+    s = result.subject
+    lead = headline(result)
+    lines = [explain(s, lead) if lead is not None else _loss_sentence(result), ""]
+    if result.mode is not None:
+        need = "strict" if s.predicts == "current" else "strict or inclusive"
+        lines.append(f"Mode: {result.mode} (predicts={s.predicts!r} needs {need})")
+    if result.violations:
+        kinds = {k: sum(v.kind == k for v in result.violations) for k in ("future", "present")}
+        evidence = sorted({v.evidence for v in result.violations})
+        lines.append(
+            f"Violations: {len(result.violations)} ({kinds['future']} future, "
+            f"{kinds['present']} present; evidence: {', '.join(evidence)})"
+        )
+    for mode, report in result.perturbations.items():
+        for kind, p in report.counterexamples.items():
+            found = next(
+                (v for v in report.violations if v.kind == kind and "hypothesis" in v.detail), None
+            )
+            label = {"eval": "inference", "train": "training mode"}.get(mode, mode)
+            line = f"Minimal counterexample ({kind}, {label}): {p.describe()}"
+            if found is not None:
+                where = s.position(found.output)
+                line += f": prediction at position {where} changed by {found.effect:.3g}"
+            lines.append(line)
+    if result.loss is not None and not result.loss.holds:
+        lines.append(f"Loss equivalence: {_loss_sentence(result)}")
+    lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
+    return "\n".join(lines)
+
+
+def _floor(result: AuditResult):
+    report = result.perturbations.get("eval")
+    return None if report is None else report.noise_floor
+
+
+def _loss_sentence(result: AuditResult) -> str:
+    loss = result.loss
+    if loss is None:
+        return "the audit failed"
+    return (
+        f"one-pass predictions differ from the masked ones by {loss.max_abs_diff:.3g} "
+        f"(tolerance {loss.tolerance:.3g}): the one-pass loss is not the sum of the "
+        "per-position losses"
+    )
 
 
 def verdict_line(result: AuditResult, passed: bool) -> str:
