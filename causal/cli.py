@@ -61,13 +61,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--lr", type=_positive(float), default=TrainConfig.lr)
     train.add_argument("--batch-size", type=_positive(int), default=TrainConfig.batch_size)
+    train.add_argument("--weight-decay", type=float, default=TrainConfig.weight_decay)
     train.add_argument("--mnist-dir", help="folder with the MNIST IDX files (--data mnist)")
     train.add_argument("--out", required=True, help="run directory for checkpoint and metrics")
 
     samp = commands.add_parser("sample", help="sample sequences or images from a model")
-    samp.add_argument(
-        "--model", help="untrained registry model, or the checkpoint's model"
-    )
+    samp.add_argument("--model", help="untrained registry model, or the checkpoint's model")
     samp.add_argument("--checkpoint", help="a run directory or checkpoint file")
     samp.add_argument("--n", type=_positive(int), required=True, help="number of samples")
     grid = samp.add_mutually_exclusive_group()
@@ -106,6 +105,7 @@ def cmd_train(args) -> int:
         seed=args.seed,
         lr=args.lr,
         batch_size=args.batch_size,
+        weight_decay=args.weight_decay,
     )
     metrics = run(config, dataset, args.out)
     _save_run_samples(Path(args.out), dataset, args.seed)

