@@ -1,0 +1,81 @@
+"""``assert_causal``: the audit as one assertion, for a user's test suite.
+
+::
+
+    from properties import assert_causal
+
+    def test_my_model_is_causal():
+        model = MyWaveNet()
+        assert_causal(model, grid=(256,), layout="BCT->BTC", predicts="current")
+
+On failure it raises an ``AssertionError`` that reads like ``torch.testing.assert_close``'s: one
+sentence naming the prediction that moved, by how much, under which replacement, and the likely
+bug; then the mode, the number of violations, Hypothesis' minimal counterexample and the evidence.
+On success it returns the :class:`~properties.audit.AuditResult`, to assert on receptive fields.
+
+Defaults for the whole run come from the pytest plugin (``--causal-train``, ``--causal-exact``;
+see :mod:`properties.plugin`). The plugin imports this module at startup, so it imports nothing
+heavy itself: torch and the harness load on the first call.
+"""
+
+# The run's defaults for ``train`` and ``exact`` (None in a call means "take these").
+DEFAULTS = {"train": False, "exact": False}
+
+
+def set_defaults(**values) -> dict:
+    """Set the run's defaults for ``train``/``exact``; return the previous ones, to restore
+    (the plugin sets them when a pytest session starts and restores them when it ends)."""
+    unknown = set(values) - set(DEFAULTS)
+    if unknown:
+        raise TypeError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
+    previous = dict(DEFAULTS)
+    DEFAULTS.update({k: bool(v) for k, v in values.items()})
+    return previous
+
+
+def assert_causal(
+    model,
+    *,
+    grid,
+    layout=None,
+    predicts="auto",
+    train=None,
+    exact=None,
+    checks=None,
+    seed=0,
+    max_examples=None,
+    **subject_options,
+):
+    """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
+
+    ``grid``, ``layout``, ``predicts`` and ``subject_options`` (``features``, ``vocab``,
+    ``output``, ``order``, ``classes``, ``value_range``, ``name``) go to
+    :func:`~properties.make_subject`. ``train``: also audit in training mode; ``exact``: every
+    cut, output and position (``None``: the run's default, set by ``--causal-train`` and
+    ``--causal-exact``). ``checks``: a subset of :data:`~properties.CHECKS` (default: all).
+    ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
+
+    Returns the :class:`~properties.audit.AuditResult` when the model passes.
+    """
+    __tracebackhide__ = True
+    from . import audit_model
+    from .report import failure_summary
+
+    result = audit_model(
+        model,
+        grid=grid,
+        layout=layout,
+        predicts=predicts,
+        train=DEFAULTS["train"] if train is None else train,
+        exact=DEFAULTS["exact"] if exact is None else exact,
+        checks=checks,
+        seed=seed,
+        max_examples=max_examples,
+        **subject_options,
+    )
+    if not result.passed:
+        raise AssertionError(failure_summary(result))
+    return result
+
+
+__all__ = ["DEFAULTS", "assert_causal", "set_defaults"]
