@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 
 from .audit import CHECKS, audit
-from .errors import AuditError, TargetError
+from .errors import AuditError, TargetError, describe
 from .report import dumps, render_table, render_text, to_dict
 from .subject import CONVENTIONS, make_subject
 from .target import build_model, import_source, load_target, resolve_attribute, split_target
@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"comma-separated subset of {','.join(CHECKS)}",
     )
     a.add_argument("--exact", action="store_true", help="every cut, output and position")
-    a.add_argument("--seed", type=int, default=0)
+    a.add_argument("--seed", type=_seed, default=0, help="0 <= SEED < 2**32")
     a.add_argument(
         "--max-examples",
         type=_positive,
@@ -81,6 +81,16 @@ def _positive(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value < 2**32:
+        raise argparse.ArgumentTypeError(f"the seed must be in [0, 2**32), got {value}")
     return value
 
 
@@ -120,8 +130,18 @@ def _order(spec: str | None, model, n: int):
     else:
         where, attr = split_target(spec)
         value = resolve_attribute(import_source(where), attr, spec)
-    value = value() if callable(value) and not isinstance(value, torch.Tensor) else value
-    return torch.as_tensor(value).flatten()
+    fix = "give the positions in generation order: a sequence, a tensor, or a zero-argument " \
+        "function that returns one"
+    try:
+        value = value() if callable(value) and not isinstance(value, torch.Tensor) else value
+    except Exception as exc:  # the user's function: one line, like a target that fails to build
+        raise UsageError(f"--order {spec}: calling it raised {describe(exc)}", fix) from None
+    try:
+        return torch.as_tensor(value).flatten()
+    except Exception:
+        raise UsageError(
+            f"--order {spec} is a {type(value).__name__}, not a sequence of positions", fix
+        ) from None
 
 
 def _subject(args, target: str):

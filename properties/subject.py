@@ -93,7 +93,15 @@ def raster_ranks(n: int) -> torch.Tensor:
 
 def ranks_from_order(order: Sequence[int] | torch.Tensor, n: int) -> torch.Tensor:
     """``order[i]`` is the flat position generated i-th; return ``ranks[position]``."""
-    order = torch.as_tensor(order, dtype=torch.long).flatten()
+    order = torch.as_tensor(order).flatten()
+    if order.is_floating_point() or order.is_complex():
+        if not torch.equal(order, order.real.round()):
+            raise AdapterError(
+                "the order has values that are not whole numbers",
+                "pass the positions in generation order, as integers",
+            )
+        order = order.real
+    order = order.long()
     if order.numel() != n or not torch.equal(order.sort().values, torch.arange(n)):
         raise AdapterError(
             f"the order must be a permutation of the {n} positions of the grid "
