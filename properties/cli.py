@@ -71,6 +71,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="Hypothesis examples per search (default: the Hypothesis profile's)",
     )
     a.add_argument("--json", metavar="PATH", help="write the JSON report here")
+    a.add_argument(
+        "--pictures",
+        metavar="DIR",
+        help="draw PNG pictures of what each prediction sees into DIR (needs matplotlib)",
+    )
     return parser
 
 
@@ -188,12 +193,23 @@ def run_one(args, target: str) -> tuple[dict, str]:
     )
     if target.startswith("zoo:"):
         declared = zoo.compare(zoo.declared_facts(target[4:], subject.grid), result)
-    return to_dict(result, target, declared), render_text(result, target, declared)
+    data = to_dict(result, target, declared)
+    paths = None
+    if args.pictures:
+        from . import pictures
+
+        paths = [str(p) for p in pictures.draw(result, args.pictures, target=target)]
+        data["pictures"] = paths
+    return data, render_text(result, target, declared, pictures=paths)
 
 
 def command_audit(args) -> int:
     from . import zoo
 
+    if args.pictures:  # before minutes of auditing, not after
+        from .pictures import require_matplotlib
+
+        require_matplotlib()
     if args.target == "zoo":
         if _grid(args):
             raise UsageError("--length/--shape cannot apply to every zoo model", "use zoo:NAME")

@@ -6,8 +6,8 @@ effect, detail}``, the first ``MAX_VIOLATIONS``) and ``violations_total``, ``rec
 ``{size, span, holes, position, max_span}``, ``blind_spot`` ``{size, position}`` (null in 1D),
 ``loss_equivalence`` ``{max_abs_diff, max_loss_diff, one_pass_loss, masked_loss, holds,
 tolerance, positions}``, ``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``,
-``declared``, ``notes``, ``seconds``. Keys of checks not run are null. Positions are ints in 1D
-and ``[row, column]`` in 2D.
+``declared``, ``notes``, ``seconds``, and ``pictures`` (paths) when the CLI drew them. Keys of
+checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 """
 
 import json
@@ -226,7 +226,9 @@ def verdict_line(result: AuditResult, passed: bool) -> str:
     return f"{verdict}: {words} (--predicts {s.predicts} needs {need[s.predicts]})"
 
 
-def render_text(result: AuditResult, target: str, declared: dict | None = None) -> str:
+def render_text(
+    result: AuditResult, target: str, declared: dict | None = None, pictures=None
+) -> str:
     data = to_dict(result, target, declared)
     s = result.subject
     lines = [
@@ -267,6 +269,8 @@ def render_text(result: AuditResult, target: str, declared: dict | None = None) 
     lines.append("  evidence: " + _evidence_line(data["coverage"], data["noise_floor"]))
     for note in data["notes"]:
         lines.append(f"  note: {note}")
+    if pictures:
+        lines.append(f"  pictures: {', '.join(str(p) for p in pictures)}")
     lines.append(f"  {data['seconds']:.1f} s")
     return "\n".join(lines)
 

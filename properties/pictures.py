@@ -1,0 +1,480 @@
+"""Pictures of the dependency relation: what each prediction sees, and where it must not look.
+
+- Sequences (and any grid, over flat positions): the *dependency matrix*, one row per mapped
+  output and one column per input, over the forbidden region (inputs of later rank; the diagonal
+  too for ``predicts="current"``), with the violations marked by evidence (gradient: a cross,
+  perturbation: a ring); under it, the receptive field of one output as a strip over the inputs,
+  where holes show (the lecture's dilated net sees every other past value).
+- Images: the receptive field of a pixel on the image grid, in the style of the PixelCNN
+  paper's figure (lecture slide 19): the current pixel, the pixels it sees, its causal past and
+  its blind spot; a second panel for the output with the largest blind spot, if any.
+
+The arrays are prepared without matplotlib (:func:`dependency_matrix`, :func:`categories`), so
+they can be tested; drawing uses the Agg canvas directly and never touches pyplot's global
+state. matplotlib is imported on first use (``pip install causal-audit[plots]``).
+"""
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import facts
+from .audit import AuditResult
+from .errors import AuditError
+from .gradients import DependencyMap
+
+# Categories of an input position relative to one output (values of :func:`categories`).
+FUTURE, PRESENT, PAST, GAP, SEEN, LEAK = range(6)
+SHADE_FUTURE = "#fde0dd"
+SHADE_PRESENT_FORBIDDEN = "#f768a1"
+SHADE_PRESENT_ALLOWED = "#fff2ae"
+COLORS = {
+    FUTURE: SHADE_FUTURE,
+    PRESENT: SHADE_PRESENT_FORBIDDEN,  # SHADE_PRESENT_ALLOWED where the present may be seen
+    PAST: "#d9d9d9",
+    GAP: "#ff9f1c",
+    SEEN: "#2c7fb8",
+    LEAK: "#b2182b",
+}
+MARKERS = {"gradient": "x", "perturbation": "o"}
+MODE_COLORS = {False: "#000000", True: "#7a0177"}  # inference, training mode
+FRAME = "#000000"  # around the position predicted, and its row in the matrix
+
+
+# ---------------------------------------------------------------------------------------------
+# Data (no matplotlib)
+
+
+def _require_map(result: AuditResult) -> DependencyMap:
+    if result.dependency_map is None:
+        raise AuditError(
+            "pictures need the dependency map, which this audit does not have (gradients "
+            "unavailable, or only the loss check run)",
+            "run the causality or receptive_field check on a differentiable model",
+        )
+    return result.dependency_map
+
+
+def present_forbidden(result: AuditResult) -> bool:
+    """Whether seeing the present is a violation: only for ``predicts="current"``."""
+    return result.subject.predicts == "current"
+
+
+@dataclass
+class Matrix:
+    """The dependency matrix as arrays: rows are the mapped outputs, columns every input."""
+
+    outputs: np.ndarray  # (M,) flat output positions
+    seen: np.ndarray  # (M, N) bool
+    future: np.ndarray  # (M, N) bool: input of later rank than the row's output
+    present: np.ndarray  # (M, N) bool: the row's own rank
+    present_forbidden: bool
+    # evidence ("gradient", "perturbation/train"...) -> (row indices, input positions)
+    violations: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
+    unmapped: int = 0  # violations at outputs with no row (sampled maps)
+
+    @property
+    def forbidden(self) -> np.ndarray:
+        return self.future | (self.present if self.present_forbidden else False)
+
+
+def dependency_matrix(result: AuditResult) -> Matrix:
+    dmap = _require_map(result)
+    ranks = result.subject.ranks
+    out_ranks = ranks[dmap.outputs][:, None]
+    matrix = Matrix(
+        outputs=dmap.outputs.numpy(),
+        seen=dmap.seen.numpy(),
+        future=(ranks[None, :] > out_ranks).numpy(),
+        present=(ranks[None, :] == out_ranks).numpy(),
+        present_forbidden=present_forbidden(result),
+    )
+    row_of = dmap.row_of()
+    pairs: dict[str, list[tuple[int, int]]] = {}
+    for v in result.violations:
+        if v.output not in row_of:
+            matrix.unmapped += 1
+            continue
+        pairs.setdefault(v.evidence, []).append((row_of[v.output], v.input))
+    for evidence, items in pairs.items():
+        rows, inputs = zip(*sorted(set(items)), strict=True)
+        matrix.violations[evidence] = (np.array(rows), np.array(inputs))
+    return matrix
+
+
+def categories(result: AuditResult, output: int) -> np.ndarray:
+    """``(*grid)`` codes of every input position for one mapped output: FUTURE, PRESENT, PAST
+    (causal past, not seen), GAP (1D: a hole between the furthest and the nearest input seen;
+    2D: the blind spot, by the rule of :func:`properties.facts.blind_spot`), SEEN, LEAK (seen
+    but forbidden)."""
+    dmap = _require_map(result)
+    subject = result.subject
+    row_of = dmap.row_of()
+    if output not in row_of:
+        raise AuditError(f"output {subject.position(output)} has no row in the dependency map")
+    seen = dmap.seen[row_of[output]]
+    ranks, rank = subject.ranks, int(subject.ranks[output])
+    codes = torch.full_like(ranks, PAST)
+    codes[ranks > rank] = FUTURE
+    codes[ranks == rank] = PRESENT
+    codes[_gaps(result, output, seen)] = GAP
+    forbidden = ranks > rank
+    if present_forbidden(result):
+        forbidden = forbidden | (ranks == rank)
+    codes[seen & ~forbidden] = SEEN
+    codes[seen & forbidden] = LEAK
+    return codes.reshape(subject.grid).numpy()
+
+
+def _gaps(result: AuditResult, output: int, seen: torch.Tensor) -> torch.Tensor:
+    subject = result.subject
+    ranks, rank = subject.ranks, int(subject.ranks[output])
+    past_unseen = (ranks < rank) & ~seen
+    if len(subject.grid) == 2 and subject.is_raster:
+        one = DependencyMap(
+            torch.tensor([output]), seen[None], seen[None].float(), passes=0, method="row"
+        )
+        return facts.blind_spot(subject, one).pixels.flatten()
+    if not seen.any():
+        return torch.zeros_like(seen)
+    lo, hi = int(ranks[seen].min()), int(ranks[seen].max())
+    return past_unseen & (ranks > lo) & (ranks < hi)
+
+
+def row_facts(result: AuditResult, output: int) -> dict:
+    """Size, span (in ranks) and gap count of one mapped output's receptive field."""
+    codes = categories(result, output).flatten()
+    ranks = result.subject.ranks.numpy()
+    seen = (codes == SEEN) | (codes == LEAK)
+    span = int(ranks[output] - ranks[seen].min()) if seen.any() else 0
+    return {"size": int(seen.sum()), "span": span, "gaps": int((codes == GAP).sum())}
+
+
+def file_stem(target: str) -> str:
+    """A file name stem for a target: ``zoo:pixelcnn`` -> ``pixelcnn``,
+    ``path/to/leaky.py:Model`` -> ``leaky_Model``, ``pkg.mod:attr`` -> ``pkg.mod_attr``."""
+    if target.startswith("zoo:"):
+        stem = target[4:]
+    elif ":" in target:
+        where, attr = target.rsplit(":", 1)
+        if where.endswith(".py") or "/" in where or "\\" in where:
+            where = Path(where).stem
+        stem = f"{where}_{attr}"
+    else:
+        stem = target
+    return re.sub(r"[^\w.-]+", "_", stem).strip("._") or "model"
+
+
+# ---------------------------------------------------------------------------------------------
+# Drawing
+
+
+def require_matplotlib():
+    """matplotlib's ``Figure`` and Agg canvas, or an :class:`AuditError` that says how to get
+    them."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise AuditError("pictures need matplotlib", "pip install causal-audit[plots]") from None
+    return Figure, FigureCanvasAgg
+
+
+def draw(result: AuditResult, directory, *, target: str | None = None) -> list[Path]:
+    """Draw the pictures of ``result`` into ``directory`` (created if needed); return the paths.
+
+    1D and 3D+ grids: ``STEM-dependencies.png``; 2D: ``STEM-receptive-field.png``. ``target``
+    names the model in titles and file names (default: the subject's name).
+    """
+    require_matplotlib()
+    target = target or result.subject.name
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AuditError(
+            f"cannot create the pictures directory {str(directory)!r}: {exc.strerror}",
+            "give a writable directory to --pictures",
+        ) from None
+    stem = file_stem(target)
+    if len(result.subject.grid) == 2:
+        path = directory / f"{stem}-receptive-field.png"
+        _save(draw_image_fields(result, target), path)
+    else:
+        path = directory / f"{stem}-dependencies.png"
+        _save(draw_dependencies(result, target), path)
+    return [path]
+
+
+def _save(fig, path: Path) -> None:
+    try:
+        fig.savefig(path, dpi=110)
+    except OSError as exc:
+        raise AuditError(
+            f"cannot write {str(path)!r}: {exc.strerror}", "give a writable directory"
+        ) from None
+
+
+def _facts_line(result: AuditResult) -> str:
+    s = result.subject
+    parts = [f"grid {tuple(s.grid)}", f"predicts {s.predicts}"]
+    if result.mode is not None:
+        parts.append(f"mode {result.mode}")
+    verdict = "PASS" if result.passed else "FAIL"
+    rf = result.receptive_field
+    if rf is not None:
+        parts.append(f"RF size {rf.size}, span {rf.span}")
+        if rf.holes is not None:
+            parts.append(f"holes {rf.holes}")
+    if result.blind_spot is not None:
+        parts.append(f"blind spot {result.blind_spot.size} px")
+    if result.train:
+        parts.append("inference + training")
+    return f"{verdict}: " + ", ".join(parts)
+
+
+def _color(code: int, forbidden_present: bool) -> str:
+    if code == PRESENT and not forbidden_present:
+        return SHADE_PRESENT_ALLOWED
+    return COLORS[code]
+
+
+def _rgb(codes: np.ndarray, forbidden_present: bool) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    table = np.array([to_rgb(_color(c, forbidden_present)) for c in range(len(COLORS))])
+    return table[codes]
+
+
+def _patch(label: str, color: str, edge: str = "#555555", width: float = 0.5):
+    from matplotlib.patches import Patch
+
+    return Patch(facecolor=color, edgecolor=edge, linewidth=width, label=label)
+
+
+def _category_handles(present: set[int], gap_label: str, forbidden_present: bool) -> list:
+    labels = {
+        SEEN: "seen",
+        PAST: "causal past, not seen",
+        GAP: gap_label,
+        FUTURE: "future (must not be seen)",
+        PRESENT: "the position predicted"
+        + (" (must not be seen)" if forbidden_present else " (may be seen)"),
+        LEAK: "seen, but forbidden: a leak",
+    }
+    order = (SEEN, GAP, PAST, PRESENT, FUTURE, LEAK)
+    handles = []
+    for c in order:
+        if c in present or c == PRESENT:  # the predicted position is framed even when seen
+            edge = (FRAME, 2.0) if c == PRESENT else ("#555555", 0.5)
+            handles.append(_patch(labels[c], _color(c, forbidden_present), *edge))
+    return handles
+
+
+# -- 1D: the dependency matrix and one receptive field --------------------------------------
+
+
+def draw_dependencies(result: AuditResult, target: str):
+    Figure, FigureCanvasAgg = require_matplotlib()
+    from matplotlib.colors import to_rgb
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    matrix = dependency_matrix(result)
+    subject = result.subject
+    m, n = matrix.seen.shape
+    fig = Figure(figsize=(9.5, 8.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    grid = fig.add_gridspec(2, 1, height_ratios=[6, 1])
+    ax = fig.add_subplot(grid[0])
+    strip = fig.add_subplot(grid[1], sharex=ax)
+
+    image = np.ones((m, n, 3))
+    image[matrix.future] = to_rgb(SHADE_FUTURE)
+    shade = SHADE_PRESENT_FORBIDDEN if matrix.present_forbidden else SHADE_PRESENT_ALLOWED
+    image[matrix.present] = to_rgb(shade)
+    image[matrix.seen & ~matrix.forbidden] = to_rgb(COLORS[SEEN])
+    image[matrix.seen & matrix.forbidden] = to_rgb(COLORS[LEAK])
+    ax.imshow(image, aspect="auto", interpolation="nearest")
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True, nbins=12))
+    ax.yaxis.set_major_formatter(
+        FuncFormatter(lambda y, _: str(matrix.outputs[int(y)]) if 0 <= y < m else "")
+    )
+    ax.set_ylabel("output position" + ("" if m == n else f" ({m} of {n} mapped)"))
+    ax.tick_params(labelbottom=False)
+
+    handles = [
+        _patch("seen", COLORS[SEEN]),
+        _patch("seen, but forbidden: a leak", COLORS[LEAK]),
+        _patch("future inputs (forbidden)", SHADE_FUTURE),
+        _patch(
+            "present (forbidden: predicts current)"
+            if matrix.present_forbidden
+            else f"present (allowed: predicts {subject.predicts})",
+            shade,
+        ),
+    ]
+    size = max(8.0, min(40.0, 4000.0 / max(m, n)))
+    for evidence, (rows, inputs) in sorted(matrix.violations.items()):
+        kind, training = evidence.split("/")[0], evidence.endswith("/train")
+        color = MODE_COLORS[training]
+        filled = MARKERS[kind] == "x"
+        style = {"color": color} if filled else {"facecolors": "none", "edgecolors": color}
+        ax.scatter(inputs, rows, marker=MARKERS[kind], s=size, linewidths=1.0, **style)
+        label = f"{kind} evidence{' (training mode)' if training else ''}: {len(rows)}"
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker=MARKERS[kind],
+                linestyle="",
+                color=color,
+                markerfacecolor=color if filled else "none",
+                label=label,
+            )
+        )
+    if matrix.unmapped:
+        handles.append(_patch(f"{matrix.unmapped} violations at unmapped outputs", "#ffffff"))
+
+    rf = result.receptive_field
+    output = rf.position if rf is not None else int(matrix.outputs[m // 2])
+    row = int(np.searchsorted(matrix.outputs, output))
+    ax.add_patch(Rectangle((-0.5, row - 0.5), n, 1, fill=False, edgecolor=FRAME, linewidth=1.2))
+    ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.95)
+    ax.set_title(
+        f"{target}: which inputs each prediction depends on\n{_facts_line(result)}", fontsize=10
+    )
+
+    codes = categories(result, output).ravel()  # grids of 3 or more axes: flat positions
+    strip.imshow(
+        _rgb(codes, matrix.present_forbidden)[None], aspect="auto", interpolation="nearest"
+    )
+    strip.set_yticks([])
+    strip.add_patch(
+        Rectangle((output - 0.5, -0.5), 1, 1, fill=False, edgecolor=FRAME, linewidth=2.5)
+    )
+    if n <= 128:  # one cell per position is visible: draw the cell borders
+        strip.set_xticks(np.arange(-0.5, n, 1), minor=True)
+        strip.grid(which="minor", axis="x", color="#ffffff", linewidth=0.6)
+        strip.tick_params(which="minor", length=0)
+    strip.set_xlabel("input position" + (" (flat, C order)" if len(subject.grid) > 1 else ""))
+    f = row_facts(result, output)
+    strip.set_title(
+        f"receptive field of output {subject.position(output)} (the framed row "
+        f"above): size {f['size']}, span {f['span']}, holes {f['gaps']}",
+        fontsize=9,
+    )
+    present = set(np.unique(codes).tolist())
+    strip.legend(
+        handles=_category_handles(present, "hole", matrix.present_forbidden),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.55),
+        ncol=6,
+        fontsize=8,
+        frameon=False,
+    )
+    return fig
+
+
+# -- 2D: receptive fields on the image --------------------------------------------------------
+
+
+def image_outputs(result: AuditResult) -> list[tuple[str, int]]:
+    """The outputs to draw on the image, with their role: the receptive field's, then the one
+    with the largest blind spot (when there is a blind spot and it is another output)."""
+    picks = []
+    if result.receptive_field is not None:
+        picks.append(("receptive field", result.receptive_field.position))
+    bs = result.blind_spot
+    if bs is not None and bs.position is not None:
+        if not picks or picks[0][1] != bs.position:
+            picks.append(("blind spot", bs.position))
+        else:
+            picks[0] = ("receptive field and blind spot", bs.position)
+    if not picks:
+        dmap = _require_map(result)
+        picks.append(("receptive field", int(dmap.outputs[len(dmap.outputs) // 2])))
+    return picks
+
+
+def draw_image_fields(result: AuditResult, target: str):
+    Figure, FigureCanvasAgg = require_matplotlib()
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Rectangle
+
+    subject = result.subject
+    h, w = subject.grid
+    picks = image_outputs(result)
+    fig = Figure(figsize=(max(7.6, 5.4 * len(picks)), 6.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(picks), squeeze=False)[0]
+    present: set[int] = set()
+    perturbed = False
+    for ax, (role, output) in zip(axes, picks, strict=True):
+        codes = categories(result, output)
+        present |= set(np.unique(codes).tolist())
+        ax.imshow(_rgb(codes, present_forbidden(result)), interpolation="nearest")
+        r, c = subject.position(output)
+        ax.add_patch(Rectangle((c - 0.5, r - 0.5), 1, 1, fill=False, edgecolor=FRAME, lw=2.2))
+        ax.set_xticks(np.arange(-0.5, w, 1), minor=True)
+        ax.set_yticks(np.arange(-0.5, h, 1), minor=True)
+        ax.grid(which="minor", color="#ffffff", linewidth=0.5)
+        ax.tick_params(which="minor", length=0)
+        marks = [
+            subject.position(v.input)
+            for v in result.violations
+            if v.output == output and v.evidence.startswith("perturbation")
+        ]
+        if marks:
+            perturbed = True
+            ys, xs = zip(*marks, strict=True)
+            ax.scatter(xs, ys, marker="o", s=40, facecolors="none", edgecolors="#000000")
+        f = row_facts(result, output)
+        ax.set_title(
+            f"{role} of output [{r}, {c}]\nsees {f['size']} pixels, reaches {f['span']} back "
+            f"in raster order; blind spot {f['gaps']} px",
+            fontsize=9,
+        )
+        ax.set_xlabel("column")
+        ax.set_ylabel("row")
+    handles = _category_handles(present, "blind spot (past, not seen)", present_forbidden(result))
+    if perturbed:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                marker="o",
+                linestyle="",
+                markerfacecolor="none",
+                markeredgecolor="#000000",
+                label="perturbation evidence",
+            )
+        )
+    fig.legend(
+        handles=handles, loc="outside lower center", ncol=2 + len(picks), fontsize=8, frameon=False
+    )
+    fig.suptitle(f"{target}: what a pixel's prediction sees\n{_facts_line(result)}", fontsize=10)
+    return fig
+
+
+__all__ = [
+    "FUTURE",
+    "GAP",
+    "LEAK",
+    "PAST",
+    "PRESENT",
+    "SEEN",
+    "Matrix",
+    "categories",
+    "dependency_matrix",
+    "draw",
+    "file_stem",
+    "image_outputs",
+    "require_matplotlib",
+    "row_facts",
+]
