@@ -7,6 +7,7 @@ examples per search), so the valid combinations are real audits and stay cheap.
 """
 
 import io
+import os
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from hypothesis import strategies as st
 
 from properties import cli
 
-TARGETS = Path(__file__).parent / "targets"
+TARGETS = Path(__file__).resolve().parent / "targets"
 BAD = f"{TARGETS}/bad.py"
 MADE = f"{TARGETS}/made.py"
 
@@ -120,14 +121,20 @@ def argvs(draw):
 
 
 def run(argv: list[str], tmp_path: Path) -> tuple[int, str]:
+    """``main(argv)`` in ``tmp_path`` (junk values of --json are written there)."""
     argv = [str(tmp_path / "report.json") if a == "REPORT" else a for a in argv]
     err, out = io.StringIO(), io.StringIO()
-    with redirect_stderr(err), redirect_stdout(out):
-        try:
-            code = cli.main(argv)
-        except SystemExit as exc:  # argparse's --help exits; nothing else may
-            assert "--help" in argv or "-h" in argv, f"SystemExit leaked for {argv}"
-            code = exc.code
+    here = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        with redirect_stderr(err), redirect_stdout(out):
+            try:
+                code = cli.main(argv)
+            except SystemExit as exc:  # argparse's --help exits; nothing else may
+                assert "--help" in argv or "-h" in argv, f"SystemExit leaked for {argv}"
+                code = exc.code
+    finally:
+        os.chdir(here)
     return code, err.getvalue()
 
 
