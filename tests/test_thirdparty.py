@@ -274,6 +274,20 @@ def test_encoder_with_only_the_is_causal_hint(tmp_path, capsys):
     assert "perturbations (train): unavailable" in captured.out
 
 
+def test_encoder_hint_without_fast_path_is_a_one_line_error(tmp_path, capsys):
+    """batch_first=False: no fast path, so every mode raises; with no evidence at all, the
+    model's own error is the answer (exit 2, one line)."""
+    code, _, captured = audit_cli(
+        [f"{TARGETS}/torch_encoder.py:encoder_hint_seq_first", "--length", "12",
+         "--features", "2", "--predicts", "next"],
+        tmp_path,
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    (line,) = captured.err.strip().splitlines()
+    assert "Need attn_mask" in line and "Traceback" not in line
+
+
 # ---------------------------------------------------------------------------------------------
 # MADE-style models: arbitrary orders, flattened outputs
 
