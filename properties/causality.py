@@ -29,13 +29,14 @@ from hypothesis.errors import NoSuchExample
 
 from . import strategies
 from .perturbations import Perturbation, apply, replace_one
-from .running import check_outputs_finite, forward
+from .running import check_outputs_finite, float64_copy, forward
 from .subject import Subject
 
 SAFETY = 4.0
 BATCH_DEPENDENCE = 1e-4  # slot differences above this (relative) mean samples interact
 LOCALIZE_LIMIT = 64  # positions tried one by one to name the input behind a leak
 BATCH_BUDGET = 1 << 16  # positions x samples in one stacked forward pass
+CONFIRM_RATIO = 1e-3  # float64 change / float32 change below this: rounding, not dependency
 
 
 @dataclass
@@ -61,14 +62,23 @@ class PerturbationReport:
 
 
 class Runner:
-    """Evaluates perturbations against cached unperturbed outputs, in one mode, one RNG seed."""
+    """Evaluates perturbations against cached unperturbed outputs, in one mode, one RNG seed.
 
-    def __init__(self, subject: Subject, *, seed: int, pool_size: int = 2):
+    Changes seen in a float32 (or lower) model are confirmed on a float64 copy before they count:
+    a genuine dependency moves the float64 prediction as much as the float32 one, while rounding
+    (an exclusive prefix sum computed as ``cumsum(x) - x`` "depends" on ``x_t`` through its
+    last bits) shrinks by the ratio of the two machine epsilons.
+    """
+
+    def __init__(self, subject: Subject, *, seed: int, pool_size: int = 2, confirm: bool = True):
         self.subject = subject
         self.seed = seed
         self.pool_size = pool_size
         self._pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.tolerance = 0.0
+        self._confirm = confirm and subject.dtype != torch.float64
+        self._double: Runner | None = None
+        self.rounding = 0  # violations dismissed as rounding
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return forward(self.subject, x, seed=self.seed).detach()
@@ -86,11 +96,41 @@ class Runner:
         """(N,) largest change per position over samples and outputs (NaN-aware)."""
         return _changes(y0, y1)
 
+    def changes_at(self, pool: int, x1: torch.Tensor) -> torch.Tensor:
+        return self.changes(self.pool(pool)[1], self.run(x1))
+
     def evaluate(self, p: Perturbation) -> tuple[torch.Tensor, torch.Tensor]:
         """Changes per position for ``p``, and the perturbed inputs."""
-        x, y0 = self.pool(p.pool)
+        x, _ = self.pool(p.pool)
         x1 = apply(self.subject, x, p)
-        return self.changes(y0, self.run(x1)), x1
+        return self.changes_at(p.pool, x1), x1
+
+    def genuine(
+        self, pool: int, x1: torch.Tensor, changes: torch.Tensor, outputs: torch.Tensor
+    ) -> torch.Tensor:
+        """The ``outputs`` whose change survives in float64 (all of them for float64 models)."""
+        if not self._confirm or len(outputs) == 0:
+            return outputs
+        double = self._float64()
+        if double is None:
+            return outputs
+        changes64 = double.changes_at(pool, x1)
+        keep = changes64[outputs] > torch.maximum(
+            torch.full_like(changes64[outputs], double.tolerance),
+            CONFIRM_RATIO * changes[outputs],
+        )
+        self.rounding += int((~keep).sum())
+        return outputs[keep]
+
+    def _float64(self) -> "Runner | None":
+        if self._double is None:
+            copy, note = float64_copy(self.subject)
+            if note or copy is self.subject:
+                self._confirm = False
+                return None
+            self._double = Runner(copy, seed=self.seed, pool_size=self.pool_size, confirm=False)
+            self._double.tolerance = SAFETY * self._double.noise_floor(2)[0]
+        return self._double
 
     def noise_floor(self, copies: int) -> tuple[float, bool]:
         """Largest difference between identical runs, between batch slots, and between a batch
@@ -112,7 +152,7 @@ def measure_noise_floor(
     slots = _changes(y0, run(x.flip(0)).flip(0)).max()
     for k in sorted({2, copies}):
         stacked = run(x.repeat(k, *([1] * (x.dim() - 1)))).reshape(k, *y0.shape)
-        slots = torch.maximum(slots, max(_changes(y0, y).max() for y in stacked))
+        slots = torch.maximum(slots, _changes(y0, stacked).max())
     scale = float(y0.abs().max().clamp_min(1e-30))
     independent = float(slots) <= BATCH_DEPENDENCE * scale
     floor = float(max(again, slots)) if independent else float(again)
@@ -120,11 +160,13 @@ def measure_noise_floor(
 
 
 def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
+    """Largest change per position: ``y0`` is ``(B, N, K)``, ``y1`` is ``(..., B, N, K)``;
+    the result is ``(..., N)`` (one row per leading index of ``y1``)."""
     diff = (y1.double() - y0.double()).abs()
     nan0, nan1 = torch.isnan(y0), torch.isnan(y1)
     diff = torch.where(nan0 & nan1, torch.zeros_like(diff), diff)
     diff = torch.where(nan0 ^ nan1, torch.full_like(diff, float("inf")), diff)
-    return diff.amax(dim=(0, 2))
+    return diff.amax(dim=(-3, -1))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -169,13 +211,18 @@ def sweep(
         chunk = cut_list[start : start + per_chunk]
         perturbed = [apply(subject, x, Perturbation(c, kind, 100.0, seed=c)) for c in chunk]
         y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
-        for c, y in zip(chunk, y1, strict=True):
-            changes = runner.changes(y0, y)
-            for t in _future(subject, changes, c, runner.tolerance).tolist():
-                if t not in furthest or furthest[t][0] < c:
-                    furthest[t] = (c, float(changes[t]), "future")
-            for t in _present(subject, changes, c, runner.tolerance).tolist():
-                furthest.setdefault(t, (c, float(changes[t]), "present"))
+        changes = runner.changes(y0, y1)  # (cuts, N)
+        cuts = torch.tensor(chunk)[:, None]
+        moved = (changes > runner.tolerance) & (subject.ranks[None, :] <= cuts)
+        for i in moved.any(1).nonzero().flatten().tolist():
+            c = chunk[i]
+            outputs = runner.genuine(0, perturbed[i], changes[i], moved[i].nonzero().flatten())
+            for t in outputs.tolist():
+                kind_ = "future" if subject.ranks[t] < c else "present"
+                if kind_ == "present":
+                    furthest.setdefault(t, (c, float(changes[i, t]), kind_))
+                elif t not in furthest or furthest[t][0] < c or furthest[t][2] == "present":
+                    furthest[t] = (c, float(changes[i, t]), kind_)
     return [
         Violation(
             output=t,
@@ -212,8 +259,9 @@ def hypothesis_search(
 
     def shows_violation(p: Perturbation) -> bool:
         calls[0] += 1
-        changes, _ = runner.evaluate(p)
-        return len(test(subject, changes, p.cut, runner.tolerance)) > 0
+        changes, x1 = runner.evaluate(p)
+        moved = test(subject, changes, p.cut, runner.tolerance)
+        return len(runner.genuine(p.pool, x1, changes, moved)) > 0
 
     config = settings(
         max_examples=max_examples,
@@ -229,7 +277,7 @@ def hypothesis_search(
     except NoSuchExample:
         return None, None, calls[0]
     changes, x1 = runner.evaluate(p)
-    outputs = test(subject, changes, p.cut, runner.tolerance)
+    outputs = runner.genuine(p.pool, x1, changes, test(subject, changes, p.cut, runner.tolerance))
     output = (
         int(outputs[torch.argmax(subject.ranks[outputs])]) if kind == "future" else int(outputs[0])
     )
@@ -253,8 +301,10 @@ def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int) ->
     order = torch.argsort(subject.ranks)
     candidates = order[p.cut : p.cut + LOCALIZE_LIMIT].tolist()
     for position in candidates:
-        y1 = runner.run(replace_one(subject, x, x1, position))
-        if runner.changes(y0, y1)[output] > runner.tolerance:
+        x_one = replace_one(subject, x, x1, position)
+        changes = runner.changes(y0, runner.run(x_one))
+        moved = torch.tensor([output]) if changes[output] > runner.tolerance else torch.tensor([])
+        if len(runner.genuine(p.pool, x_one, changes, moved.long())):
             return position
     return _position_of_rank(subject, p.cut)
 
@@ -298,4 +348,9 @@ def perturbation_evidence(
         if found is not None:
             report.violations.insert(0, found)
             report.counterexamples[kind] = p
+    if runner.rounding:
+        report.notes.append(
+            f"{runner.rounding} changes of float32 predictions vanished in float64: rounding "
+            "(e.g. x_t subtracted back out of a sum), not a dependency; not counted"
+        )
     return report

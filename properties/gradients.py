@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from .errors import describe
+from .running import seeded
 from .subject import Subject
 
 RATIO_TOLERANCE = 1e-9
@@ -100,8 +101,7 @@ class DifferentiableInput:
     def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
         reps = (copies,) + (1,) * (self.inputs.dim() - 1)
         x = self.inputs.repeat(*reps)
-        with torch.random.fork_rng(devices=[]), torch.enable_grad():
-            torch.manual_seed(self.seed)
+        with seeded(self.subject, self.seed), torch.enable_grad():
             if self.embedding is None:
                 leaf = x.to(self.subject.device, self.subject.dtype).requires_grad_(True)
                 y = self.subject(leaf)

@@ -125,3 +125,22 @@ def test_noise_floor_is_measured_and_small(dtype):
     report = result.perturbations["eval"]
     assert report.batch_independent
     assert report.noise_floor < (1e-5 if dtype == torch.float32 else 1e-12)
+
+
+def test_float32_rounding_is_not_a_leak():
+    """``cumsum(h) - h`` never depends on ``h_t`` mathematically, but in float32 its last bits
+    do; the float64 confirmation dismisses those changes (and says so)."""
+
+    class ExclusiveSum(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(1, 4)
+
+        def forward(self, x):  # (B, T, 1) -> (B, T, 4)
+            h = self.lin(x)
+            return torch.cumsum(h, 1) - h
+
+    subject = make_subject(ExclusiveSum(), grid=GRID, layout="BTC", predicts="current")
+    result = audit(subject, max_examples=30)
+    assert (result.mode, result.causal) == ("strict", True)
+    assert any("vanished in float64" in note for note in result.notes)
