@@ -134,6 +134,7 @@ def save_picture(samples: torch.Tensor, path, nb_classes: int | None = None, tit
             ax.imshow(s.numpy(), cmap="gray_r", vmin=0, vmax=max(top, 1))
     if title:
         fig.suptitle(title)
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.03, right=0.99, bottom=0.03, top=0.9 if title else 0.98,
+                        wspace=0.2, hspace=0.3)  # fmt: skip
     fig.savefig(Path(path), dpi=100)
     plt.close(fig)

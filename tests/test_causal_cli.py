@@ -29,10 +29,10 @@ def assert_usage_error(code, err, *fragments):
 
 @pytest.fixture(scope="module")
 def toy_run(tmp_path_factory):
+    """One short training run through the CLI (large batches: 16 steps), shared by the tests."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(
-        ["train", "--model", "nettoy1d", "--data", "toy", "--epochs", "1", "--out", str(out)]
-    )
+    argv = ["train", "--model", "nettoy1d", "--data", "toy", "--epochs", "1", "--batch-size", "256"]
+    code = main([*argv, "--out", str(out)])
     assert code == 0
     return out
 
