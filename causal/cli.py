@@ -91,6 +91,8 @@ def _spec(name):
 
 def cmd_train(args) -> int:
     spec = _spec(args.model)
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; train writes a run directory there")
     dataset = data_module.load(args.data, mnist_dir=args.mnist_dir)
     if spec.dims != dataset.dims:
         raise UsageError(

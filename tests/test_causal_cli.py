@@ -310,6 +310,14 @@ def test_bad_input_is_one_line_and_exit_2(tmp_path, capsys, argv, fragments):
     assert not (tmp_path / "s.pt").exists()
 
 
+def test_train_out_must_not_be_a_file(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    code, _, err = run_cli(
+        capsys, "train", "--model", "nettoy1d", "--data", "toy", "--out", tmp_path / "file"
+    )
+    assert_usage_error(code, err, "is a file")
+
+
 def test_missing_mnist_file_is_named(tmp_path, capsys):
     (tmp_path / "mnist").mkdir()
     header = bytes([0, 0, 8, 3]) + b"".join(n.to_bytes(4, "big") for n in (2, 28, 28))
