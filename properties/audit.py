@@ -186,12 +186,12 @@ def _gradient_evidence(
             if s64 is subject:
                 raise
             # The float64 copy does not run (a dtype fixed inside the model): its own dtype.
+            with model_mode(subject, train=training):
+                dmap = _map(subject, x, result.exact, seed)
             result.notes.append(
                 f"the float64 copy of the model raised ({exc.problem}): gradients taken in "
                 f"{subject.dtype}"
             )
-            with model_mode(subject, train=training):
-                dmap = _map(subject, x, result.exact, seed)
     except (GradientUnavailable, ModelError) as exc:
         why = exc.problem if isinstance(exc, ModelError) else exc
         result.notes.append(f"gradient evidence unavailable in {label}: {why}")

@@ -51,10 +51,11 @@ def select_output(out: Any, path: str | None) -> torch.Tensor:
         if isinstance(out, torch.Tensor):
             return out
         fields = output_fields(out)
+        example = "logits" if "logits" in fields or not fields else fields[0]
         raise AdapterError(
             f"the model returns a {type(out).__name__}, not a tensor (fields: "
             f"{', '.join(fields) or 'none'})",
-            "say which field holds the predictions with --output (e.g. --output logits)",
+            f"say which field holds the predictions with --output (e.g. --output {example})",
         )
     value = out
     for step in path.split("."):
