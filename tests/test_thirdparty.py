@@ -135,6 +135,19 @@ def test_bert_through_the_cli_needs_output(tmp_path, capsys):
     assert (code, data["mode"]) == (1, "none")
 
 
+def test_gpt2_with_a_larger_vocab_names_vocab(tmp_path, capsys):
+    """Tokens beyond wte's 50 rows: an IndexError deep in torch, reported as a --vocab problem."""
+    code, _, captured = audit_cli(
+        [f"{TARGETS}/hf_models.py:gpt2", "--length", "16", "--vocab", "60", "--layout", "BT",
+         "--output", "logits"],
+        tmp_path,
+        capsys,
+    )  # fmt: skip
+    assert code == 2
+    (line,) = captured.err.strip().splitlines()
+    assert "'transformer.wte'" in line and "pass --vocab 50" in line
+
+
 # ---------------------------------------------------------------------------------------------
 # pytorch-tcn
 
