@@ -7,8 +7,9 @@ logits at ``t`` do not depend on the zeros still standing at ``t`` and after.
 
 The step that produces the logits at ``t`` is a function ``step(x, t) -> (N, K)`` built by
 :func:`full_recompute_step`, which reruns the whole model on the whole grid (``O(T)`` forward
-passes per sample). A cached, incremental stepper (WaveNet queues, PixelCNN row caches) can be
-passed to :func:`sample` as ``stepper`` without touching the loop.
+passes per sample). The cached steppers of :mod:`causal.incremental` (WaveNet queues, PixelCNN
+row caches) compute one new position per step instead; :func:`sample` takes one as ``stepper``, or
+picks one with ``cache``, without touching the loop.
 
 All randomness comes from a dedicated ``torch.Generator`` seeded by ``seed``: same seed, same
 samples, and the caller's global RNG is left alone.
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import torch
 from torch import nn
+
+from .incremental import NoCachedStepper, cached_stepper
 
 Step = Callable[[torch.Tensor, int], torch.Tensor]  # (N, 1, *grid) float, t -> (N, K) logits
 
@@ -74,12 +77,27 @@ def sample(
     *,
     seed: int,
     dtype: torch.dtype = torch.float32,
-    stepper: Callable[[nn.Module], Step] = full_recompute_step,
+    stepper: Callable[[nn.Module], Step] | None = None,
+    cache: bool | str = False,
 ) -> torch.Tensor:
     """``nb_samples`` sequences/images ``(N, *grid)`` long, drawn position by position in raster
     order. The model runs in eval mode and in ``dtype`` on a copy, so the caller's model is left
-    as it was."""
+    as it was.
+
+    ``cache`` picks the stepper when ``stepper`` is not given:
+
+    =========== =====================================================================
+    ``False``   the lecture's full recompute (:func:`full_recompute_step`), the default
+    ``True``    the model's cached stepper (:func:`causal.incremental.cached_stepper`);
+                :class:`~causal.incremental.NoCachedStepper` for a model without one
+    ``"auto"``  the cached stepper if the model has one, else the full recompute
+    =========== =====================================================================
+
+    Same seed, same samples either way (up to float rounding: the cached logits differ from the
+    full pass by a few ulps, which in float64 leaves the draws identical in practice).
+    """
     grid = tuple(grid)
+    stepper = _choose_stepper(stepper, cache)
     model = copy.deepcopy(model).to(dtype).eval()
     check_grid(model, grid)
     device = next(model.parameters()).device
@@ -91,6 +109,28 @@ def sample(
         logits = step(x, t)  # (N, K)
         flat[:, t] = _draw(logits, generator).to(dtype)
     return flat.long().view(nb_samples, *grid)
+
+
+def _choose_stepper(stepper, cache) -> Callable[[nn.Module], Step]:
+    """The stepper :func:`sample` uses: the caller's, or the one ``cache`` names."""
+    if not (isinstance(cache, bool) or cache == "auto"):
+        raise ValueError(f"cache must be False, True or 'auto', got {cache!r}")
+    if stepper is not None:
+        if cache is not False:
+            raise ValueError("pass either stepper or cache, not both")
+        return stepper
+    if cache is False:
+        return full_recompute_step
+    if cache is True:
+        return cached_stepper
+
+    def cached_or_full(model):
+        try:
+            return cached_stepper(model)
+        except NoCachedStepper:
+            return full_recompute_step(model)
+
+    return cached_or_full
 
 
 def _draw(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
