@@ -5,7 +5,10 @@
     python -m causal train --model NAME --data {toy,digits,mnist} [--epochs N | --minutes M]
                            [--seed S] [--mnist-dir DIR] --out DIR
     python -m causal sample (--model NAME | --checkpoint DIR) --n N [--length T | --shape H W]
-                            --seed S [--dtype float32|float64] --out FILE.pt|FILE.png
+                            --seed S [--dtype float32|float64] [--no-cache] --out FILE.pt|FILE.png
+
+``sample`` computes one new position per step from per-layer caches (:mod:`causal.incremental`);
+``--no-cache`` runs the lecture's loop instead, the whole model on the whole grid for every value.
 
 Bad input (unknown names, missing files, a checkpoint that does not fit, a grid the model cannot
 run on) ends with one line on stderr and exit code 2, never a traceback: the user can act on the
@@ -20,6 +23,7 @@ import torch
 
 from . import data as data_module
 from . import registry
+from .incremental import NoCachedStepper
 from .sample import DTYPES, GridError, check_grid, sample, save_picture
 from .train import CheckpointError, TrainConfig, load_checkpoint, run
 
@@ -74,6 +78,11 @@ def build_parser() -> argparse.ArgumentParser:
     grid.add_argument("--shape", type=int, nargs=2, metavar=("H", "W"), help="image size (2D)")
     samp.add_argument("--seed", type=int, required=True)
     samp.add_argument("--dtype", choices=DTYPES, default="float32")
+    samp.add_argument(
+        "--no-cache",
+        action="store_true",
+        help="rerun the whole model for every value (the lecture's loop) instead of the cache",
+    )
     samp.add_argument("--out", required=True, help="FILE.pt (LongTensor) or FILE.png (picture)")
     return parser
 
@@ -162,7 +171,12 @@ def cmd_sample(args) -> int:
     model, built_grid, nb_classes = _sample_source(args)
     grid = _requested_grid(args, built_grid)
     check_grid(model, grid, dims=len(built_grid))
-    samples = sample(model, args.n, grid, seed=args.seed, dtype=DTYPES[args.dtype])
+    try:
+        samples = sample(
+            model, args.n, grid, seed=args.seed, dtype=DTYPES[args.dtype], cache=not args.no_cache
+        )
+    except NoCachedStepper:  # a registry model added without its stepper
+        raise UsageError(f"{type(model).__name__} has no cached stepper: pass --no-cache") from None
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix == ".pt":
         torch.save(samples, out)
