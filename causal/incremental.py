@@ -116,9 +116,10 @@ class Stepper:
         if t == 0:
             self.start(x)
         elif self.t is None or t != self.t + 1:
+            after = "a fresh stepper" if self.t is None else f"t={self.t}"
             raise ValueError(
                 f"a cached stepper must be called with t = 0, 1, 2, ... in order; got t={t} "
-                f"after t={self.t}"
+                f"after {after}"
             )
         self.t = t
         return self.step(x, t)
@@ -178,6 +179,7 @@ class Stepper2d(Stepper):
         self.nb, self.height, self.width = x.size(0), x.size(2), x.size(3)
         encoding = getattr(self.model, "encoding", None)
         self.code = None if encoding is None else encoding.code.to(x.dtype)  # (C_pe, H, W)
+        self.zero_input = torch.zeros_like(self.model_input(x, 0, 0))  # (N, C)
 
     def model_input(self, x, i, j=slice(None)):  # (N, C, W) for a row, (N, C) for a pixel
         u = self.model.normalize(x[:, :, i, j])
@@ -204,7 +206,6 @@ class TwoStackStepper(Stepper2d):
         m, args = self.model, (self.nb, self.height, self.width)
         self.vertical = [RowCache(m.conv1v, *args), RowCache(m.conv2v, *args)]
         self.horizontal = [ConvQueue(m.conv1h, self.nb), ConvQueue(m.conv2h, self.nb)]
-        self.zero_input = x.new_zeros(self.nb, m.conv1h.in_channels)
 
     def start_row(self, x, i):
         """Vertical features of row ``i``, from the rows above (the down shift)."""
@@ -234,7 +235,6 @@ class GatedStepper(Stepper2d):
         self.vertical = [RowCache(conv, *args) for conv in convs]
         convs = [m.first_horizontal] + [layer.horizontal for layer in m.layers]
         self.horizontal = [ConvQueue(conv, self.nb) for conv in convs]
-        self.zero_input = x.new_zeros(self.nb, m.first_horizontal.in_channels)
 
     def start_row(self, x, i):
         if i > 0:
