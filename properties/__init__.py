@@ -98,6 +98,7 @@ def audit_model(
     exact=False,
     seed=0,
     max_examples=None,
+    shard=None,
     **subject_options,
 ):
     """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check)."""
@@ -112,6 +113,7 @@ def audit_model(
         exact=exact,
         seed=seed,
         max_examples=max_examples,
+        shard=shard,
     )
 
 

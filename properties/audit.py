@@ -1,4 +1,9 @@
-"""The audit: every check, run on one subject, gathered in one report.
+"""The audit: every check, run on one subject, gathered in one result.
+
+An audit *gathers* evidence (dependency maps, perturbation reports, loss rows) and then
+*concludes* (violations, mode, verdict, receptive field, blind spot) from that evidence alone.
+Shards gather disjoint parts of the same evidence; :func:`merge` unites them and concludes again,
+which gives the result one process would have given.
 
 Coverage policy (the one place it is stated; the report says what was covered):
 
@@ -10,6 +15,10 @@ Coverage policy (the one place it is stated; the report says what was covered):
 - Loss equivalence: every position up to ``EXHAUSTIVE_POSITIONS``, else ``SAMPLED_POSITIONS``.
 
 ``exact=True`` covers every cut, every output and every position, whatever the size.
+
+Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts, of the map's
+colors (or rows) and of the loss positions (:mod:`properties.chunks`): exactly the forward
+passes the whole audit would run; shard 0 also runs the Hypothesis searches.
 """
 
 import time
@@ -19,10 +28,17 @@ import torch
 from hypothesis import settings as hypothesis_settings
 
 from . import facts, gradients
-from .causality import PerturbationReport, Violation, perturbation_evidence
+from .causality import (
+    PerturbationReport,
+    Violation,
+    chunk_copies,
+    merge_reports,
+    perturbation_evidence,
+)
+from .chunks import share
 from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
-from .loss import LossEquivalence, loss_equivalence
+from .loss import LossEquivalence, loss_equivalence, merge_losses
 from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
 from .subject import Subject
 
@@ -33,6 +49,7 @@ SAMPLED_POSITIONS = 128
 MAX_MAP_PASSES = 160
 SAMPLED_OUTPUTS = 32
 MAP_INPUTS = 3  # random inputs whose dependency maps are united
+MODES = {False: ("eval", "inference"), True: ("train", "training mode")}
 
 
 @dataclass
@@ -43,17 +60,32 @@ class AuditResult:
     checks: tuple[str, ...]
     train: bool
     exact: bool
+    shard: tuple[int, int] | None = None
+    # gathered evidence
+    maps: dict[str, DependencyMap] = field(default_factory=dict)  # by mode: "eval", "train"
+    perturbations: dict[str, PerturbationReport] = field(default_factory=dict)
+    losses: dict[str, LossEquivalence] = field(default_factory=dict)  # by convention
+    coverage: dict = field(default_factory=dict)
+    evidence_notes: list[str] = field(default_factory=list)  # said while gathering
+    seconds: float = 0.0
+    # conclusions (recomputed by conclude())
     mode: str | None = None
     causal: bool | None = None
     violations: list[Violation] = field(default_factory=list)
     receptive_field: facts.ReceptiveField | None = None
     blind_spot: facts.BlindSpot | None = None
     loss: LossEquivalence | None = None
-    dependency_map: DependencyMap | None = None
-    perturbations: dict[str, PerturbationReport] = field(default_factory=dict)
-    coverage: dict = field(default_factory=dict)
-    notes: list[str] = field(default_factory=list)
-    seconds: float = 0.0
+    derived_notes: list[str] = field(default_factory=list)
+
+    @property
+    def notes(self) -> list[str]:
+        """What the report should say besides the verdict (gathering's, then concluding's)."""
+        return list(dict.fromkeys(self.evidence_notes + self.derived_notes))
+
+    @property
+    def dependency_map(self) -> DependencyMap | None:
+        """The inference map (the one the receptive field and blind spot are measured on)."""
+        return self.maps.get("eval")
 
     @property
     def passed(self) -> bool:
@@ -71,78 +103,162 @@ def audit(
     exact: bool = False,
     seed: int = 0,
     max_examples: int | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> AuditResult:
     """Audit ``subject``: causality (gradients and perturbations), receptive field, blind spot
     and loss equivalence, as asked by ``checks``.
 
     ``train=True`` adds the evidence of training mode (same RNG state in both forward passes).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
+    ``shard=(i, n)`` gathers the i-th of n disjoint parts of the evidence (see :func:`merge`).
     """
     start = time.perf_counter()
-    unknown = set(checks) - set(CHECKS)
-    checks = tuple(c for c in CHECKS if c in checks)
-    if unknown:
-        raise AdapterError(f"unknown checks {sorted(unknown)}", f"use some of {', '.join(CHECKS)}")
-    result = AuditResult(subject, checks, train, exact)
-    result.notes.extend(subject.notes)
-    validate(subject, seed, result.notes)
-    n = subject.n_positions
+    result = AuditResult(subject, _checked(checks), train, exact, _checked_shard(shard))
+    result.evidence_notes.extend(subject.notes)
+    validate(subject, seed, result.evidence_notes)
     examples = max_examples or hypothesis_settings.default.max_examples
-
-    modes = [False, True] if train else [False]
-    needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(checks))
+    needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(result.checks))
     failures: list[ModelError] = []  # evidence the model could not be run for
-    for training in modes:
-        dmap = _gradient_evidence(subject, result, training, seed) if needs_map else None
-        if training is False:
-            result.dependency_map = dmap
-        if dmap is not None and "causality" in checks:
-            tag = "gradient/train" if training else "gradient"
-            result.violations.extend(facts.gradient_violations(subject, dmap, tag))
-        if "causality" in checks:
-            mode = "train" if training else "eval"
+    for training in (False, True) if train else (False,):
+        if needs_map:
+            _gradient_evidence(subject, result, training, seed)
+        if "causality" in result.checks:
             try:
-                report = _perturbation_evidence(subject, training, exact, seed, examples)
+                _perturbation_evidence(subject, result, training, seed, examples)
             except ModelError as exc:
                 failures.append(exc)
-                label = "training mode" if training else "inference"
-                result.notes.append(f"perturbation evidence unavailable in {label}: {exc.problem}")
+                mode, label = MODES[training]
+                result.evidence_notes.append(
+                    f"perturbation evidence unavailable in {label}: {exc.problem}"
+                )
                 result.coverage.setdefault("perturbation", {})[mode] = "unavailable"
-                continue
-            result.perturbations[mode] = report
-            result.violations.extend(report.violations)
-            result.notes.extend(report.notes)
-
-    if "causality" in checks:
-        ran = result.perturbations or any(
-            g != "unavailable" for g in result.coverage.get("gradient", {}).values()
-        )
-        if not ran and failures:  # no evidence at all: the model's error is the answer
-            raise failures[0]
-        result.mode = facts.mode_of(result.violations)
-        result.causal = facts.passes(result.mode, subject.predicts)
-    if result.dependency_map is not None:
-        if "receptive_field" in checks:
-            result.receptive_field = facts.receptive_field(subject, result.dependency_map)
-            note = facts.clipping_note(subject, result.dependency_map)
-            if note:
-                result.notes.append(note)
-        if "blind_spot" in checks:
-            result.blind_spot = facts.blind_spot(subject, result.dependency_map)
-            if len(subject.grid) == 2 and not subject.is_raster:
-                result.notes.append("blind spot: defined for raster order only, not computed")
-    if "loss" in checks:
+    if "causality" in result.checks and not _any_evidence(result) and failures:
+        raise failures[0]  # no evidence at all: the model's error is the answer
+    conclude(result)
+    if "loss" in result.checks:
         try:
-            result.loss = _loss(subject, result, exact, seed)
+            _loss_evidence(subject, result, seed)
         except ModelError as exc:
-            result.notes.append(f"loss equivalence unavailable: {exc.problem}")
-    result.coverage["exhaustive"] = exact or n <= EXHAUSTIVE_POSITIONS
+            result.evidence_notes.append(f"loss equivalence unavailable: {exc.problem}")
+        conclude(result)
+    result.coverage["exhaustive"] = exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
     result.seconds = time.perf_counter() - start
     return result
 
 
+def _checked(checks) -> tuple[str, ...]:
+    checks = CHECKS if checks is None else tuple(checks)
+    unknown = set(checks) - set(CHECKS)
+    if unknown:
+        raise AdapterError(f"unknown checks {sorted(unknown)}", f"use some of {', '.join(CHECKS)}")
+    return tuple(c for c in CHECKS if c in checks)
+
+
+def _checked_shard(shard) -> tuple[int, int] | None:
+    if shard is None:
+        return None
+    index, count = (int(v) for v in shard)
+    if not 0 <= index < count:
+        raise AdapterError(f"shard {shard} is not (index, count) with 0 <= index < count", "")
+    return (index, count)
+
+
+def _runs_search(shard) -> bool:
+    return shard is None or shard[0] == 0
+
+
+def _any_evidence(result: AuditResult) -> bool:
+    return bool(result.perturbations or result.maps)
+
+
 # ---------------------------------------------------------------------------------------------
-# Steps
+# Concluding: everything below reads only the gathered evidence
+
+
+def conclude(result: AuditResult) -> AuditResult:
+    """Violations, mode, verdict, receptive field, blind spot and the loss check's verdict,
+    from the evidence gathered so far."""
+    s, checks = result.subject, result.checks
+    result.violations, result.derived_notes = [], []
+    for training in (False, True):
+        mode = MODES[training][0]
+        dmap = result.maps.get(mode)
+        if dmap is not None and "causality" in checks:
+            tag = "gradient/train" if training else "gradient"
+            result.violations.extend(facts.gradient_violations(s, dmap, tag))
+        report = result.perturbations.get(mode)
+        if report is not None:
+            result.violations.extend(report.violations(s))
+            result.derived_notes.extend(report.notes(training))
+    if "causality" in checks and _any_evidence(result):
+        result.mode = facts.mode_of(result.violations)
+        result.causal = facts.passes(result.mode, s.predicts)
+    dmap = result.dependency_map
+    if dmap is not None and len(dmap.outputs) == 0:
+        dmap = None  # a shard whose chunks held no output: no facts of its own
+    if dmap is not None and "receptive_field" in checks:
+        result.receptive_field = facts.receptive_field(s, dmap)
+        note = facts.clipping_note(s, dmap)
+        if note:
+            result.derived_notes.append(note)
+    if dmap is not None and "blind_spot" in checks:
+        result.blind_spot = facts.blind_spot(s, dmap)
+        if len(s.grid) == 2 and not s.is_raster:
+            result.derived_notes.append("blind spot: defined for raster order only, not computed")
+    result.loss = result.losses.get(loss_convention(result))
+    if result.loss is not None:
+        result.coverage["loss_convention"] = loss_convention(result)
+    return result
+
+
+def loss_convention(result: AuditResult) -> str:
+    """``auto`` subjects are checked as ``next`` models when they see the present."""
+    if result.subject.predicts != "auto":
+        return result.subject.predicts
+    return "next" if result.mode == "inclusive" else "current"
+
+
+def merge(results: list[AuditResult]) -> AuditResult:
+    """The result of one audit from the results of its shards (``audit(..., shard=(i, n))`` for
+    every i): evidence united, then concluded again."""
+    if not results:
+        raise ValueError("merge needs at least one result")
+    results = sorted(results, key=lambda r: (r.shard or (0, 1))[0])  # shard 0 ran the search
+    first = results[0]
+    merged = AuditResult(first.subject, first.checks, first.train, first.exact)
+    merged.evidence_notes = list(dict.fromkeys(n for r in results for n in r.evidence_notes))
+    for mode in ("eval", "train"):
+        maps = [r.maps[mode] for r in results if mode in r.maps]
+        if maps:
+            merged.maps[mode] = gradients.merge_maps(maps)
+        reports = [r.perturbations[mode] for r in results if mode in r.perturbations]
+        if reports:
+            merged.perturbations[mode] = merge_reports(reports)
+    for convention in {c for r in results for c in r.losses}:
+        merged.losses[convention] = merge_losses([r.losses[convention] for r in results])
+    merged.coverage = _merge_coverage([r.coverage for r in results])
+    merged.seconds = sum(r.seconds for r in results)
+    return conclude(merged)
+
+
+SUMMED = ("outputs_mapped", "passes", "checked")  # coverage counts that add up across shards
+
+
+def _merge_coverage(coverages: list[dict]) -> dict:
+    out: dict = {}
+    for coverage in coverages:
+        for key, value in coverage.items():
+            if isinstance(value, dict) and isinstance(out.get(key), dict):
+                out[key] = _merge_coverage([out[key], value])
+            elif key in SUMMED and key in out:
+                out[key] += value
+            else:
+                out.setdefault(key, value)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Gathering
 
 
 def validate(subject: Subject, seed: int, notes: list[str]) -> None:
@@ -170,41 +286,40 @@ def stratified(n: int, count: int, seed: int) -> list[int]:
     return sorted(picks)
 
 
-def _gradient_evidence(
-    subject: Subject, result: AuditResult, training: bool, seed: int
-) -> DependencyMap | None:
+def _gradient_evidence(subject: Subject, result: AuditResult, training: bool, seed: int) -> None:
+    mode, label = MODES[training]
     s64, note = float64_copy(subject)
     if note:
-        result.notes.append(note)
+        result.evidence_notes.append(note)
     x = subject.draw_inputs(MAP_INPUTS, torch.Generator().manual_seed(seed + 7))
-    label = "training mode" if training else "inference"
     try:
         try:
             with model_mode(s64, train=training):
-                dmap = _map(s64, x, result.exact, seed)
+                dmap = _map(s64, x, result.exact, seed, result.shard)
         except ModelError as exc:
             if s64 is subject:
                 raise
             # The float64 copy does not run (a dtype fixed inside the model): its own dtype.
             with model_mode(subject, train=training):
-                dmap = _map(subject, x, result.exact, seed)
-            result.notes.append(
+                dmap = _map(subject, x, result.exact, seed, result.shard)
+            result.evidence_notes.append(
                 f"the float64 copy of the model raised ({exc.problem}): gradients taken in "
                 f"{subject.dtype}"
             )
     except (GradientUnavailable, ModelError) as exc:
         why = exc.problem if isinstance(exc, ModelError) else exc
-        result.notes.append(f"gradient evidence unavailable in {label}: {why}")
+        result.evidence_notes.append(f"gradient evidence unavailable in {label}: {why}")
         result.coverage.setdefault("gradient", {})[label] = "unavailable"
-        return None
-    if not dmap.seen.any():  # round, argmax, thresholds: the gradient says nothing at all
-        result.notes.append(
+        return
+    if dmap.probe_silent:  # round, argmax, thresholds: the gradient says nothing at all
+        result.evidence_notes.append(
             f"gradient evidence unavailable in {label}: the gradients are zero everywhere "
             "(a non-differentiable step such as round, argmax or a threshold, or a model that "
             "ignores its input); the perturbations decide"
         )
         result.coverage.setdefault("gradient", {})[label] = "unavailable"
-        return None
+        return
+    result.maps[mode] = dmap
     result.coverage.setdefault("gradient", {})[label] = {
         "outputs_mapped": len(dmap.outputs),
         "outputs_total": subject.n_positions,
@@ -212,54 +327,68 @@ def _gradient_evidence(
         "passes": dmap.passes,
         "inputs": MAP_INPUTS,
     }
-    return dmap
 
 
-def _map(subject: Subject, x: torch.Tensor, exact: bool, seed: int) -> DependencyMap:
+def _map(subject: Subject, x: torch.Tensor, exact: bool, seed: int, shard) -> DependencyMap:
     grid = subject.grid
     probe = gradients.plain_map(subject, x, outputs=gradients.probe_positions(grid), seed=seed)
     colors = gradients.color_count(probe, grid)
     if exact or probe.passes + 2 * colors <= MAX_MAP_PASSES:
-        return gradients.colored_map(subject, x, seed=seed, probe=probe)
-    known = set(probe.outputs.tolist())
-    extra = [t for t in stratified(subject.n_positions, SAMPLED_OUTPUTS, seed) if t not in known]
-    rows = gradients.plain_map(subject, x, outputs=torch.tensor(extra), seed=seed)
-    order = torch.argsort(torch.cat([probe.outputs, rows.outputs]))
-    return DependencyMap(
-        outputs=torch.cat([probe.outputs, rows.outputs])[order],
-        seen=torch.cat([probe.seen, rows.seen])[order],
-        strength=torch.cat([probe.strength, rows.strength])[order],
-        passes=probe.passes + rows.passes,
-        method="sampled",
-    )
+        dmap = gradients.colored_map(subject, x, seed=seed, probe=probe, shard=shard)
+    else:
+        sampled = stratified(subject.n_positions, SAMPLED_OUTPUTS, seed)
+        outputs = torch.tensor(sorted(set(probe.outputs.tolist()) | set(sampled)))
+        dmap = gradients.plain_map(subject, x, outputs=outputs, seed=seed, shard=shard)
+        dmap.method = "sampled"
+        dmap.passes += probe.passes if _runs_search(shard) else 0
+    # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
+    # which every shard computes, so that shards agree).
+    dmap.probe_silent = not probe.seen.any()
+    return dmap
 
 
 def _perturbation_evidence(
-    subject: Subject, training: bool, exact: bool, seed: int, examples: int
-) -> PerturbationReport:
+    subject: Subject, result: AuditResult, training: bool, seed: int, examples: int
+) -> None:
     n = subject.n_positions
-    if exact or n <= EXHAUSTIVE_POSITIONS:
+    if result.exact or n <= EXHAUSTIVE_POSITIONS:
         cut_list = list(range(n))
     else:
         cut_list = stratified(n, SAMPLED_CUTS, seed + 1)
     with model_mode(subject, train=training):
-        return perturbation_evidence(
-            subject, cut_list=cut_list, max_examples=examples, seed=seed, train=training
+        report = perturbation_evidence(
+            subject,
+            cut_list=cut_list,
+            max_examples=examples,
+            seed=seed,
+            train=training,
+            shard=result.shard,
         )
+    result.perturbations[MODES[training][0]] = report
 
 
-def _loss(subject: Subject, result: AuditResult, exact: bool, seed: int) -> LossEquivalence:
-    convention = subject.predicts
-    if convention == "auto":
-        convention = "next" if result.mode == "inclusive" else "current"
+def _loss_evidence(subject: Subject, result: AuditResult, seed: int) -> None:
     n = subject.n_positions
-    if exact or n <= EXHAUSTIVE_POSITIONS:
+    if result.exact or n <= EXHAUSTIVE_POSITIONS:
         positions = list(range(n))
     else:
         positions = stratified(n, SAMPLED_POSITIONS, seed + 2)
+    # An auto subject's convention depends on the mode of the *whole* audit: a shard, which sees
+    # part of the evidence, checks both conventions and lets merge() pick.
+    if result.shard is not None and subject.predicts == "auto":
+        conventions = ["current", "next"]
+    else:
+        conventions = [loss_convention(result)]
     x = subject.draw_inputs(1, torch.Generator().manual_seed(seed + 3), integral=True)
     with model_mode(subject, train=False):
-        loss = loss_equivalence(subject, x, convention=convention, positions=positions, seed=seed)
-    result.coverage["loss_positions"] = {"checked": len(positions), "total": n}
-    result.coverage["loss_convention"] = convention
-    return loss
+        for convention in conventions:
+            result.losses[convention] = loss_equivalence(
+                subject,
+                x,
+                convention=convention,
+                positions=positions,
+                seed=seed,
+                shard=result.shard,
+            )
+    checked = len(share(positions, chunk_copies(1, subject), result.shard))
+    result.coverage["loss_positions"] = {"checked": checked, "total": n}

@@ -28,6 +28,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
 from . import strategies
+from .chunks import chunked, share
 from .perturbations import Perturbation, apply, replace_one
 from .running import check_outputs_finite, float64_copy, forward
 from .subject import Subject
@@ -51,14 +52,55 @@ class Violation:
 
 @dataclass
 class PerturbationReport:
-    violations: list[Violation] = field(default_factory=list)
+    evidence: str = "perturbation"
+    sweep: dict[int, tuple[int, float, str]] = field(default_factory=dict)  # see sweep()
+    found: list[Violation] = field(default_factory=list)  # Hypothesis' minimal violations
     counterexamples: dict[str, Perturbation] = field(default_factory=dict)
     noise_floor: float = 0.0
     tolerance: float = 0.0
     batch_independent: bool = True
     cuts_swept: int = 0
     examples: int = 0
-    notes: list[str] = field(default_factory=list)
+    rounding: int = 0  # float32 changes dismissed as rounding
+
+    def violations(self, subject: Subject) -> list[Violation]:
+        """Hypothesis' minimal violations first, then the sweep's, by output rank."""
+        return self.found + sweep_violations(subject, self.sweep, self.evidence)
+
+    def notes(self, train: bool) -> list[str]:
+        notes = []
+        if not self.batch_independent:
+            notes.append(
+                "predictions depend on the other samples of the batch"
+                + (" (expected in training mode)" if train else "")
+            )
+        if self.rounding:
+            notes.append(
+                f"{self.rounding} changes of float32 predictions vanished in float64: rounding "
+                "(e.g. x_t subtracted back out of a sum), not a dependency; not counted"
+            )
+        return notes
+
+
+def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
+    """One report from the reports of shards that swept disjoint cuts (the first shard ran the
+    Hypothesis search): the same report one process would have made."""
+    first = reports[0]
+    merged = PerturbationReport(
+        evidence=first.evidence,
+        found=list(first.found),
+        counterexamples=dict(first.counterexamples),
+        noise_floor=max(r.noise_floor for r in reports),
+        tolerance=max(r.tolerance for r in reports),
+        batch_independent=all(r.batch_independent for r in reports),
+        cuts_swept=sum(r.cuts_swept for r in reports),
+        examples=sum(r.examples for r in reports),
+        rounding=sum(r.rounding for r in reports),
+    )
+    for report in reports:
+        for t, (cut, effect, kind) in report.sweep.items():
+            _record(merged.sweep, t, cut, effect, kind)
+    return merged
 
 
 class Runner:
@@ -194,21 +236,16 @@ def chunk_copies(batch: int, subject: Subject, budget: int = BATCH_BUDGET) -> in
     return max(1, budget // max(1, batch * subject.n_positions))
 
 
-def sweep(
-    runner: Runner,
-    cut_list: list[int],
-    *,
-    batched: bool,
-    evidence: str = "perturbation",
-) -> list[Violation]:
-    """One wide perturbation per cut; per output, the furthest input it was seen to depend on."""
+def sweep(runner: Runner, cut_list: list[int], *, batched: bool, shard=None) -> dict:
+    """One wide perturbation per cut. Returns ``{output: (cut, effect, kind)}``: for each output
+    seen to move, the furthest cut that moved it (its furthest future input), or its own cut
+    when it only sees the present."""
     subject = runner.subject
     kind = "random" if subject.tokens else "normal"
     x, y0 = runner.pool(0)
-    furthest: dict[int, tuple[int, float, str]] = {}  # output -> (cut, effect, kind)
+    records: dict[int, tuple[int, float, str]] = {}
     per_chunk = chunk_copies(x.shape[0], subject) if batched else 1
-    for start in range(0, len(cut_list), per_chunk):
-        chunk = cut_list[start : start + per_chunk]
+    for chunk in chunked(cut_list, per_chunk, shard):
         perturbed = [apply(subject, x, Perturbation(c, kind, 100.0, seed=c)) for c in chunk]
         y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
         changes = runner.changes(y0, y1)  # (cuts, N)
@@ -219,20 +256,30 @@ def sweep(
             outputs = runner.genuine(0, perturbed[i], changes[i], moved[i].nonzero().flatten())
             for t in outputs.tolist():
                 kind_ = "future" if subject.ranks[t] < c else "present"
-                if kind_ == "present":
-                    furthest.setdefault(t, (c, float(changes[i, t]), kind_))
-                elif t not in furthest or furthest[t][0] < c or furthest[t][2] == "present":
-                    furthest[t] = (c, float(changes[i, t]), kind_)
+                _record(records, t, c, float(changes[i, t]), kind_)
+    return records
+
+
+def _record(records: dict, t: int, cut: int, effect: float, kind: str) -> None:
+    """Keep, per output, a future violation over a present one, and the furthest cut."""
+    old = records.get(t)
+    if old is None or (kind == "future" and (old[2] == "present" or old[0] < cut)):
+        records[t] = (cut, effect, kind)
+
+
+def sweep_violations(subject: Subject, records: dict, evidence: str) -> list[Violation]:
     return [
         Violation(
             output=t,
             input=_position_of_rank(subject, c),
-            kind=kind_,
+            kind=kind,
             evidence=evidence,
             effect=effect,
-            detail=f"sweep: changed when positions of rank >= {c} were replaced",
+            detail=f"sweep: positions of rank >= {c} were replaced",
         )
-        for t, (c, effect, kind_) in sorted(furthest.items(), key=lambda kv: subject.ranks[kv[0]])
+        for t, (c, effect, kind) in sorted(
+            records.items(), key=lambda kv: int(subject.ranks[kv[0]])
+        )
     ]
 
 
@@ -320,37 +367,30 @@ def perturbation_evidence(
     max_examples: int,
     seed: int = 0,
     train: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> PerturbationReport:
-    """Sweep the given cuts, then let Hypothesis search and shrink, in one mode."""
-    evidence = "perturbation/train" if train else "perturbation"
+    """Sweep the given cuts, then let Hypothesis search and shrink, in one mode. A ``shard``
+    sweeps its chunks of cuts only, and only shard 0 runs the search."""
     # One base sample per pool in inference (samples are independent there, and every forward
     # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
     # couple the samples and a batch of one would hide that.
     runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
-    report = PerturbationReport()
+    report = PerturbationReport(evidence="perturbation/train" if train else "perturbation")
     floor, independent = runner.noise_floor(chunk_copies(runner.pool_size, subject))
     runner.tolerance = SAFETY * floor
     report.noise_floor, report.tolerance = floor, runner.tolerance
     report.batch_independent = independent
-    if not independent:
-        report.notes.append(
-            "predictions depend on the other samples of the batch"
-            + (" (expected in training mode)" if train else "")
-        )
     batched = independent and not train
-    report.violations = sweep(runner, cut_list, batched=batched, evidence=evidence)
-    report.cuts_swept = len(cut_list)
-    for kind in ("future", "present"):
+    report.sweep = sweep(runner, cut_list, batched=batched, shard=shard)
+    per_chunk = chunk_copies(runner.pool_size, subject) if batched else 1
+    report.cuts_swept = len(share(cut_list, per_chunk, shard))
+    for kind in ("future", "present") if shard is None or shard[0] == 0 else ():
         found, p, n = hypothesis_search(
-            runner, kind, max_examples=max_examples, seed=seed, evidence=evidence
+            runner, kind, max_examples=max_examples, seed=seed, evidence=report.evidence
         )
         report.examples += n
         if found is not None:
-            report.violations.insert(0, found)
+            report.found.append(found)
             report.counterexamples[kind] = p
-    if runner.rounding:
-        report.notes.append(
-            f"{runner.rounding} changes of float32 predictions vanished in float64: rounding "
-            "(e.g. x_t subtracted back out of a sum), not a dependency; not counted"
-        )
+    report.rounding = runner.rounding
     return report

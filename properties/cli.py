@@ -76,7 +76,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="draw PNG pictures of what each prediction sees into DIR (needs matplotlib)",
     )
+    a.add_argument(
+        "--device",
+        type=_device,
+        metavar="DEVICE",
+        help="run the model there (cpu, cuda, cuda:1...); default: where its parameters are",
+    )
     return parser
+
+
+def _device(text: str):
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown device {text!r} (cpu, cuda, cuda:1...)"
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"--device {text}: CUDA is not available on this machine")
+    return device
 
 
 def _positive(text: str) -> int:
@@ -135,8 +155,10 @@ def _order(spec: str | None, model, n: int):
     else:
         where, attr = split_target(spec)
         value = resolve_attribute(import_source(where), attr, spec)
-    fix = "give the positions in generation order: a sequence, a tensor, or a zero-argument " \
+    fix = (
+        "give the positions in generation order: a sequence, a tensor, or a zero-argument "
         "function that returns one"
+    )
     try:
         value = value() if callable(value) and not isinstance(value, torch.Tensor) else value
     except Exception as exc:  # the user's function: one line, like a target that fails to build
@@ -183,6 +205,10 @@ def run_one(args, target: str) -> tuple[dict, str]:
         subject = zoo.zoo_subject(name, _grid(args), seed=args.seed)
     else:
         subject = _subject(args, target)
+    if args.device is not None:
+        if subject.module is None:
+            raise UsageError(f"--device needs an nn.Module, {target} is not one", "drop --device")
+        subject.module.to(args.device)
     result = audit(
         subject,
         checks=args.checks,
@@ -243,6 +269,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         return command_audit(args)
+    except BrokenPipeError:  # `audit ... | head`: the reader left; say nothing more
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (interpreter exit flushes it)
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115
+        return 1
     except AuditError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

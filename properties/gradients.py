@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .chunks import chunked
 from .errors import describe
 from .running import seeded
 from .subject import Subject
@@ -49,6 +50,7 @@ class DependencyMap:
     strength: torch.Tensor  # (M, N) float32: largest |gradient| seen
     passes: int  # VJP passes spent (one pass = one backward over one copy of the inputs)
     method: str
+    probe_silent: bool = False  # the probed outputs have no gradient at all
 
     def row_of(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.outputs)}
@@ -140,19 +142,22 @@ def weighted_vjps(
     directions: torch.Tensor,
     *,
     budget: int = DEFAULT_BUDGET,
-) -> list[torch.Tensor]:
+    shard: tuple[int, int] | None = None,
+) -> tuple[list[int], list[torch.Tensor]]:
     """Gradients of ``sum_t W[p, t] * <u[b, t], y[b, t]>`` for every row ``p`` of each weight set.
 
     ``weight_sets``: tensors ``(P, N)`` sharing the same ``P`` (one copy of the inputs per row;
     all sets reuse that copy's forward pass, hence the same dropout masks).
-    ``directions``: ``u``, ``(B, N, K)``. Returns, per set, ``(P, B, N, D)``.
+    ``directions``: ``u``, ``(B, N, K)``. Returns the rows computed (all of them, or this
+    ``shard``'s chunks) and, per set, their gradients ``(rows, B, N, D)``.
     """
     n_rows = weight_sets[0].shape[0]
     batch, n = source.batch, source.subject.n_positions
-    per_chunk = max(1, budget // max(1, batch * n))
+    rows: list[int] = []
     results: list[list[torch.Tensor]] = [[] for _ in weight_sets]
-    for start in range(0, n_rows, per_chunk):
-        stop = min(n_rows, start + per_chunk)
+    for chunk in chunked(range(n_rows), chunk_rows(batch, n, budget), shard):
+        start, stop = chunk[0], chunk[-1] + 1
+        rows.extend(chunk)
         leaf, y = source.run(stop - start)
         u = directions.to(y.dtype)
         for i, weights in enumerate(weight_sets):
@@ -166,11 +171,16 @@ def weighted_vjps(
                 raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
             if g is None:  # the outputs need grad (parameters) but no path reaches the input
                 raise GradientUnavailable(
-                    "no gradient path from the outputs to the inputs (an integer cast or a "
-                    "detach?)"
+                    "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
                 )
             results[i].append(g.detach().reshape(stop - start, batch, n, -1))
-    return [torch.cat(parts) for parts in results]
+    empty = torch.zeros(0, batch, n, 1, dtype=torch.float64)
+    return rows, [torch.cat(parts) if parts else empty for parts in results]
+
+
+def chunk_rows(batch: int, n: int, budget: int = DEFAULT_BUDGET) -> int:
+    """Copies of the inputs in one forward pass of the map."""
+    return max(1, budget // max(1, batch * n))
 
 
 def random_directions(y_shape, generator: torch.Generator) -> torch.Tensor:
@@ -190,18 +200,19 @@ def plain_map(
     outputs: torch.Tensor | None = None,
     seed: int = 0,
     budget: int = DEFAULT_BUDGET,
+    shard: tuple[int, int] | None = None,
 ) -> DependencyMap:
-    """One VJP per output position (rows ``outputs``, default all)."""
+    """One VJP per output position (rows ``outputs``, default all; only this ``shard``'s)."""
     source = DifferentiableInput(subject, inputs, seed=seed)
     n = subject.n_positions
     outputs = torch.arange(n) if outputs is None else torch.as_tensor(outputs, dtype=torch.long)
     directions = _directions(source, seed)
     one_hot = torch.zeros(len(outputs), n, dtype=torch.float64)
     one_hot[torch.arange(len(outputs)), outputs] = 1.0
-    (g,) = weighted_vjps(source, [one_hot], directions, budget=budget)
+    rows, (g,) = weighted_vjps(source, [one_hot], directions, budget=budget, shard=shard)
     magnitude = g.abs().amax(dim=(1, 3))  # (M, N)
     return DependencyMap(
-        outputs, magnitude > 0, magnitude.float(), passes=len(outputs), method="plain"
+        outputs[rows], magnitude > 0, magnitude.float(), passes=len(rows), method="plain"
     )
 
 
@@ -258,21 +269,24 @@ def colored_map(
     budget: int = DEFAULT_BUDGET,
     max_colors_fraction: float = 0.5,
     probe: DependencyMap | None = None,
+    shard: tuple[int, int] | None = None,
 ) -> DependencyMap:
     """The full map (every output), in about ``2 * colors`` passes instead of ``N``.
 
     Falls back to :func:`plain_map` when the probed receptive field is so wide that coloring
     would save less than half the passes. ``probe``: rows already computed for
-    :func:`probe_positions` (they set the coloring).
+    :func:`probe_positions` (they set the coloring). ``shard=(i, n)``: only the colors of this
+    shard's chunks (see :mod:`properties.chunks`), for :func:`merge_maps` to unite.
     """
     n, grid = subject.n_positions, subject.grid
     if probe is None:
         probe = plain_map(subject, inputs, outputs=probe_positions(grid), seed=seed, budget=budget)
+    probe_passes = probe.passes if shard is None or shard[0] == 0 else 0
     periods = offset_periods(probe, grid)
     n_colors = math.prod(periods)
     if n_colors > max_colors_fraction * n:
-        full = plain_map(subject, inputs, seed=seed, budget=budget)
-        full.passes += probe.passes
+        full = plain_map(subject, inputs, seed=seed, budget=budget, shard=shard)
+        full.passes += probe_passes
         return full
 
     coords = coordinates(grid)
@@ -287,57 +301,72 @@ def colored_map(
 
     source = DifferentiableInput(subject, inputs, seed=seed)
     directions = _directions(source, seed)
-    g1, g2 = weighted_vjps(source, [alpha_w, beta_w], directions, budget=budget)
-    seen, strength, unresolved = _attribute(g1, g2, color, beta, n)
-    passes = probe.passes + 2 * n_colors
+    mine, (g1, g2) = weighted_vjps(
+        source, [alpha_w, beta_w], directions, budget=budget, shard=shard
+    )
+    members = [torch.nonzero(color == c).flatten() for c in mine]
+    seen, strength, unresolved = _attribute(g1, g2, members, beta, n)
+    passes = probe_passes + 2 * len(mine)
 
-    if unresolved.any():  # settle shared inputs exactly: plain rows of the colors involved
-        rows = (color[:, None] == unresolved.nonzero().flatten()[None, :]).any(1).nonzero()
-        rows = rows.flatten()
-        exact = plain_map(subject, inputs, outputs=rows, seed=seed, budget=budget)
-        seen[rows] = exact.seen
-        strength[rows] = exact.strength
+    for c in unresolved:  # settle shared inputs exactly: plain rows of the color, on their own
+        exact = plain_map(subject, inputs, outputs=members[c], seed=seed, budget=budget)
+        seen[members[c]] = exact.seen
+        strength[members[c]] = exact.strength
         passes += exact.passes
-    return DependencyMap(torch.arange(n), seen, strength, passes=passes, method="colored")
+    outputs = torch.cat(members).sort().values if members else torch.zeros(0, dtype=torch.long)
+    return DependencyMap(outputs, seen[outputs], strength[outputs], passes=passes, method="colored")
 
 
-def _attribute(g1, g2, color, beta, n):
+def merge_maps(maps: list[DependencyMap]) -> DependencyMap:
+    """One map from the maps of shards that computed disjoint rows."""
+    outputs = torch.cat([m.outputs for m in maps])
+    order = torch.argsort(outputs)
+    return DependencyMap(
+        outputs=outputs[order],
+        seen=torch.cat([m.seen for m in maps])[order],
+        strength=torch.cat([m.strength for m in maps])[order],
+        passes=sum(m.passes for m in maps),
+        method=maps[0].method,
+        probe_silent=maps[0].probe_silent,
+    )
+
+
+def _attribute(g1, g2, members, beta, n):
     """Name the single output behind each non-zero gradient entry, or flag the color.
 
-    ``g1, g2``: ``(colors, B, N, D)`` gradients with weights 1 and beta. Returns the (N, N) map,
-    its strengths and a bool per color that has an input where the ratio names no single output.
+    ``g1, g2``: ``(colors, B, N, D)`` gradients with weights 1 and beta; ``members[c]``: the
+    outputs of color ``c``. Returns the (N, N) map (rows of these outputs filled), its strengths
+    and the colors that have an input where the ratio names no single output.
     """
-    n_colors = g1.shape[0]
     seen = torch.zeros(n, n, dtype=torch.bool)
     strength = torch.zeros(n, n, dtype=torch.float32)
-    unresolved = torch.zeros(n_colors, dtype=torch.bool)
-    members = [torch.nonzero(color == c).flatten() for c in range(n_colors)]
-    for c in range(n_colors):
+    unresolved = []
+    for c, outputs in enumerate(members):
         a, b = g1[c], g2[c]  # (B, N, D)
         lit = (a != 0) | (b != 0)
         if not lit.any():
             continue
         both = (a != 0) & (b != 0)
         if (lit & ~both).any():  # cancellation in one pass only: several contributors
-            unresolved[c] = True
+            unresolved.append(c)
             continue
         ratio = torch.where(both, b / torch.where(both, a, torch.ones_like(a)), torch.nan)
-        betas = beta[members[c]]  # (m,)
+        betas = beta[outputs]  # (m,)
         order = torch.argsort(betas)
         idx = _nearest(betas[order], ratio[both])
         nearest = betas[order][idx]
         if ((ratio[both] - nearest).abs() > RATIO_TOLERANCE * nearest).any():
-            unresolved[c] = True
+            unresolved.append(c)
             continue
         owner = torch.full(a.shape, -1, dtype=torch.long)
-        owner[both] = members[c][order[idx]]
+        owner[both] = outputs[order[idx]]
         # Every component of one input (over samples and features) must name the same output.
         per_input = owner.permute(1, 0, 2).reshape(n, -1)  # (N, B*D)
         hi = per_input.amax(1)
         lo = torch.where(per_input < 0, torch.full_like(per_input, n), per_input).amin(1)
         has = hi >= 0
         if (has & (hi != lo)).any():
-            unresolved[c] = True
+            unresolved.append(c)
             continue
         inputs_lit = has.nonzero().flatten()
         seen[hi[inputs_lit], inputs_lit] = True

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .causality import SAFETY, chunk_copies, measure_noise_floor
+from .chunks import chunked
 from .running import forward
 from .subject import Subject
 
@@ -32,6 +33,29 @@ class LossEquivalence:
     def holds(self) -> bool:
         return self.max_abs_diff <= self.tolerance
 
+    @classmethod
+    def from_rows(cls, rows: list[dict], tolerance: float) -> "LossEquivalence":
+        """The summary of per-position rows (sorted by position, so that sums are exact
+        repeats whatever order the rows were computed in)."""
+        rows = sorted(rows, key=lambda r: r["position"])
+        diff = max((r["max_abs_diff"] for r in rows), default=0.0)
+        if not rows or "loss_diff" not in rows[0]:
+            return cls(diff, None, None, None, rows, tolerance)
+        return cls(
+            max_abs_diff=diff,
+            max_loss_diff=max(r["loss_diff"] for r in rows),
+            one_pass_loss=sum(r["one_pass_loss"] for r in rows),
+            masked_loss=sum(r["masked_loss"] for r in rows),
+            positions=rows,
+            tolerance=tolerance,
+        )
+
+
+def merge_losses(parts: list[LossEquivalence]) -> LossEquivalence:
+    """One check from the checks of shards that covered disjoint positions."""
+    rows = [row for part in parts for row in part.positions]
+    return LossEquivalence.from_rows(rows, max(part.tolerance for part in parts))
+
 
 def masked_input(subject: Subject, x: torch.Tensor, cut: int) -> torch.Tensor:
     """``x`` with every position of rank >= ``cut`` set to the lecture's zeros."""
@@ -48,12 +72,13 @@ def loss_equivalence(
     positions: list[int],
     tolerance: float | None = None,
     seed: int = 0,
+    shard: tuple[int, int] | None = None,
 ) -> LossEquivalence:
     """Compare, at each flat position in ``positions``, the masked and one-pass predictions.
 
     ``convention``: ``current`` masks ranks ``>= rank(u)``, ``next`` masks ranks ``> rank(u)``.
     ``tolerance``: largest difference taken as rounding (default: ``SAFETY`` times the noise
-    floor measured here, with the batch sizes used).
+    floor measured here, with the batch sizes used). ``shard``: this shard's chunks only.
     """
     y_full = forward(subject, x, seed=seed).detach()
     targets = subject.targets(x, convention)
@@ -62,31 +87,18 @@ def loss_equivalence(
     shift = 1 if convention == "next" else 0
     per_chunk = chunk_copies(x.shape[0], subject)
     if tolerance is None:
-        floor, _ = measure_noise_floor(
-            subject, x, y_full, min(per_chunk, len(positions)), seed=seed
-        )
+        copies = min(per_chunk, len(positions))
+        floor, _ = measure_noise_floor(subject, x, y_full, copies, seed=seed)
         tolerance = SAFETY * floor
     rows = []
-    for start in range(0, len(positions), per_chunk):
-        chunk = positions[start : start + per_chunk]
+    for chunk in chunked(positions, per_chunk, shard):
         masked = torch.cat([masked_input(subject, x, int(subject.ranks[u]) + shift) for u in chunk])
         y_masked = forward(subject, masked, seed=seed).detach()
         y_masked = y_masked.reshape(len(chunk), *y_full.shape)
         for u, y in zip(chunk, y_masked, strict=True):
             rows.append(_compare(y_full[:, u], y[:, u], None if targets is None else targets[:, u]))
             rows[-1]["position"] = u
-    diffs = [r["max_abs_diff"] for r in rows]
-    if targets is None:
-        return LossEquivalence(max(diffs, default=0.0), None, None, None, rows, tolerance)
-    loss_diffs = [r["loss_diff"] for r in rows]
-    return LossEquivalence(
-        max_abs_diff=max(diffs, default=0.0),
-        max_loss_diff=max(loss_diffs, default=0.0),
-        one_pass_loss=sum(r["one_pass_loss"] for r in rows),
-        masked_loss=sum(r["masked_loss"] for r in rows),
-        positions=rows,
-        tolerance=tolerance,
-    )
+    return LossEquivalence.from_rows(rows, tolerance)
 
 
 def _compare(full: torch.Tensor, masked: torch.Tensor, target: torch.Tensor | None) -> dict:

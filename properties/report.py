@@ -74,7 +74,7 @@ def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> d
             for kind, p in rep.counterexamples.items()
         },
         "declared": declared,
-        "notes": list(dict.fromkeys(result.notes)),
+        "notes": result.notes,
         "seconds": round(result.seconds, 3),
     }
 
@@ -181,9 +181,7 @@ def failure_summary(result: AuditResult) -> str:
         )
     for mode, report in result.perturbations.items():
         for kind, p in report.counterexamples.items():
-            found = next(
-                (v for v in report.violations if v.kind == kind and "hypothesis" in v.detail), None
-            )
+            found = next((v for v in report.found if v.kind == kind), None)
             label = {"eval": "inference", "train": "training mode"}.get(mode, mode)
             line = f"Minimal counterexample ({kind}, {label}): {p.describe()}"
             if found is not None:

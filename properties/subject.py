@@ -341,9 +341,7 @@ def _embeddings_reading(module: nn.Module, x_native: torch.Tensor) -> list:
                 raise _Stop
 
     names = {m: n for n, m in module.named_modules()}
-    handles = [
-        m.register_forward_pre_hook(pre_hook) for m in names if isinstance(m, nn.Embedding)
-    ]
+    handles = [m.register_forward_pre_hook(pre_hook) for m in names if isinstance(m, nn.Embedding)]
     if not handles:
         return []
     try:

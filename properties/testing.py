@@ -44,6 +44,7 @@ def assert_causal(
     checks=None,
     seed=0,
     max_examples=None,
+    shard=None,
     **subject_options,
 ):
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
@@ -54,6 +55,8 @@ def assert_causal(
     cut, output and position (``None``: the run's default, set by ``--causal-train`` and
     ``--causal-exact``). ``checks``: a subset of :data:`~properties.CHECKS` (default: all).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
+    ``shard=(i, n)``: audit only the i-th of n disjoint parts (see :func:`shards`): the model
+    passes when every shard passes.
 
     Returns the :class:`~properties.audit.AuditResult` when the model passes.
     """
@@ -71,6 +74,7 @@ def assert_causal(
         checks=checks,
         seed=seed,
         max_examples=max_examples,
+        shard=shard,
         **subject_options,
     )
     if not result.passed:
@@ -78,4 +82,23 @@ def assert_causal(
     return result
 
 
-__all__ = ["DEFAULTS", "assert_causal", "set_defaults"]
+def shards(count: int) -> list:
+    """``count`` pytest parameters ``(i, count)``, to split one audit over ``pytest -n``::
+
+        @pytest.mark.parametrize("shard", shards(4))
+        def test_big_model_is_causal(shard):
+            assert_causal(model, grid=(8192,), layout="BCT->BTC", shard=shard)
+
+    Each shard runs its own chunks of the sweep's cuts, of the map's colors and of the loss
+    positions (shard 0 also runs the Hypothesis searches); xdist spreads the shards over workers.
+    The shards together run exactly the forward passes of the whole audit, and
+    :func:`properties.audit.merge` turns their results into the whole audit's result.
+    """
+    import pytest
+
+    if count < 1:
+        raise ValueError(f"shards needs a positive count, got {count}")
+    return [pytest.param((i, count), id=f"shard{i + 1}of{count}") for i in range(count)]
+
+
+__all__ = ["DEFAULTS", "assert_causal", "set_defaults", "shards"]

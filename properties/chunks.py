@@ -1,0 +1,23 @@
+"""Chunks: the unit of work of an audit, and of its shards.
+
+Every stacked forward pass of an audit (a chunk of VJP rows, of sweep cuts, of loss positions)
+is a chunk of consecutive items. A shard ``(i, n)`` runs chunks ``i, i + n, i + 2n, ...`` and
+nothing else: each of its forward passes is exactly one the whole audit would run, batch
+composition included, so float32 rounding is the same and the shards' results merge into the
+unsharded result bit for bit.
+"""
+
+from collections.abc import Iterator, Sequence
+
+
+def chunked(items: Sequence, size: int, shard: tuple[int, int] | None = None) -> Iterator:
+    """Consecutive chunks of at most ``size`` items (only this shard's, given one)."""
+    size = max(1, size)
+    for j, start in enumerate(range(0, len(items), size)):
+        if shard is None or j % shard[1] == shard[0]:
+            yield items[start : start + size]
+
+
+def share(items: Sequence, size: int, shard: tuple[int, int] | None) -> list:
+    """The items this shard covers when ``items`` is cut in chunks of ``size``."""
+    return [item for chunk in chunked(items, size, shard) for item in chunk]
