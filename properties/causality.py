@@ -29,6 +29,7 @@ from hypothesis.errors import NoSuchExample
 
 from . import strategies
 from .chunks import chunked, share
+from .errors import ModelError
 from .perturbations import Perturbation, apply, replace_one
 from .running import check_outputs_finite, float64_copy, forward
 from .subject import Subject
@@ -153,10 +154,14 @@ class Runner:
         """The ``outputs`` whose change survives in float64 (all of them for float64 models)."""
         if not self._confirm or len(outputs) == 0:
             return outputs
-        double = self._float64()
-        if double is None:
+        try:
+            double = self._float64()
+            if double is None:
+                return outputs
+            changes64 = double.changes_at(pool, x1)
+        except ModelError:  # the float64 copy does not run (a dtype fixed inside the model)
+            self._confirm = False
             return outputs
-        changes64 = double.changes_at(pool, x1)
         keep = changes64[outputs] > torch.maximum(
             torch.full_like(changes64[outputs], double.tolerance),
             CONFIRM_RATIO * changes[outputs],
