@@ -179,31 +179,47 @@ class Runner:
             self._double.tolerance = SAFETY * self._double.noise_floor(2)[0]
         return self._double
 
-    def noise_floor(self, copies: int) -> tuple[float, bool]:
-        """Largest difference between identical runs, between batch slots, and between a batch
-        alone and the same batch stacked ``copies`` times (the sweep's batches)."""
+    def noise_floor(self, copies: int, *, stacked: bool = True) -> tuple[float, bool]:
+        """See :func:`measure_noise_floor` (at the first pool)."""
         x, y0 = self.pool(0)
-        return measure_noise_floor(self.subject, x, y0, copies, seed=self.seed)
+        return measure_noise_floor(self.subject, x, y0, copies, seed=self.seed, stacked=stacked)
 
 
 def measure_noise_floor(
-    subject: Subject, x: torch.Tensor, y0: torch.Tensor, copies: int, *, seed: int
+    subject: Subject,
+    x: torch.Tensor,
+    y0: torch.Tensor,
+    copies: int,
+    *,
+    seed: int,
+    stacked: bool = True,
 ) -> tuple[float, bool]:
     """The noise floor of ``subject`` at ``x`` (whose outputs are ``y0``), and whether its
-    samples are independent of each other (no difference beyond rounding between slots)."""
+    samples are independent of each other.
+
+    The floor is the largest difference between two runs of ``x`` and, when the caller will
+    stack copies (``stacked``), between ``x`` alone and ``x`` stacked 2 and ``copies`` times:
+    float32 kernels round differently with the batch size. Independence: the outputs of the
+    first samples do not move when the *other* samples of the batch change (same slots, same
+    RNG state, so dropout masks match; BatchNorm's batch statistics do not).
+    """
 
     def run(inputs):
         return forward(subject, inputs, seed=seed).detach()
 
-    again = _changes(y0, run(x)).max()
-    slots = _changes(y0, run(x.flip(0)).flip(0)).max()
-    for k in sorted({2, copies}):
-        stacked = run(x.repeat(k, *([1] * (x.dim() - 1)))).reshape(k, *y0.shape)
-        slots = torch.maximum(slots, _changes(y0, stacked).max())
+    floor = _changes(y0, run(x)).max()
+    fresh = subject.draw_inputs(len(x), torch.Generator().manual_seed(seed + 99))
+    alongside_self = run(torch.cat([x, x]))[: len(x)]
+    alongside_other = run(torch.cat([x, fresh.to(x.dtype)]))[: len(x)]
+    interaction = float(_changes(alongside_self, alongside_other).max())
     scale = float(y0.abs().max().clamp_min(1e-30))
-    independent = float(slots) <= BATCH_DEPENDENCE * scale
-    floor = float(max(again, slots)) if independent else float(again)
-    return floor, independent
+    independent = interaction <= BATCH_DEPENDENCE * scale
+    if stacked and independent:
+        floor = torch.maximum(floor, _changes(y0, alongside_self).max())
+        if copies > 2:
+            reps = run(x.repeat(copies, *([1] * (x.dim() - 1)))).reshape(copies, *y0.shape)
+            floor = torch.maximum(floor, _changes(y0, reps).max())
+    return float(floor), independent
 
 
 def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
@@ -381,7 +397,8 @@ def perturbation_evidence(
     # couple the samples and a batch of one would hide that.
     runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
     report = PerturbationReport(evidence="perturbation/train" if train else "perturbation")
-    floor, independent = runner.noise_floor(chunk_copies(runner.pool_size, subject))
+    copies = chunk_copies(runner.pool_size, subject)
+    floor, independent = runner.noise_floor(copies, stacked=not train)
     runner.tolerance = SAFETY * floor
     report.noise_floor, report.tolerance = floor, runner.tolerance
     report.batch_independent = independent

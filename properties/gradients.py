@@ -14,11 +14,12 @@ Two ways to get the same map:
   coloring of the grid (``t_d mod period_d``) in which outputs of one color should not share
   inputs. Each color is differentiated twice, with weights 1 and ``beta_t`` (distinct, random)
   per output: where a single output ``t`` contributes at input ``s``, the two gradients are in
-  ratio ``beta_t`` exactly, which names ``t``. Inputs where several outputs contribute (the ratio
-  matches no ``beta``) are settled by plain VJPs of that color's outputs. So the method needs no
-  assumption about the model: a leak or a non-local dependency costs more passes, never a wrong
-  map. Its one limit: a contribution smaller than ``RATIO_TOLERANCE`` times another output's at
-  the same input of the same color can be missed (the plain map has no such limit).
+  ratio ``beta_t`` (up to rounding), which names ``t``. Inputs where several outputs contribute
+  (the ratio matches no ``beta``) are settled by plain VJPs of that color's outputs. So the
+  method needs no assumption about the model: a leak or a non-local dependency costs more
+  passes, never a wrong map. Its one limit: a contribution smaller than ``RATIO_TOLERANCE``
+  times another output's at the same input of the same color can be missed (the plain map has
+  no such limit).
 
 Cost of ``colored``: about ``2 * prod(period_d)`` passes, which follows the receptive field and not
 the length of the sequence.
@@ -35,7 +36,10 @@ from .errors import describe
 from .running import seeded
 from .subject import Subject
 
-RATIO_TOLERANCE = 1e-9
+# A gradient that is itself a near-cancelling sum has a relative rounding error far above 1e-16
+# (4.5e-9 measured on the lecture's dilated net), so the ratio test allows 1e-6; the weights
+# differ by at least 1/N, so it still names exactly one output.
+RATIO_TOLERANCE = 1e-6
 DEFAULT_BUDGET = 1 << 15  # positions x samples per forward pass: bounds the memory of a chunk
 
 
@@ -293,8 +297,7 @@ def colored_map(
     color = torch.zeros(n, dtype=torch.long)
     for axis, period in enumerate(periods):
         color = color * period + coords[:, axis] % period
-    generator = torch.Generator().manual_seed(seed + 2)
-    beta = 1.0 + torch.rand(n, generator=generator, dtype=torch.float64)
+    beta = distinct_weights(n, seed)
     alpha_w = torch.zeros(n_colors, n, dtype=torch.float64)
     alpha_w[color, torch.arange(n)] = 1.0
     beta_w = alpha_w * beta
@@ -315,6 +318,13 @@ def colored_map(
         passes += exact.passes
     outputs = torch.cat(members).sort().values if members else torch.zeros(0, dtype=torch.long)
     return DependencyMap(outputs, seen[outputs], strength[outputs], passes=passes, method="colored")
+
+
+def distinct_weights(n: int, seed: int) -> torch.Tensor:
+    """``n`` weights in ``[1, 2)``, a random permutation of an even grid: any two differ by at
+    least ``1/n``, far more than the ratio test's tolerance, so a ratio names one output."""
+    generator = torch.Generator().manual_seed(seed + 2)
+    return 1.0 + torch.randperm(n, generator=generator).double() / n
 
 
 def merge_maps(maps: list[DependencyMap]) -> DependencyMap:

@@ -1,0 +1,74 @@
+"""Receptive-field maps: the colored map against the one-output-at-a-time loop, side by side.
+
+The loop is what the anchors do (pytorch-made's check, the receptivefield library): one forward
+and one backward per output position. Both methods get the same float64 model, the same random
+inputs (a batch of 3, whose maps are united) and run in this one process, one after the other;
+the script checks that the maps are equal and prints the ratio of wall times.
+
+    python benchmarks/bench_receptive_field.py            # dilated net at 2048, PixelCNN 28x28
+    python benchmarks/bench_receptive_field.py --long     # also the dilated net at 8192
+"""
+
+import argparse
+import time
+
+import torch
+
+from properties.gradients import DifferentiableInput, colored_map, random_directions
+from properties.running import float64_copy
+from properties.zoo import zoo_subject
+
+
+def loop_map(subject, inputs, seed=0):
+    """One forward and one backward per output: the quadratic baseline."""
+    source = DifferentiableInput(subject, inputs, seed=seed)
+    n = subject.n_positions
+    seen = torch.zeros(n, n, dtype=torch.bool)
+    directions = None
+    for t in range(n):
+        leaf, y = source.run(1)
+        if directions is None:
+            directions = random_directions(y.shape, torch.Generator().manual_seed(seed + 1))
+        cot = torch.zeros_like(y)
+        cot[:, t] = directions[:, t]
+        (g,) = torch.autograd.grad(y, leaf, cot)
+        seen[t] = (g != 0).any(dim=0).any(dim=-1)
+    return seen
+
+
+def compare(name, grid):
+    subject, _ = float64_copy(zoo_subject(name, grid))
+    subject.model.eval()
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    start = time.perf_counter()
+    fast = colored_map(subject, x)
+    t_fast = time.perf_counter() - start
+    start = time.perf_counter()
+    slow = loop_map(subject, x)
+    t_slow = time.perf_counter() - start
+    same = torch.equal(fast.seen, slow)
+    print(
+        f"{name:18} grid {str(grid):10} loop {t_slow:7.2f} s ({subject.n_positions} passes)  "
+        f"colored {t_fast:6.2f} s ({fast.passes} passes, {fast.method})  "
+        f"speed-up {t_slow / t_fast:6.1f}x  same map: {same}",
+        flush=True,
+    )
+    return same
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--long", action="store_true", help="also length 8192 (slow loop)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"torch {torch.__version__}, {args.threads} threads")
+    cases = [("nettoy1d_dilated", (2048,)), ("pixelcnn", (28, 28))]
+    if args.long:
+        cases.insert(1, ("nettoy1d_dilated", (8192,)))
+    ok = all(compare(name, grid) for name, grid in cases)
+    raise SystemExit(0 if ok else 1)
+
+
+if __name__ == "__main__":
+    main()
