@@ -12,13 +12,14 @@ Coverage policy (the one place it is stated; the report says what was covered):
 - Dependency map (gradients): every output when the colored map needs at most
   ``MAX_MAP_PASSES`` passes (receptive fields small against the grid) or with ``exact``;
   otherwise the probe outputs plus a stratified sample of ``SAMPLED_OUTPUTS`` outputs.
-- Loss equivalence: every position up to ``EXHAUSTIVE_POSITIONS``, else ``SAMPLED_POSITIONS``.
+- Loss equivalence: read off the sweep's forward passes (its masked inputs are the sweep's), so
+  it covers the positions of the swept cuts.
 
 ``exact=True`` covers every cut, every output and every position, whatever the size.
 
-Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts, of the map's
-colors (or rows) and of the loss positions (:mod:`properties.chunks`): exactly the forward
-passes the whole audit would run; shard 0 also runs the Hypothesis searches.
+Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts and of the
+map's colors (or rows) (:mod:`properties.chunks`): exactly the forward passes the whole audit
+would run; shard 0 also runs the Hypothesis searches.
 """
 
 import time
@@ -28,26 +29,18 @@ import torch
 from hypothesis import settings as hypothesis_settings
 
 from . import facts, gradients
-from .causality import (
-    PerturbationReport,
-    Violation,
-    chunk_copies,
-    merge_reports,
-    perturbation_evidence,
-)
-from .chunks import share
+from .causality import PerturbationReport, Violation, merge_reports, perturbation_evidence
 from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
-from .loss import LossEquivalence, loss_equivalence, merge_losses
+from .loss import LossEquivalence, LossRows, merge_losses
 from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
 from .subject import Subject
 
 CHECKS = ("causality", "receptive_field", "blind_spot", "loss")
 EXHAUSTIVE_POSITIONS = 1024
 SAMPLED_CUTS = 256
-SAMPLED_POSITIONS = 128
 MAX_MAP_PASSES = 160
-SAMPLED_OUTPUTS = 32
+SAMPLED_OUTPUTS = 24
 MAP_INPUTS = 3  # random inputs whose dependency maps are united
 MODES = {False: ("eval", "inference"), True: ("train", "training mode")}
 
@@ -71,7 +64,8 @@ class AuditResult:
     # conclusions (recomputed by conclude())
     mode: str | None = None
     causal: bool | None = None
-    violations: list[Violation] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)  # examples (see violation_count)
+    violation_count: int = 0  # all of them: gradient pairs beyond facts.LISTED are only counted
     receptive_field: facts.ReceptiveField | None = None
     blind_spot: facts.BlindSpot | None = None
     loss: LossEquivalence | None = None
@@ -122,7 +116,7 @@ def audit(
     for training in (False, True) if train else (False,):
         if needs_map:
             _gradient_evidence(subject, result, training, seed)
-        if "causality" in result.checks:
+        if "causality" in result.checks or ("loss" in result.checks and not training):
             try:
                 _perturbation_evidence(subject, result, training, seed, examples)
             except ModelError as exc:
@@ -135,12 +129,6 @@ def audit(
     if "causality" in result.checks and not _any_evidence(result) and failures:
         raise failures[0]  # no evidence at all: the model's error is the answer
     conclude(result)
-    if "loss" in result.checks:
-        try:
-            _loss_evidence(subject, result, seed)
-        except ModelError as exc:
-            result.evidence_notes.append(f"loss equivalence unavailable: {exc.problem}")
-        conclude(result)
     result.coverage["exhaustive"] = exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
     result.seconds = time.perf_counter() - start
     return result
@@ -179,16 +167,19 @@ def conclude(result: AuditResult) -> AuditResult:
     """Violations, mode, verdict, receptive field, blind spot and the loss check's verdict,
     from the evidence gathered so far."""
     s, checks = result.subject, result.checks
-    result.violations, result.derived_notes = [], []
+    result.violations, result.derived_notes, result.violation_count = [], [], 0
     for training in (False, True):
         mode = MODES[training][0]
         dmap = result.maps.get(mode)
         if dmap is not None and "causality" in checks:
             tag = "gradient/train" if training else "gradient"
-            result.violations.extend(facts.gradient_violations(s, dmap, tag))
+            listed, total = facts.gradient_violations(s, dmap, tag)
+            result.violations.extend(listed)
+            result.violation_count += total
         report = result.perturbations.get(mode)
         if report is not None:
             result.violations.extend(report.violations(s))
+            result.violation_count += len(report.violations(s))
             result.derived_notes.extend(report.notes(training))
     if "causality" in checks and _any_evidence(result):
         result.mode = facts.mode_of(result.violations)
@@ -350,11 +341,20 @@ def _map(subject: Subject, x: torch.Tensor, exact: bool, seed: int, shard) -> De
 def _perturbation_evidence(
     subject: Subject, result: AuditResult, training: bool, seed: int, examples: int
 ) -> None:
+    """The sweep (and, for the causality check, the Hypothesis search); in inference its
+    forward passes also give the loss check's rows."""
     n = subject.n_positions
     if result.exact or n <= EXHAUSTIVE_POSITIONS:
         cut_list = list(range(n))
     else:
         cut_list = stratified(n, SAMPLED_CUTS, seed + 1)
+    observers: list[LossRows] = []
+
+    def observe(x, y_full, tolerance):
+        observers.append(LossRows(subject, x, y_full, tolerance))
+        return observers[-1]
+
+    wants_loss = "loss" in result.checks and not training
     with model_mode(subject, train=training):
         report = perturbation_evidence(
             subject,
@@ -363,32 +363,11 @@ def _perturbation_evidence(
             seed=seed,
             train=training,
             shard=result.shard,
+            search="causality" in result.checks,
+            observe=observe if wants_loss else None,
         )
-    result.perturbations[MODES[training][0]] = report
-
-
-def _loss_evidence(subject: Subject, result: AuditResult, seed: int) -> None:
-    n = subject.n_positions
-    if result.exact or n <= EXHAUSTIVE_POSITIONS:
-        positions = list(range(n))
-    else:
-        positions = stratified(n, SAMPLED_POSITIONS, seed + 2)
-    # An auto subject's convention depends on the mode of the *whole* audit: a shard, which sees
-    # part of the evidence, checks both conventions and lets merge() pick.
-    if result.shard is not None and subject.predicts == "auto":
-        conventions = ["current", "next"]
-    else:
-        conventions = [loss_convention(result)]
-    x = subject.draw_inputs(1, torch.Generator().manual_seed(seed + 3), integral=True)
-    with model_mode(subject, train=False):
-        for convention in conventions:
-            result.losses[convention] = loss_equivalence(
-                subject,
-                x,
-                convention=convention,
-                positions=positions,
-                seed=seed,
-                shard=result.shard,
-            )
-    checked = len(share(positions, chunk_copies(1, subject), result.shard))
-    result.coverage["loss_positions"] = {"checked": checked, "total": n}
+    if "causality" in result.checks:
+        result.perturbations[MODES[training][0]] = report
+    if observers:
+        result.losses = observers[0].results()
+        result.coverage["loss_positions"] = {"checked": report.cuts_swept, "total": n}

@@ -30,7 +30,7 @@ from hypothesis.errors import NoSuchExample
 from . import strategies
 from .chunks import chunked, share
 from .errors import ModelError
-from .perturbations import Perturbation, apply, replace_one
+from .perturbations import ZEROS, Perturbation, apply, replace_one
 from .running import check_outputs_finite, float64_copy, forward
 from .subject import Subject
 
@@ -129,7 +129,8 @@ class Runner:
     def pool(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         if index not in self._pools:
             generator = torch.Generator().manual_seed(self.seed * 1000 + index)
-            x = self.subject.draw_inputs(self.pool_size, generator)
+            # class-valued subjects get class values: the loss check reads its targets here
+            x = self.subject.draw_inputs(self.pool_size, generator, integral=True)
             y = self.run(x)
             check_outputs_finite(y)
             self._pools[index] = (x, y)
@@ -224,7 +225,14 @@ def measure_noise_floor(
 
 def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
     """Largest change per position: ``y0`` is ``(B, N, K)``, ``y1`` is ``(..., B, N, K)``;
-    the result is ``(..., N)`` (one row per leading index of ``y1``)."""
+    the result is ``(..., N)`` (one row per leading index of ``y1``), in float64.
+
+    A NaN on one side only is an infinite change; NaN on both sides is none. The common case
+    (no NaN) takes one subtraction in the outputs' own dtype: this runs on every forward pass.
+    """
+    fast = (y1 - y0).abs().amax(dim=(-3, -1))
+    if not torch.isnan(fast).any():
+        return fast.double()
     diff = (y1.double() - y0.double()).abs()
     nan0, nan1 = torch.isnan(y0), torch.isnan(y1)
     diff = torch.where(nan0 & nan1, torch.zeros_like(diff), diff)
@@ -257,18 +265,21 @@ def chunk_copies(batch: int, subject: Subject, budget: int = BATCH_BUDGET) -> in
     return max(1, budget // max(1, batch * subject.n_positions))
 
 
-def sweep(runner: Runner, cut_list: list[int], *, batched: bool, shard=None) -> dict:
-    """One wide perturbation per cut. Returns ``{output: (cut, effect, kind)}``: for each output
-    seen to move, the furthest cut that moved it (its furthest future input), or its own cut
-    when it only sees the present."""
+def sweep(runner: Runner, cut_list: list[int], *, batched: bool, shard=None, observe=None) -> dict:
+    """At each cut, the future replaced by the lecture's zeros (wide values are the Hypothesis
+    search's job). Returns ``{output: (cut, effect, kind)}``: for each output seen to move, the
+    furthest cut that moved it (its furthest future input), or its own cut when it only sees
+    the present. ``observe(cut, outputs)`` sees every perturbed output (the loss check)."""
     subject = runner.subject
-    kind = "random" if subject.tokens else "normal"
     x, y0 = runner.pool(0)
     records: dict[int, tuple[int, float, str]] = {}
     per_chunk = chunk_copies(x.shape[0], subject) if batched else 1
     for chunk in chunked(cut_list, per_chunk, shard):
-        perturbed = [apply(subject, x, Perturbation(c, kind, 100.0, seed=c)) for c in chunk]
+        perturbed = [apply(subject, x, Perturbation(c, ZEROS, 0.0, seed=c)) for c in chunk]
         y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
+        if observe is not None:
+            for c, y in zip(chunk, y1, strict=True):
+                observe(c, y)
         changes = runner.changes(y0, y1)  # (cuts, N)
         cuts = torch.tensor(chunk)[:, None]
         moved = (changes > runner.tolerance) & (subject.ranks[None, :] <= cuts)
@@ -389,9 +400,13 @@ def perturbation_evidence(
     seed: int = 0,
     train: bool = False,
     shard: tuple[int, int] | None = None,
+    search: bool = True,
+    observe=None,
 ) -> PerturbationReport:
-    """Sweep the given cuts, then let Hypothesis search and shrink, in one mode. A ``shard``
-    sweeps its chunks of cuts only, and only shard 0 runs the search."""
+    """Sweep the given cuts, then (``search``) let Hypothesis search and shrink, in one mode. A
+    ``shard`` sweeps its chunks of cuts only, and only shard 0 runs the search. ``observe``: a
+    callable made with the pool and its outputs, ``observe(x, y0)``, that returns the sweep's
+    observer (see :func:`sweep`)."""
     # One base sample per pool in inference (samples are independent there, and every forward
     # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
     # couple the samples and a batch of one would hide that.
@@ -403,10 +418,11 @@ def perturbation_evidence(
     report.noise_floor, report.tolerance = floor, runner.tolerance
     report.batch_independent = independent
     batched = independent and not train
-    report.sweep = sweep(runner, cut_list, batched=batched, shard=shard)
+    observer = None if observe is None else observe(*runner.pool(0), runner.tolerance)
+    report.sweep = sweep(runner, cut_list, batched=batched, shard=shard, observe=observer)
     per_chunk = chunk_copies(runner.pool_size, subject) if batched else 1
     report.cuts_swept = len(share(cut_list, per_chunk, shard))
-    for kind in ("future", "present") if shard is None or shard[0] == 0 else ():
+    for kind in ("future", "present") if search and (shard is None or shard[0] == 0) else ():
         found, p, n = hypothesis_search(
             runner, kind, max_examples=max_examples, seed=seed, evidence=report.evidence
         )

@@ -16,16 +16,36 @@ from .subject import Subject
 MODES = ("strict", "inclusive", "none")
 
 
+LISTED = 2000  # gradient violations kept as objects; the rest are counted
+
+
 def gradient_violations(
     subject: Subject, dmap: DependencyMap, evidence: str = "gradient"
-) -> list[Violation]:
-    """Every (output, input) pair where the output depends on its own or a later rank."""
+) -> tuple[list[Violation], int]:
+    """(output, input) pairs where the output depends on its own or a later rank, in output
+    rank order: the first ``LISTED`` (and the first future one, if later), and how many in all.
+
+    A model that leaks everywhere has N^2/2 of them; the report needs examples and a count.
+    """
     ranks = subject.ranks
-    out_ranks = ranks[dmap.outputs][:, None]  # (M, 1)
-    forbidden = dmap.seen & (ranks[None, :] >= out_ranks)
-    rows, inputs = forbidden.nonzero(as_tuple=True)
+    pairs, total, first_future = [], 0, None
+    for start in range(0, len(dmap.outputs), ROWS_AT_ONCE):
+        out_ranks = ranks[dmap.outputs[start : start + ROWS_AT_ONCE]][:, None]
+        forbidden = dmap.seen[start : start + ROWS_AT_ONCE] & (ranks[None, :] >= out_ranks)
+        rows, inputs = forbidden.nonzero(as_tuple=True)
+        total += len(rows)
+        if len(pairs) < LISTED:
+            pairs.extend(zip((rows + start).tolist(), inputs.tolist(), strict=True))
+        if first_future is None:
+            future = (ranks[inputs] > out_ranks[rows, 0]).nonzero().flatten()
+            if len(future):
+                first_future = (int(rows[future[0]]) + start, int(inputs[future[0]]))
+    pairs.sort(key=lambda p: (int(ranks[dmap.outputs[p[0]]]), int(ranks[p[1]])))
+    pairs = pairs[:LISTED]
+    if first_future is not None and first_future not in pairs:
+        pairs.append(first_future)  # the mode must not lose its evidence to the cap
     violations = []
-    for row, s in zip(rows.tolist(), inputs.tolist(), strict=True):
+    for row, s in pairs:
         t = int(dmap.outputs[row])
         violations.append(
             Violation(
@@ -37,8 +57,7 @@ def gradient_violations(
                 detail="non-zero gradient",
             )
         )
-    violations.sort(key=lambda v: (int(ranks[v.output]), int(ranks[v.input])))
-    return violations
+    return violations, total
 
 
 def mode_of(violations: list[Violation]) -> str:
@@ -67,16 +86,27 @@ class ReceptiveField:
     spans: torch.Tensor  # (M,) per output row
 
 
+ROWS_AT_ONCE = 1024  # rows of a map reduced together: bounds the (rows, N) temporaries
+
+
+def rank_extremes(subject: Subject, seen: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per row, the smallest and largest rank of a seen input (N and -1 for an empty row),
+    computed in blocks of rows so that memory stays ``O(ROWS_AT_ONCE * N)``."""
+    ranks = subject.ranks.to(torch.int32)
+    lows, highs = [], []
+    for start in range(0, len(seen), ROWS_AT_ONCE):
+        block = seen[start : start + ROWS_AT_ONCE]
+        none = torch.tensor(len(ranks), dtype=torch.int32)
+        lows.append(torch.where(block, ranks, none).amin(1) if block.shape[1] else none)
+        highs.append(torch.where(block, ranks, torch.tensor(-1, dtype=torch.int32)).amax(1))
+    return torch.cat(lows).long(), torch.cat(highs).long()
+
+
 def receptive_field(subject: Subject, dmap: DependencyMap) -> ReceptiveField:
-    ranks = subject.ranks
     seen = dmap.seen
     sizes = seen.sum(1)
-    big = torch.iinfo(torch.long).max
-    min_rank = torch.where(seen, ranks[None, :], torch.full_like(seen, big, dtype=torch.long))
-    min_rank = min_rank.amin(1)
-    max_rank = torch.where(seen, ranks[None, :], torch.full_like(seen, -1, dtype=torch.long))
-    max_rank = max_rank.amax(1)
-    out_ranks = ranks[dmap.outputs]
+    min_rank, max_rank = rank_extremes(subject, seen)
+    out_ranks = subject.ranks[dmap.outputs]
     spans = torch.where(sizes > 0, out_ranks - min_rank, torch.zeros_like(sizes))
     # The output with the most inputs; among those, the one reaching furthest back, earliest.
     key = sizes * (spans.max() + 1) + spans
@@ -108,19 +138,29 @@ def blind_spot(subject: Subject, dmap: DependencyMap) -> BlindSpot | None:
     if len(subject.grid) != 2 or not subject.is_raster:
         return None
     h, w = subject.grid
-    seen = dmap.seen.reshape(-1, h, w)
-    # above[r, c]: some pixel of column c in a row < r is seen.
-    above = torch.cumsum(seen.int(), dim=1) - seen.int() > 0
-    past = subject.ranks[None, :] < subject.ranks[dmap.outputs][:, None]
-    blind = above & ~seen & past.reshape(-1, h, w)
-    counts = blind.flatten(1).sum(1)
+    counts = []
+    for start in range(0, len(dmap.seen), ROWS_AT_ONCE):
+        counts.append(_blind(subject, dmap, start).flatten(1).sum(1))
+    counts = torch.cat(counts)
     row = int(torch.argmax(counts))
     size = int(counts[row])
+    pixels = _blind(subject, dmap, row, rows=1)[0]
     return BlindSpot(
         size=size,
         position=int(dmap.outputs[row]) if size else None,
-        pixels=blind[row],
+        pixels=pixels,
     )
+
+
+def _blind(subject: Subject, dmap: DependencyMap, start: int, rows: int = ROWS_AT_ONCE):
+    """(rows, H, W) blind pixels of the map's rows ``start .. start + rows``."""
+    h, w = subject.grid
+    seen = dmap.seen[start : start + rows].reshape(-1, h, w)
+    # above[r, c]: some pixel of column c in a row < r is seen.
+    above = torch.cumsum(seen.int(), dim=1) - seen.int() > 0
+    out_ranks = subject.ranks[dmap.outputs[start : start + rows]]
+    past = (subject.ranks[None, :] < out_ranks[:, None]).reshape(-1, h, w)
+    return above & ~seen & past
 
 
 def clipped_sides(subject: Subject, dmap: DependencyMap) -> tuple[int, list[str]] | None:

@@ -2,9 +2,11 @@
 
 For every position ``u``, the prediction at ``u`` computed from the input whose positions of rank
 ``>= u`` are replaced by the lecture's zeros (``> u`` for a ``next`` model, which may see ``u``)
-must equal the prediction at ``u`` from the one-pass forward. Where the subject has class targets
-(tokens, or class-valued inputs), the per-position cross-entropies are compared too, and their sum
-against the one-pass loss::
+must equal the prediction at ``u`` from the one-pass forward. The masked inputs are exactly the
+perturbation sweep's (:func:`properties.causality.sweep`), so the rows are read off its forward
+passes (:class:`LossRows`) instead of costing passes of their own. Where the subject has class
+targets (tokens, or class-valued inputs), the per-position cross-entropies are compared too, and
+their sum against the one-pass loss::
 
     l(f, x) = sum_u l(f_u(x_1, .., x_{u-1}, 0, .., 0), x_u) = sum_u l(f_u(x_1, .., x_T), x_u)
 """
@@ -14,9 +16,6 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .causality import SAFETY, chunk_copies, measure_noise_floor
-from .chunks import chunked
-from .running import forward
 from .subject import Subject
 
 
@@ -57,48 +56,43 @@ def merge_losses(parts: list[LossEquivalence]) -> LossEquivalence:
     return LossEquivalence.from_rows(rows, max(part.tolerance for part in parts))
 
 
-def masked_input(subject: Subject, x: torch.Tensor, cut: int) -> torch.Tensor:
-    """``x`` with every position of rank >= ``cut`` set to the lecture's zeros."""
-    masked = x.clone()
-    masked[:, subject.ranks >= cut] = 0
-    return masked
+class LossRows:
+    """The sweep's observer: per-position rows of the loss check, for both conventions.
 
-
-def loss_equivalence(
-    subject: Subject,
-    x: torch.Tensor,
-    *,
-    convention: str,
-    positions: list[int],
-    tolerance: float | None = None,
-    seed: int = 0,
-    shard: tuple[int, int] | None = None,
-) -> LossEquivalence:
-    """Compare, at each flat position in ``positions``, the masked and one-pass predictions.
-
-    ``convention``: ``current`` masks ranks ``>= rank(u)``, ``next`` masks ranks ``> rank(u)``.
-    ``tolerance``: largest difference taken as rounding (default: ``SAFETY`` times the noise
-    floor measured here, with the batch sizes used). ``shard``: this shard's chunks only.
+    At cut ``c`` the sweep replaced ranks ``>= c`` by the lecture's zeros. That masked input is
+    the ``current`` model's input for the position of rank ``c`` and the ``next`` model's input
+    for the position of rank ``c - 1``: one forward pass, two rows.
     """
-    y_full = forward(subject, x, seed=seed).detach()
+
+    def __init__(self, subject: Subject, x: torch.Tensor, y_full: torch.Tensor, tolerance: float):
+        self.subject, self.y_full, self.tolerance = subject, y_full, tolerance
+        self.by_rank = torch.argsort(subject.ranks)  # by_rank[r]: the position of rank r
+        self.targets = {c: _targets(subject, x, y_full, c) for c in ("current", "next")}
+        self.rows: dict[str, list[dict]] = {"current": [], "next": []}
+
+    def __call__(self, cut: int, y_masked: torch.Tensor) -> None:
+        for convention, rank in (("current", cut), ("next", cut - 1)):
+            if rank >= 0:
+                self._row(convention, int(self.by_rank[rank]), y_masked)
+        if cut == self.subject.n_positions - 1:  # next: the last position masks nothing
+            self._row("next", int(self.by_rank[cut]), self.y_full)
+
+    def _row(self, convention: str, u: int, y_masked: torch.Tensor) -> None:
+        targets = self.targets[convention]
+        target = None if targets is None else targets[:, u]
+        row = _compare(self.y_full[:, u], y_masked[:, u], target)
+        row["position"] = u
+        self.rows[convention].append(row)
+
+    def results(self) -> dict[str, LossEquivalence]:
+        return {c: LossEquivalence.from_rows(rows, self.tolerance) for c, rows in self.rows.items()}
+
+
+def _targets(subject: Subject, x: torch.Tensor, y: torch.Tensor, convention: str):
     targets = subject.targets(x, convention)
-    if targets is not None and y_full.shape[-1] != (subject.vocab or subject.classes):
-        targets = None  # the outputs are not logits over the input's classes: no cross-entropy
-    shift = 1 if convention == "next" else 0
-    per_chunk = chunk_copies(x.shape[0], subject)
-    if tolerance is None:
-        copies = min(per_chunk, len(positions))
-        floor, _ = measure_noise_floor(subject, x, y_full, copies, seed=seed)
-        tolerance = SAFETY * floor
-    rows = []
-    for chunk in chunked(positions, per_chunk, shard):
-        masked = torch.cat([masked_input(subject, x, int(subject.ranks[u]) + shift) for u in chunk])
-        y_masked = forward(subject, masked, seed=seed).detach()
-        y_masked = y_masked.reshape(len(chunk), *y_full.shape)
-        for u, y in zip(chunk, y_masked, strict=True):
-            rows.append(_compare(y_full[:, u], y[:, u], None if targets is None else targets[:, u]))
-            rows[-1]["position"] = u
-    return LossEquivalence.from_rows(rows, tolerance)
+    if targets is not None and y.shape[-1] != (subject.vocab or subject.classes):
+        return None  # the outputs are not logits over the input's classes: no cross-entropy
+    return targets
 
 
 def _compare(full: torch.Tensor, masked: torch.Tensor, target: torch.Tensor | None) -> dict:

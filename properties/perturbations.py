@@ -19,6 +19,9 @@ from .subject import Subject
 
 FLOAT_KINDS = ("add", "normal", "uniform", "constant", "levels")
 TOKEN_KINDS = ("random", "constant")
+# The sweep's kind: the lecture's zeros, the input the synthesis loop feeds for unknown values
+# (token 0 for token models). The same forward passes then give the loss equivalence check.
+ZEROS = "zeros"
 # Magnitudes span 1e-3 .. 1e4: a leak that fires only for large future values must be found,
 # and a failure should shrink to the smallest change that still shows it.
 MAGNITUDES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
@@ -33,6 +36,8 @@ class Perturbation:
     pool: int = 0  # which pool of base inputs
 
     def describe(self) -> str:
+        if self.kind == ZEROS:
+            return f"positions of rank >= {self.cut} were replaced by zeros"
         if self.kind in TOKEN_KINDS:
             return f"positions of rank >= {self.cut} replaced by {self.kind} tokens"
         what = {
@@ -63,6 +68,9 @@ def apply(subject: Subject, pool: torch.Tensor, p: Perturbation) -> torch.Tensor
     x = pool.clone()
     k = int(mask.sum())
     if k == 0:
+        return x
+    if p.kind == ZEROS:
+        x[:, mask] = 0
         return x
     if subject.tokens:
         size = (x.shape[0], k)

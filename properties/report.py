@@ -50,7 +50,7 @@ def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> d
         "causal": result.causal,
         "passed": result.passed and all(d["ok"] for d in (declared or {}).values()),
         "violations": [violation_dict(s, v) for v in result.violations[:MAX_VIOLATIONS]],
-        "violations_total": len(result.violations),
+        "violations_total": result.violation_count,
         "receptive_field": None
         if rf is None
         else {
@@ -177,8 +177,9 @@ def failure_summary(result: AuditResult) -> str:
     if result.violations:
         kinds = {k: sum(v.kind == k for v in result.violations) for k in ("future", "present")}
         evidence = sorted({v.evidence for v in result.violations})
+        listed = "" if result.violation_count == len(result.violations) else "of those listed: "
         lines.append(
-            f"Violations: {len(result.violations)} ({kinds['future']} future, "
+            f"Violations: {result.violation_count} ({listed}{kinds['future']} future, "
             f"{kinds['present']} present; evidence: {', '.join(evidence)})"
         )
     for mode, report in result.perturbations.items():
@@ -250,8 +251,8 @@ def render_text(
         shown = _key_violations(result)
         for v in shown:
             lines.append(f"  - {explain(s, v)} [{v.evidence}]")
-        if len(result.violations) > len(shown):
-            lines.append(f"  ({len(result.violations)} violations in all; --json lists them)")
+        if result.violation_count > len(shown):
+            lines.append(f"  ({result.violation_count} violations in all; --json lists them)")
     rf = data["receptive_field"]
     if rf:
         holes = "" if rf["holes"] is None else f", holes {rf['holes']}"
