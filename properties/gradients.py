@@ -41,7 +41,7 @@ from .subject import Subject
 # differ by at least 1/N, so it still names exactly one output.
 RATIO_TOLERANCE = 1e-6
 STRENGTH = torch.bfloat16
-DEFAULT_BUDGET = 1 << 15  # positions x samples per forward pass: bounds the memory of a chunk
+DEFAULT_BUDGET = 1 << 14  # positions x samples per forward pass: bounds the memory of a chunk
 
 
 class GradientUnavailable(Exception):
