@@ -78,7 +78,8 @@ class PerturbationReport:
         if self.rounding:
             notes.append(
                 f"{self.rounding} changes of float32 predictions vanished in float64: rounding "
-                "(e.g. x_t subtracted back out of a sum), not a dependency; not counted"
+                "in arithmetic where the future cancels only on paper (x_t subtracted back out "
+                "of a sum, a kernel that mixes neighbouring inputs), not a dependency; not counted"
             )
         return notes
 
