@@ -291,7 +291,7 @@ def colored_map(
     probe_passes = probe.passes if shard is None or shard[0] == 0 else 0
     periods = offset_periods(probe, grid)
     n_colors = math.prod(periods)
-    if n_colors > max_colors_fraction * n:
+    if n_colors >= max_colors_fraction * n:  # two passes per color: no cheaper than plain
         full = plain_map(subject, inputs, seed=seed, budget=budget, shard=shard)
         full.passes += probe_passes
         return full

@@ -12,6 +12,7 @@ from properties.gradients import (
     colored_map,
     dependency_map,
     plain_map,
+    probe_positions,
 )
 from properties.running import float64_copy
 from properties.zoo import zoo_subject
@@ -61,21 +62,27 @@ def test_colored_map_equals_plain_map_on_leaky_models(arch):
 
 
 def test_colored_map_settles_shared_inputs_exactly():
-    """A leak from far away makes outputs of one color share inputs: the ratio test must catch
-    it and fall back to exact rows, not attribute the input to the wrong output."""
+    """A leak the probe does not see (output 8, not a probe position, also reads input 30)
+    makes two outputs of one color share an input: the ratio test must notice and settle that
+    color with exact rows, not hand input 30 to the wrong output."""
 
-    class FarLeak(torch.nn.Module):
+    class HiddenLeak(torch.nn.Module):
         def __init__(self):
             super().__init__()
             self.net = Architecture(1, (2,), (1,)).build()
 
-        def forward(self, x):  # every output also sees input 0 (a "global" leak via position 0)
-            return self.net(x) + 0.1 * x[..., :1]
+        def forward(self, x):  # (B, 1, T) -> (B, 3, T)
+            y = self.net(x)
+            leak = torch.zeros_like(y)
+            leak[..., 8] = 0.1 * x[..., 30]
+            return y + leak
 
-    subject = make_subject(FarLeak(), grid=(40,), layout="BCT->BCT")
+    subject = make_subject(HiddenLeak(), grid=(40,), layout="BCT->BCT")
+    assert 8 not in probe_positions(subject.grid).tolist()
     plain, colored = both_maps(subject)
     assert torch.equal(plain.seen, colored.seen)
-    assert plain.seen[:, 0].all()
+    assert colored.seen[8, 30]
+    assert colored.passes > 2 * 3 + len(probe_positions(subject.grid))  # settled with plain rows
 
 
 def test_non_differentiable_model_has_no_gradient_evidence():
