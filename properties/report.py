@@ -288,11 +288,15 @@ def render_text(
 
 
 def _key_violations(result: AuditResult) -> list[Violation]:
-    """The violations worth a line: each evidence kind's first, Hypothesis' minimal ones first."""
+    """The violations worth a line: each evidence kind's first, the future before the present
+    (which is no violation at all for a ``next``/``auto`` subject), Hypothesis' minimal ones
+    first."""
+    allowed_present = result.subject.predicts != "current"
+    ordered = sorted(result.violations, key=lambda v: v.kind != "future")  # stable
     picked, seen = [], set()
-    for v in result.violations:
+    for v in ordered:
         key = (v.evidence, v.kind, "hypothesis" in v.detail)
-        if key not in seen:
+        if key not in seen and not (allowed_present and v.kind == "present"):
             seen.add(key)
             picked.append(v)
     return picked[:6]
