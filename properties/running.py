@@ -105,8 +105,15 @@ def check_outputs_finite(y: torch.Tensor, what: str = "outputs") -> None:
     if bad.any():
         b, n, k = (int(i) for i in bad.nonzero()[0])
         kind = "NaN" if torch.isnan(y[b, n, k]) else "Inf"
+        positions = bad.any(dim=(0, 2)).nonzero().flatten().tolist()
+        where = ", ".join(str(p) for p in positions[:5]) + (", ..." if len(positions) > 5 else "")
+        hint = ""
+        if kind == "NaN" and len(positions) <= y.shape[1] // 2:
+            # NaN at a few positions only: a softmax over a row whose every key is masked
+            hint = "; NaN at a few positions is the mark of an attention row with every key "
+            hint += "masked (a mask with the wrong polarity?)"
         raise AdapterError(
-            f"the model's {what} contain {kind} ({int(bad.sum())} values, first at position {n} "
-            f"of sample {b}) on ordinary random inputs",
+            f"the model's {what} contain {kind} ({int(bad.sum())} values, at flat positions "
+            f"{where}) on ordinary random inputs{hint}",
             "fix the model (or its initialisation) first: a NaN hides every dependency",
         )

@@ -137,6 +137,12 @@ def test_nan_and_inf_outputs(model, kind, capsys):
     assert f"contain {kind}" in line and "fix the model" in line
 
 
+def test_nan_at_a_few_positions_points_at_a_mask_polarity_bug(capsys):
+    argv = [f"{BAD}:WrongPolarityAttention", "--length", "8", "--layout", "BT", *FAST]
+    line = fails(argv, capsys)
+    assert "positions 7" in line and "wrong polarity" in line
+
+
 # ---------------------------------------------------------------------------------------------
 # Models that misbehave: verdicts with notes
 

@@ -183,3 +183,19 @@ class Symmetric(CausalConv):
     def features(self, x):
         x = nn.functional.pad(x, (1, 1))
         return self.conv(x).transpose(1, 2)
+
+
+class WrongPolarityAttention(torch.nn.Module):
+    """Attention whose boolean mask keeps what it should hide: the last row has every key
+    masked, so its softmax is NaN (the other rows see the future)."""
+
+    def __init__(self):
+        super().__init__()
+        self.qkv = torch.nn.Linear(1, 12)
+
+    def forward(self, x):  # (B, T) -> (B, T, 4)
+        q, k, v = self.qkv(x[..., None]).chunk(3, dim=-1)
+        t = x.shape[1]
+        keep = torch.tril(torch.ones(t, t, dtype=torch.bool))
+        scores = (q @ k.transpose(1, 2)).masked_fill(keep, float("-inf"))  # wrong: fills keep
+        return torch.softmax(scores, -1) @ v
