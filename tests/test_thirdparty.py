@@ -39,6 +39,12 @@ def audit_cli(argv, tmp_path, capsys):
     return code, data, captured
 
 
+def audit_tokens(model, **options):
+    """A Hugging Face model on 16 tokens of the tiny vocabulary, as a next-token predictor."""
+    defaults = dict(grid=(16,), vocab=hf_models.VOCAB, layout="BT", predicts="next")
+    return properties.audit_model(model, max_examples=EXAMPLES, **{**defaults, **options})
+
+
 def gradients_ran(coverage, *labels):
     return all(isinstance(coverage["gradient"][label], dict) for label in labels)
 
@@ -54,16 +60,8 @@ def test_gpt2_is_inclusive_in_eval_and_train(attn):
     output t sees tokens <= t. Gradients come through the token embedding (wte)."""
     model = hf_models.gpt2(attn)
     assert model.config._attn_implementation == attn
-    result = properties.audit_model(
-        model,
-        grid=(16,),
-        vocab=hf_models.VOCAB,
-        layout="BT",
-        output="logits",
-        predicts="next",
-        train=True,
-        max_examples=EXAMPLES,
-        checks=("causality", "receptive_field"),
+    result = audit_tokens(
+        model, output="logits", train=True, checks=("causality", "receptive_field")
     )
     assert (result.mode, result.causal, result.passed) == ("inclusive", True, True)
     assert gradients_ran(result.coverage, "inference", "training mode")
@@ -92,16 +90,7 @@ def test_gpt2_through_the_cli(tmp_path, capsys):
 
 def test_bert_encoder_fails():
     """BERT's self-attention is bidirectional: every output sees every token."""
-    result = properties.audit_model(
-        hf_models.bert(),
-        grid=(16,),
-        vocab=hf_models.VOCAB,
-        layout="BT",
-        output="last_hidden_state",
-        predicts="next",
-        max_examples=EXAMPLES,
-        checks=("causality",),
-    )
+    result = audit_tokens(hf_models.bert(), output="last_hidden_state", checks=("causality",))
     assert (result.mode, result.causal) == ("none", False)
     assert gradients_ran(result.coverage, "inference")
     evidence = {v.evidence for v in result.violations if v.kind == "future"}
@@ -110,15 +99,8 @@ def test_bert_encoder_fails():
 
 def test_bert_as_decoder_is_inclusive():
     """``BertConfig(is_decoder=True)`` puts a causal mask on the same encoder."""
-    result = properties.audit_model(
-        hf_models.bert_decoder(),
-        grid=(16,),
-        vocab=hf_models.VOCAB,
-        layout="BT",
-        output="last_hidden_state",
-        predicts="next",
-        max_examples=EXAMPLES,
-        checks=("causality",),
+    result = audit_tokens(
+        hf_models.bert_decoder(), output="last_hidden_state", checks=("causality",)
     )
     assert (result.mode, result.causal) == ("inclusive", True)
 
