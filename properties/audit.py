@@ -147,7 +147,10 @@ def _checked_shard(shard) -> tuple[int, int] | None:
         return None
     index, count = (int(v) for v in shard)
     if not 0 <= index < count:
-        raise AdapterError(f"shard {shard} is not (index, count) with 0 <= index < count", "")
+        raise AdapterError(
+            f"shard {shard} is not (index, count) with 0 <= index < count",
+            "pass shard=(i, n) for the i-th of n shards, e.g. from properties.testing.shards(n)",
+        )
     return (index, count)
 
 
