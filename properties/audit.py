@@ -30,6 +30,7 @@ from hypothesis import settings as hypothesis_settings
 
 from . import facts, gradients
 from .causality import PerturbationReport, Violation, merge_reports, perturbation_evidence
+from .chunks import leads
 from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
 from .loss import LossEquivalence, LossRows, merge_losses
@@ -154,10 +155,6 @@ def _checked_shard(shard) -> tuple[int, int] | None:
     return (index, count)
 
 
-def _runs_search(shard) -> bool:
-    return shard is None or shard[0] == 0
-
-
 def _any_evidence(result: AuditResult) -> bool:
     return bool(result.perturbations or result.maps)
 
@@ -181,8 +178,9 @@ def conclude(result: AuditResult) -> AuditResult:
             result.violation_count += total
         report = result.perturbations.get(mode)
         if report is not None:
-            result.violations.extend(report.violations(s))
-            result.violation_count += len(report.violations(s))
+            found = report.violations(s)
+            result.violations.extend(found)
+            result.violation_count += len(found)
             result.derived_notes.extend(report.notes(training))
     if "causality" in checks and _any_evidence(result):
         result.mode = facts.mode_of(result.violations)
@@ -334,7 +332,7 @@ def _map(subject: Subject, x: torch.Tensor, exact: bool, seed: int, shard) -> De
         outputs = torch.tensor(sorted(set(probe.outputs.tolist()) | set(sampled)))
         dmap = gradients.plain_map(subject, x, outputs=outputs, seed=seed, shard=shard)
         dmap.method = "sampled"
-        dmap.passes += probe.passes if _runs_search(shard) else 0
+        dmap.passes += probe.passes if leads(shard) else 0
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     dmap.probe_silent = not probe.seen.any()

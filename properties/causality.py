@@ -28,7 +28,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
 from . import strategies
-from .chunks import chunked, share
+from .chunks import chunked, copies_per_pass, leads, share
 from .errors import ModelError
 from .perturbations import ZEROS, Perturbation, apply, replace_one
 from .running import check_outputs_finite, float64_copy, forward
@@ -261,9 +261,9 @@ def _position_of_rank(subject: Subject, rank: int) -> int:
 # The sweep
 
 
-def chunk_copies(batch: int, subject: Subject, budget: int = BATCH_BUDGET) -> int:
+def chunk_copies(batch: int, subject: Subject) -> int:
     """How many perturbed copies of a batch one stacked forward pass holds."""
-    return max(1, budget // max(1, batch * subject.n_positions))
+    return copies_per_pass(batch, subject.n_positions, BATCH_BUDGET)
 
 
 def sweep(runner: Runner, cut_list: list[int], *, batched: bool, shard=None, observe=None) -> dict:
@@ -423,7 +423,7 @@ def perturbation_evidence(
     report.sweep = sweep(runner, cut_list, batched=batched, shard=shard, observe=observer)
     per_chunk = chunk_copies(runner.pool_size, subject) if batched else 1
     report.cuts_swept = len(share(cut_list, per_chunk, shard))
-    for kind in ("future", "present") if search and (shard is None or shard[0] == 0) else ():
+    for kind in ("future", "present") if search and leads(shard) else ():
         found, p, n = hypothesis_search(
             runner, kind, max_examples=max_examples, seed=seed, evidence=report.evidence
         )

@@ -18,6 +18,18 @@ def chunked(items: Sequence, size: int, shard: tuple[int, int] | None = None) ->
             yield items[start : start + size]
 
 
+def copies_per_pass(batch: int, positions: int, budget: int) -> int:
+    """How many copies of a ``(batch, positions)`` input one stacked forward pass holds, so
+    that a pass carries about ``budget`` position-samples (this bounds its memory)."""
+    return max(1, budget // max(1, batch * positions))
+
+
+def leads(shard: tuple[int, int] | None) -> bool:
+    """Whether this run does the once-only work (probe passes, Hypothesis searches): the whole
+    audit does, and of its shards the first."""
+    return shard is None or shard[0] == 0
+
+
 def share(items: Sequence, size: int, shard: tuple[int, int] | None) -> list:
     """The items this shard covers when ``items`` is cut in chunks of ``size``."""
     return [item for chunk in chunked(items, size, shard) for item in chunk]

@@ -5,6 +5,7 @@ says what is wrong and how to fix it; never a traceback).
 """
 
 import argparse
+import math
 import os
 import sys
 import traceback
@@ -182,17 +183,10 @@ def _subject(args, target: str):
         features=args.features,
         vocab=args.vocab,
         output=args.output,
-        order=_order(args.order, model, _size(grid)),
+        order=_order(args.order, model, math.prod(grid)),
         predicts=args.predicts,
         name=target,
     )
-
-
-def _size(grid):
-    n = 1
-    for g in grid:
-        n *= g
-    return n
 
 
 def run_one(args, target: str) -> tuple[dict, str]:

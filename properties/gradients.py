@@ -31,7 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .chunks import chunked
+from .chunks import chunked, copies_per_pass, leads
 from .errors import describe
 from .running import seeded
 from .subject import Subject
@@ -162,7 +162,7 @@ def weighted_vjps(
     batch, n = source.batch, source.subject.n_positions
     rows: list[int] = []
     results: list[list[torch.Tensor]] = [[] for _ in weight_sets]
-    for chunk in chunked(range(n_rows), chunk_rows(batch, n, budget), shard):
+    for chunk in chunked(range(n_rows), copies_per_pass(batch, n, budget), shard):
         start, stop = chunk[0], chunk[-1] + 1
         rows.extend(chunk)
         leaf, y = source.run(stop - start)
@@ -183,11 +183,6 @@ def weighted_vjps(
             results[i].append(g.detach().reshape(stop - start, batch, n, -1))
     empty = torch.zeros(0, batch, n, 1, dtype=torch.float64)
     return rows, [torch.cat(parts) if parts else empty for parts in results]
-
-
-def chunk_rows(batch: int, n: int, budget: int = DEFAULT_BUDGET) -> int:
-    """Copies of the inputs in one forward pass of the map."""
-    return max(1, budget // max(1, batch * n))
 
 
 def random_directions(y_shape, generator: torch.Generator) -> torch.Tensor:
@@ -288,7 +283,7 @@ def colored_map(
     n, grid = subject.n_positions, subject.grid
     if probe is None:
         probe = plain_map(subject, inputs, outputs=probe_positions(grid), seed=seed, budget=budget)
-    probe_passes = probe.passes if shard is None or shard[0] == 0 else 0
+    probe_passes = probe.passes if leads(shard) else 0
     periods = offset_periods(probe, grid)
     n_colors = math.prod(periods)
     if n_colors >= max_colors_fraction * n:  # two passes per color: no cheaper than plain

@@ -15,6 +15,7 @@ structured outputs (``output.logits``, ``out["logits"]``, ``out[0]``) and the em
 models (gradients are taken at its output). No check knows which model it is looking at.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -143,10 +144,7 @@ class Subject:
     # -- shape facts ---------------------------------------------------------------------------
     @property
     def n_positions(self) -> int:
-        n = 1
-        for g in self.grid:
-            n *= g
-        return n
+        return math.prod(self.grid)
 
     @property
     def tokens(self) -> bool:
