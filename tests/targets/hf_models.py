@@ -53,3 +53,44 @@ def bert(attn_implementation: str = "sdpa", is_decoder: bool = False) -> BertMod
 def bert_decoder() -> BertModel:
     """The same BERT with ``is_decoder=True``: a causal mask on its self-attention."""
     return bert(is_decoder=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real sizes (benchmarks and scale tests): random weights from configs, nothing downloaded.
+
+
+def gpt2_small(attn_implementation: str = "sdpa") -> GPT2LMHeadModel:
+    """GPT-2 small: 12 layers, 12 heads, 768 wide, vocab 50257, 1024 positions (124M parameters).
+
+    ``python -m properties audit tests/targets/hf_models.py:gpt2_small --layout BT --vocab 50257
+    --length 128 --output logits --predicts next``
+    """
+    torch.manual_seed(0)
+    return GPT2LMHeadModel(GPT2Config(attn_implementation=attn_implementation))
+
+
+def gpt2_small_eager() -> GPT2LMHeadModel:
+    return gpt2_small("eager")
+
+
+def llama_small(attn_implementation: str = "sdpa"):
+    """A Llama-style decoder: RoPE, grouped-query attention (8 query heads, 2 key/value heads),
+    RMSNorm, SwiGLU, SDPA; 4 layers, 256 wide, vocab 1000, up to 2048 positions."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        num_hidden_layers=4,
+        hidden_size=256,
+        intermediate_size=688,
+        num_attention_heads=8,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        max_position_embeddings=2048,
+        attn_implementation=attn_implementation,
+    )
+    return LlamaForCausalLM(config)
+
+
+def llama_small_eager():
+    return llama_small("eager")
