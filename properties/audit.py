@@ -129,6 +129,8 @@ def audit(
                 result.coverage.setdefault("perturbation", {})[mode] = "unavailable"
     if "causality" in result.checks and not _any_evidence(result) and failures:
         raise failures[0]  # no evidence at all: the model's error is the answer
+    # what the subject learnt while running (e.g. a model that runs at one batch size only)
+    result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
     result.coverage["exhaustive"] = exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
     result.seconds = time.perf_counter() - start

@@ -16,7 +16,7 @@ import torch
 from .audit import CHECKS, audit
 from .errors import AuditError, TargetError, describe
 from .report import dumps, render_table, render_text, to_dict
-from .subject import CONVENTIONS, make_subject
+from .subject import CONVENTIONS, NAMED_ORDERS, make_subject
 from .target import build_model, import_source, load_target, resolve_attribute, split_target
 
 PROG = "python -m properties"
@@ -53,8 +53,22 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument(
         "--order",
         metavar="SPEC",
-        help="generation order: raster (default), reverse, "
+        help="generation order: raster (default), reverse, raster+channels or channels+raster "
+        "(sub-pixel: the input's channels are part of the order, as in a colour PixelCNN), "
         "@ATTR (an attribute of the model) or module:attr / file.py:attr",
+    )
+    a.add_argument(
+        "--forward",
+        metavar="FN",
+        help="module:fn or file.py:fn, a function (model, x) -> predictions called instead of "
+        "model(x) (a model that returns the last position only, or folds batch and time)",
+    )
+    a.add_argument(
+        "--batch",
+        type=_positive,
+        metavar="N",
+        help="run every forward pass at batch size N (for a model that caches state sized by "
+        "its first batch; found out by itself when the first call is the audit's)",
     )
     a.add_argument("--train", action="store_true", help="also audit in training mode")
     a.add_argument(
@@ -144,6 +158,8 @@ def _grid(args) -> tuple[int, ...] | None:
 def _order(spec: str | None, model, n: int):
     if spec in (None, "raster"):
         return None
+    if spec in NAMED_ORDERS:
+        return spec
     if spec == "reverse":
         return list(range(n - 1, -1, -1))
     if spec.startswith("@"):
@@ -186,7 +202,23 @@ def _subject(args, target: str):
         order=_order(args.order, model, math.prod(grid)),
         predicts=args.predicts,
         name=target,
+        forward=_forward(args.forward),
+        batch=args.batch,
     )
+
+
+def _forward(spec: str | None):
+    """The ``--forward`` hook: a callable ``(model, x) -> predictions`` named like a target."""
+    if spec is None:
+        return None
+    where, attr = split_target(spec)
+    value = resolve_attribute(import_source(where), attr, spec)
+    if not callable(value):
+        raise UsageError(
+            f"--forward {spec} is a {type(value).__name__}, not a function",
+            "name a function (model, x) -> predictions, e.g. file.py:all_logits",
+        )
+    return value
 
 
 def run_one(args, target: str) -> tuple[dict, str]:

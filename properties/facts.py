@@ -134,10 +134,10 @@ class BlindSpot:
 
 def blind_spot(subject: Subject, dmap: DependencyMap) -> BlindSpot | None:
     """Causal-past pixels an output does not see although it sees a pixel above them in the same
-    column (raster order, 2D grids only; ``None`` otherwise)."""
-    if len(subject.grid) != 2 or not subject.is_raster:
+    column (raster order, 2D grids only; ``None`` otherwise). At sub-pixel level a pixel is seen
+    when one of its channels is, and the past is the pixels before the output's own."""
+    if len(subject.pixel_grid) != 2 or not subject.is_pixel_raster:
         return None
-    h, w = subject.grid
     counts = []
     for start in range(0, len(dmap.seen), ROWS_AT_ONCE):
         counts.append(_blind(subject, dmap, start).flatten(1).sum(1))
@@ -154,12 +154,18 @@ def blind_spot(subject: Subject, dmap: DependencyMap) -> BlindSpot | None:
 
 def _blind(subject: Subject, dmap: DependencyMap, start: int, rows: int = ROWS_AT_ONCE):
     """(rows, H, W) blind pixels of the map's rows ``start .. start + rows``."""
-    h, w = subject.grid
-    seen = dmap.seen[start : start + rows].reshape(-1, h, w)
+    h, w = subject.pixel_grid
+    seen = dmap.seen[start : start + rows]
+    outputs = dmap.outputs[start : start + rows]
+    if subject.subpixel_axis is None:
+        seen = seen.reshape(-1, h, w)
+        past = subject.ranks[None, :] < subject.ranks[outputs][:, None]
+    else:  # pixels, in raster order: one is seen when any of its channels is
+        seen = seen.reshape(-1, *subject.grid).any(dim=1 + subject.subpixel_axis)
+        past = torch.arange(h * w)[None, :] < subject.pixel_of[outputs][:, None]
+    past = past.reshape(-1, h, w)
     # above[r, c]: some pixel of column c in a row < r is seen.
     above = torch.cumsum(seen.int(), dim=1) - seen.int() > 0
-    out_ranks = subject.ranks[dmap.outputs[start : start + rows]]
-    past = (subject.ranks[None, :] < out_ranks[:, None]).reshape(-1, h, w)
     return above & ~seen & past
 
 
@@ -172,7 +178,7 @@ def clipped_sides(subject: Subject, dmap: DependencyMap) -> tuple[int, list[str]
     largest gap along that axis: 2 for a net that sees every other position) would fall off the
     grid. Raster order only: a fixed-size model in another order (MADE) has no larger grid.
     """
-    if not subject.is_raster or len(dmap.outputs) == 0:
+    if not subject.is_pixel_raster or len(dmap.outputs) == 0:
         return None
     coords = gradients.coordinates(subject.grid)
     sizes = dmap.seen.sum(1)
@@ -184,6 +190,8 @@ def clipped_sides(subject: Subject, dmap: DependencyMap) -> tuple[int, list[str]
         deps = coords[dmap.seen[row]]
         sides = []
         for axis, size in enumerate(subject.grid):
+            if axis == subject.subpixel_axis:  # a pixel's channels are all there, not clipped
+                continue
             values = deps[:, axis].unique()  # sorted
             gap = int((values[1:] - values[:-1]).max()) if len(values) > 1 else 1
             lo, hi = int(values[0]), int(values[-1])

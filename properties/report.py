@@ -133,9 +133,21 @@ def explain(subject: Subject, v: Violation) -> str:
     training = v.evidence.endswith("/train")
     where = " in training mode" if training else ""
     if v.kind == "present":
-        hint = "" if training else " (a missing shift?)"
+        hint = "" if training else _present_hint(subject)
         return f"{what}: the model sees the present{where}{hint}"
     return f"{what}: the model sees the future{where} (input {inp}){_hint(v)}"
+
+
+def _present_hint(subject: Subject) -> str:
+    """A model that sees the present: a missing shift, unless the present it sees is another
+    channel of the same pixel, generated before (a colour PixelCNN's R -> G -> B masks)."""
+    if subject.features > 1 and subject.subpixel_axis is None:
+        return (
+            f" (a missing shift? or, if the {subject.features} channels of a position are "
+            "generated one after another, as a colour PixelCNN's R -> G -> B masks do, audit at "
+            "sub-pixel level: --order raster+channels, order='raster+channels' in the API)"
+        )
+    return " (a missing shift?)"
 
 
 def _hint(v: Violation) -> str:

@@ -23,8 +23,15 @@ from typing import Any
 import torch
 from torch import nn
 
+from . import adapters, batching
 from .errors import AdapterError, AuditError, ModelError, describe
-from .layout import Layout, default_layout, infer_output_layout, parse_layout_pair
+from .layout import (
+    Layout,
+    default_layout,
+    infer_output_layout,
+    parse_layout,
+    parse_layout_pair,
+)
 
 CONVENTIONS = ("current", "next", "auto")
 
@@ -136,6 +143,10 @@ class Subject:
     name: str = "model"
     value_range: tuple[float, float] | None = None  # where random float inputs are drawn
     notes: list[str] = field(default_factory=list)
+    forward: Callable[[Any, torch.Tensor], Any] | None = None  # (model, x) -> predictions
+    batch: int | None = None  # run the model at this batch size only (slices, padding)
+    first_batch: int | None = None  # the batch size of the first call that worked
+    subpixel_axis: int | None = None  # grid axis of the input's channels, when they are ordered
 
     def __post_init__(self):
         if self.ranks is None:
@@ -157,6 +168,30 @@ class Subject:
     @property
     def is_raster(self) -> bool:
         return torch.equal(self.ranks, raster_ranks(self.n_positions))
+
+    @property
+    def pixel_grid(self) -> tuple[int, ...]:
+        """The grid without the sub-pixel (channel) axis, when the channels are ordered."""
+        if self.subpixel_axis is None:
+            return self.grid
+        return self.grid[: self.subpixel_axis] + self.grid[self.subpixel_axis + 1 :]
+
+    @property
+    def pixel_of(self) -> torch.Tensor:
+        """(N,) the flat pixel (in :attr:`pixel_grid`) of each flat position."""
+        if self.subpixel_axis is None:
+            return torch.arange(self.n_positions)
+        pixels = torch.arange(math.prod(self.pixel_grid)).reshape(self.pixel_grid)
+        return pixels.unsqueeze(self.subpixel_axis).expand(self.grid).flatten()
+
+    @property
+    def is_pixel_raster(self) -> bool:
+        """Raster order over pixels (and a pixel's channels one after another, when ordered):
+        where blind spots and clipped receptive fields are defined."""
+        if self.subpixel_axis is None:
+            return self.is_raster
+        order = named_order("raster+channels", self.grid, self.subpixel_axis)
+        return torch.equal(self.ranks, ranks_from_order(order, self.n_positions))
 
     @property
     def device(self) -> torch.device:
@@ -241,11 +276,15 @@ class Subject:
         """The model's output -> ``(B, N, K)``. ``batch``: the input's batch size."""
         if batch is None:
             batch = y_native.shape[0] if y_native.dim() else 1
-        if self.layout_out is None:
-            self.layout_out = infer_output_layout(
-                tuple(y_native.shape), batch, self.grid, self.layout_in
-            )
-        y = self.layout_out.to_canonical(y_native, self.grid)
+        try:
+            if self.layout_out is None:
+                self.layout_out = infer_output_layout(
+                    tuple(y_native.shape), batch, self.grid, self.layout_in
+                )
+            y = self.layout_out.to_canonical(y_native, self.grid)
+        except AdapterError as exc:
+            # a model whose output is not one prediction per position: say what it is
+            raise adapters.story(tuple(y_native.shape), batch, self) or exc from None
         if not self.layout_out.has_channels:
             y = y.unsqueeze(-1)
         if y.shape[0] != batch or tuple(y.shape[1:-1]) != self.grid:
@@ -257,23 +296,70 @@ class Subject:
         return y.reshape(y.shape[0], self.n_positions, y.shape[-1])
 
     def call_native(self, x_native: torch.Tensor) -> torch.Tensor:
+        """Run the model (through the ``forward`` hook when there is one) on a native input and
+        select the predictions. At a fixed :attr:`batch`, in slices of that many samples."""
+        b = x_native.shape[0]
         try:
-            out = self.model(x_native)
+            if self.batch is not None and b != self.batch:
+                y = self._in_slices(x_native, self.batch)
+            else:
+                y = self._invoke(x_native)
+                if y.dim() and y.shape[0] != b and y.shape[0] == self.first_batch:
+                    raise batching.BatchMismatch(y.shape[0])  # a cached tensor broadcast
         except AuditError:
             raise
         except Exception as exc:  # the user's model raised: say on what input, and what to try
-            known = self._diagnose(x_native)
-            if known is not None:
-                raise known from exc
-            kind = "tokens" if self.tokens else f"{x_native.dtype} values"
-            grad = " with autograd on" if torch.is_grad_enabled() else ""
-            raise ModelError(
-                f"the model raised {describe(exc)} on {kind} of shape {tuple(x_native.shape)}"
-                f"{grad} (layout {self.layout_in}, grid {self.grid})",
-                "check --layout, --features, --vocab and --length/--shape against what the "
-                "model expects",
-            ) from exc
+            y = self._at_first_batch(x_native, exc)
+            if y is None:
+                raise self._model_error(x_native, exc) from exc
+        if self.first_batch is None:
+            self.first_batch = b
+        return y
+
+    def _invoke(self, x_native: torch.Tensor) -> torch.Tensor:
+        if self.forward is None:
+            out = self.model(x_native)
+        else:
+            out = self.forward(self.model, x_native)
         return select_output(out, self.output)
+
+    def _in_slices(self, x_native: torch.Tensor, size: int) -> torch.Tensor:
+        outputs = []
+        for part, keep in batching.slices(x_native, size):
+            y = self._invoke(part)
+            if y.dim() == 0 or y.shape[0] != size:
+                raise batching.BatchMismatch(y.shape[0] if y.dim() else 0)
+            outputs.append(y[:keep])
+        return torch.cat(outputs)
+
+    def _at_first_batch(self, x_native: torch.Tensor, exc: Exception) -> torch.Tensor | None:
+        """A model that ran at one batch size and fails at another: run it at the first one
+        from now on (a cached tensor sized by its first call), and say so. ``None`` when the
+        batch size is not the cause."""
+        b, first = x_native.shape[0], self.first_batch
+        if first is None or first == b or self.batch is not None:
+            return None
+        try:
+            y = self._in_slices(x_native, first)
+        except Exception:
+            return None
+        self.batch = first
+        self.notes.append(batching.note(first, b, exc))
+        return y
+
+    def _model_error(self, x_native: torch.Tensor, exc: Exception) -> AdapterError:
+        known = self._diagnose(x_native)
+        if known is not None:
+            return known
+        kind = "tokens" if self.tokens else f"{x_native.dtype} values"
+        grad = " with autograd on" if torch.is_grad_enabled() else ""
+        hook = " (through the forward hook)" if self.forward is not None else ""
+        return ModelError(
+            f"the model{hook} raised {describe(exc)} on {kind} of shape "
+            f"{tuple(x_native.shape)}{grad} (layout {self.layout_in}, grid {self.grid})",
+            "check --layout, --features, --vocab and --length/--shape against what the "
+            "model expects",
+        )
 
     def _diagnose(self, x_native: torch.Tensor) -> AdapterError | None:
         """After the model raised: a cause we can name, with its fix (or None).
@@ -362,6 +448,10 @@ def _tensors_of(module: nn.Module | None):
     yield from module.buffers()
 
 
+SUBPIXEL = "S"  # the letter of the input's channel axis when it is part of the order
+NAMED_ORDERS = ("raster", "raster+channels", "channels+raster")
+
+
 def make_subject(
     model: Callable[..., Any],
     *,
@@ -370,11 +460,13 @@ def make_subject(
     features: int = 1,
     vocab: int | None = None,
     output: str | None = None,
-    order: Sequence[int] | torch.Tensor | None = None,
+    order: str | Sequence[int] | torch.Tensor | None = None,
     predicts: str = "auto",
     classes: int | None = None,
     value_range: tuple[float, float] | None = None,
     name: str | None = None,
+    forward: Callable[[Any, torch.Tensor], Any] | None = None,
+    batch: int | None = None,
 ) -> Subject:
     """Wrap any model (a module or a callable) into a :class:`Subject`.
 
@@ -382,6 +474,17 @@ def make_subject(
     from the output's shape when unambiguous). ``order`` lists flat positions in generation
     order (default: raster). ``classes`` says the float inputs are class indices and the outputs
     logits over them (enables the cross-entropy part of the loss check).
+
+    Sub-pixel order: ``order="raster+channels"`` (pixels in raster order, then a pixel's
+    channels one after another: a colour PixelCNN's R -> G -> B), ``"channels+raster"``, or a
+    permutation of the ``N * features`` sub-positions makes the input's channel axis a grid axis,
+    named ``S`` in layouts: ``BCHW`` is read as ``BSHW``, and the output layout names ``S`` and
+    the values per sub-position ``C`` (``"BCHW->B(SC)HW"`` for channel groups).
+
+    ``forward(model, x)`` replaces ``model(x)``: two lines instead of a wrapper class for a
+    model whose call is not one prediction per position (``model(x, targets=x)[0]``...).
+    ``batch`` runs every forward pass at that batch size (in slices, padded): for a model that
+    caches state sized by its first batch; the audit also finds this out by itself.
     """
     grid = tuple(int(g) for g in grid)
     if not grid or any(g < 1 for g in grid):
@@ -394,9 +497,21 @@ def make_subject(
         raise AdapterError(f"--vocab must be positive, got {vocab}", "give the vocabulary size")
     if features < 1:
         raise AdapterError(f"--features must be positive, got {features}", "give F >= 1")
-    layout_in, layout_out = parse_layout_pair(
-        layout or default_layout(len(grid), vocab is not None), len(grid)
-    )
+    if batch is not None and batch < 1:
+        raise AdapterError(f"--batch must be positive, got {batch}", "give a batch size >= 1")
+    if forward is not None and not callable(forward):
+        raise AdapterError(
+            f"forward is a {type(forward).__name__}, not a callable",
+            "pass a function (model, x) -> predictions",
+        )
+    text = layout or default_layout(len(grid), vocab is not None)
+    subpixel = _is_subpixel(order, math.prod(grid), features)
+    if subpixel:
+        layout_in, layout_out, grid, axis = _subpixel_view(text, grid, features, vocab)
+        features = 1
+    else:
+        layout_in, layout_out = parse_layout_pair(text, len(grid))
+        axis = None
     if vocab is not None and layout_in.has_channels:
         raise AdapterError(
             f"token inputs have no channel axis, but layout {layout_in} has C",
@@ -419,7 +534,73 @@ def make_subject(
         classes=classes,
         value_range=value_range,
         name=name or type(model).__name__,
+        forward=forward,
+        batch=batch,
+        subpixel_axis=axis,
     )
     n = subject.n_positions
+    if isinstance(order, str):
+        order = named_order(order, grid, axis)
     subject.ranks = raster_ranks(n) if order is None else ranks_from_order(order, n)
     return subject
+
+
+def _is_subpixel(order, pixels: int, features: int) -> bool:
+    """A named channel order, or a permutation of every (pixel, channel) pair."""
+    if isinstance(order, str):
+        if order not in NAMED_ORDERS:
+            raise AdapterError(
+                f"unknown order {order!r}",
+                f"use one of {', '.join(NAMED_ORDERS)}, or a permutation of the positions",
+            )
+        return "channels" in order
+    if order is None or features == 1:
+        return False
+    return torch.as_tensor(order).numel() == pixels * features
+
+
+def _subpixel_view(text: str, grid: tuple[int, ...], features: int, vocab: int | None):
+    """Layouts and grid with the input's channel axis read as the grid axis ``S``."""
+    left, _, right = text.partition("->")
+    layout_in = parse_layout(left, len(grid))
+    problem = None
+    if vocab is not None:
+        problem = "tokens have no channel axis to put in the generation order"
+    elif not layout_in.has_channels:
+        problem = f"layout {layout_in} has no channel axis C to put in the generation order"
+    elif SUBPIXEL in layout_in.flat or SUBPIXEL in right.upper():
+        problem = f"layout {text!r} uses {SUBPIXEL}, the letter of the sub-pixel axis"
+    if problem:
+        raise AdapterError(
+            problem, "a sub-pixel order needs float inputs with channels (e.g. --layout BCHW)"
+        )
+    layout_in = Layout(layout_in.letters.replace("C", SUBPIXEL))
+    axis = layout_in.grid_letters.index(SUBPIXEL)
+    grid = grid[:axis] + (features,) + grid[axis:]
+    layout_out = None
+    if right:
+        try:
+            layout_out = parse_layout(right, len(grid), "output layout")
+        except AdapterError as exc:
+            raise AdapterError(
+                exc.problem,
+                f"at sub-pixel level the output layout names the channel axis {SUBPIXEL} and "
+                f"the values per sub-position C, e.g. {left}->B({SUBPIXEL}C)"
+                f"{layout_in.grid_letters.replace(SUBPIXEL, '')}",
+            ) from None
+        if layout_out.grid_letters != layout_in.grid_letters:
+            raise AdapterError(
+                f"output layout {layout_out} orders the grid axes {layout_out.grid_letters}, "
+                f"the input {layout_in} (its C read as {SUBPIXEL}) {layout_in.grid_letters}",
+                "write the output's grid axes in the input's order",
+            )
+    return layout_in, layout_out, grid, axis
+
+
+def named_order(name: str, grid: tuple[int, ...], subpixel_axis: int | None) -> torch.Tensor:
+    """The flat positions in generation order for a named order."""
+    positions = torch.arange(math.prod(grid)).reshape(grid)
+    if subpixel_axis is None or name == "raster":
+        return positions.flatten()
+    last = name == "raster+channels"  # a pixel's channels one after another
+    return positions.movedim(subpixel_axis, -1 if last else 0).flatten()
