@@ -94,6 +94,9 @@ def _fewer_positions(shape, batch, s):
         return None
     t = grid[0]
     short = [n for n in shape[1:] if 1 < n < t]
+    if len(short) > 1:  # positions where the input has them (BCT -> BCT), if there
+        same = shape[_time_axis(s.layout_in)] if len(s.layout_in.groups) == 3 else None
+        short = [same] if same in short else short
     if len(short) != 1:
         return None
     missing = t - short[0]
@@ -108,9 +111,12 @@ def _fewer_positions(shape, batch, s):
 
 def _pad(layout_in: Layout, amount: int) -> str:
     """``F.pad``'s argument that left-pads the time axis of a native input by ``amount``."""
-    groups = layout_in.groups
-    axis = next(i for i, g in enumerate(groups) if any(a not in "BC" for a in g))
-    return "(" + "0, 0, " * (len(groups) - 1 - axis) + f"{amount}, 0)"
+    after = len(layout_in.groups) - 1 - _time_axis(layout_in)
+    return "(" + "0, 0, " * after + f"{amount}, 0)"
+
+
+def _time_axis(layout_in: Layout) -> int:
+    return next(i for i, g in enumerate(layout_in.groups) if any(a not in "BC" for a in g))
 
 
 def _grouped_subpixel(shape, batch, s):

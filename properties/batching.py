@@ -38,10 +38,13 @@ def slices(x: torch.Tensor, size: int):
         yield part, keep
 
 
+NOTE_START = "the model ran on batch "
+
+
 def note(first: int, failed: int, exc: BaseException) -> str:
     """What the report says about a model that runs at one batch size only."""
     return (
-        f"the model ran on batch {first} and fails on batch {failed} ({describe(exc)}): does it "
+        f"{NOTE_START}{first} and fails on batch {failed} ({describe(exc)}): does it "
         f"cache state from its first call (a tensor sized by the first batch)? Every forward pass "
         f"of this audit then ran at batch {first}: larger batches in slices, smaller ones padded"
     )

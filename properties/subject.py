@@ -344,7 +344,8 @@ class Subject:
         except Exception:
             return None
         self.batch = first
-        self.notes.append(batching.note(first, b, exc))
+        if not any(n.startswith(batching.NOTE_START) for n in self.notes):  # once, not per copy
+            self.notes.append(batching.note(first, b, exc))
         return y
 
     def _model_error(self, x_native: torch.Tensor, exc: Exception) -> AdapterError:
@@ -568,8 +569,8 @@ def _subpixel_view(text: str, grid: tuple[int, ...], features: int, vocab: int |
         problem = "tokens have no channel axis to put in the generation order"
     elif not layout_in.has_channels:
         problem = f"layout {layout_in} has no channel axis C to put in the generation order"
-    elif SUBPIXEL in layout_in.flat or SUBPIXEL in right.upper():
-        problem = f"layout {text!r} uses {SUBPIXEL}, the letter of the sub-pixel axis"
+    elif SUBPIXEL in layout_in.flat:
+        problem = f"layout {left!r} uses {SUBPIXEL}, the letter of the sub-pixel axis"
     if problem:
         raise AdapterError(
             problem, "a sub-pixel order needs float inputs with channels (e.g. --layout BCHW)"
