@@ -136,6 +136,11 @@ class DifferentiableInput:
             handle.remove()
         leaf = captured[0]
         n = self.subject.n_positions
+        if self.subject.batch is not None and leaf.shape[0] != tokens.shape[0]:
+            raise GradientUnavailable(
+                f"the model runs at batch {self.subject.batch} only, in slices, and the token "
+                "embedding's output is not one tensor across slices"
+            )
         if leaf.dim() < 3 or leaf.shape[0] != tokens.shape[0] or leaf[0].numel() % n:
             raise GradientUnavailable(
                 f"the embedding's output has shape {tuple(leaf.shape)}, not (B, positions, D)"
