@@ -43,8 +43,10 @@ NOTE_START = "the model ran on batch "
 
 def note(first: int, failed: int, exc: BaseException) -> str:
     """What the report says about a model that runs at one batch size only."""
+    squeeze = " or squeeze a batch of 1 away" if failed == 1 else ""
     return (
         f"{NOTE_START}{first} and fails on batch {failed} ({describe(exc)}): does it "
-        f"cache state from its first call (a tensor sized by the first batch)? Every forward pass "
-        f"of this audit then ran at batch {first}: larger batches in slices, smaller ones padded"
+        f"cache state from its first call (a tensor sized by the first batch){squeeze}? Every "
+        f"forward pass of this audit then ran at batch {first}: larger batches in slices, "
+        "smaller ones padded"
     )

@@ -140,14 +140,20 @@ def explain(subject: Subject, v: Violation) -> str:
 
 def _present_hint(subject: Subject) -> str:
     """A model that sees the present: a missing shift, unless the present it sees is another
-    channel of the same pixel, generated before (a colour PixelCNN's R -> G -> B masks)."""
-    if subject.features > 1 and subject.subpixel_axis is None:
-        return (
-            f" (a missing shift? or, if the {subject.features} channels of a position are "
-            "generated one after another, as a colour PixelCNN's R -> G -> B masks do, audit at "
-            "sub-pixel level: --order raster+channels, order='raster+channels' in the API)"
-        )
-    return " (a missing shift?)"
+    channel of the same position, generated before it (a colour PixelCNN)."""
+    advice = _subpixel_advice(subject)
+    return f" (a missing shift? or, {advice})" if advice else " (a missing shift?)"
+
+
+def _subpixel_advice(subject: Subject) -> str:
+    """How to audit a model with several input channels per position at sub-pixel level."""
+    if subject.features == 1 or subject.subpixel_axis is not None:
+        return ""
+    return (
+        f"if the {subject.features} channels of a position are generated one after another, as "
+        "a colour PixelCNN's R -> G -> B masks do, audit at sub-pixel level: --order "
+        "raster+channels, order='raster+channels' in the API"
+    )
 
 
 def _hint(v: Violation) -> str:
@@ -258,6 +264,7 @@ def render_text(
             lines.append(
                 f"  sees the present at {len({v.output for v in present})} outputs, allowed for "
                 f"--predicts {s.predicts} (evidence: {', '.join(evidence)})"
+                + (f"; {_subpixel_advice(s)}" if s.predicts == "auto" and s.features > 1 else "")
             )
     else:
         shown = _key_violations(result)

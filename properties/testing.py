@@ -50,7 +50,7 @@ def assert_causal(
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
 
     ``grid``, ``layout``, ``predicts`` and ``subject_options`` (``features``, ``vocab``,
-    ``output``, ``order``, ``classes``, ``value_range``, ``name``) go to
+    ``output``, ``order``, ``classes``, ``value_range``, ``name``, ``forward``, ``batch``) go to
     :func:`~properties.make_subject`. ``train``: also audit in training mode; ``exact``: every
     cut, output and position (``None``: the run's default, set by ``--causal-train`` and
     ``--causal-exact``). ``checks``: a subset of :data:`~properties.CHECKS` (default: all).

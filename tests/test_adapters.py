@@ -64,6 +64,16 @@ def test_a_model_that_caches_its_first_batch_is_audited_at_that_batch(factory):
     assert "ran at batch 2" in notes[0]
 
 
+def test_a_model_that_squeezes_a_batch_of_one_away():
+    """``x.squeeze()`` works at batch 2 and breaks at batch 1: the note names that cause too;
+    the model is strict (its convolution sees the two previous positions)."""
+    result = properties.audit_model(
+        come.squeezing(), grid=(10,), layout="BCT", predicts="current", max_examples=EXAMPLES
+    )
+    assert result.mode == "strict" and result.receptive_field.size == 2
+    assert any("fails on batch 1" in n and "squeeze a batch of 1 away" in n for n in result.notes)
+
+
 def test_the_batch_diagnosis_and_the_sliced_outputs():
     """After a call at batch 2, a call at batch 1 or 5 fails inside the model; the subject
     names the cause and returns, for each sample, what a batch of any size gives."""
@@ -221,6 +231,8 @@ def test_at_pixel_level_the_advice_names_the_subpixel_order():
     assert result.mode == "inclusive" and not result.causal
     present = next(v for v in result.violations if v.kind == "present")
     assert "--order raster+channels" in explain(result.subject, present)
+    passed = colour_audit(colour.colour(), predicts="auto")  # inclusive passes; still advised
+    assert passed.causal and "--order raster+channels" in properties.render_text(passed, "m")
 
 
 def test_the_order_matters_at_subpixel_level():

@@ -102,6 +102,20 @@ class FoldedWaveNet(nn.Module):
         return y.transpose(1, 2).reshape(n * length, c)
 
 
+class Squeezing(nn.Module):
+    """``(B, 1, T)`` -> ``(B, CLASSES, T)`` through ``x.squeeze()``, which also drops a batch of
+    one: a causal convolution that runs at any batch size but 1."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv1d(1, CLASSES, 2)
+
+    def forward(self, x):
+        h = x.squeeze().unsqueeze(1)  # meant: drop the channel axis, then restore it
+        return self.conv(F.pad(h, (2, 0)))[..., :-1]
+
+
 def all_logits(model, x):
     """nanoGPT returns every position when given targets."""
     return model(x, targets=x)[0]
@@ -128,6 +142,10 @@ def last_only_gpt():
 def last_only_gpt_without_mask():
     """The positive control: the same GPT without its causal mask."""
     return LastOnlyGPT(causal=False)
+
+
+def squeezing():
+    return Squeezing()
 
 
 def folded_wavenet():
