@@ -26,6 +26,7 @@ import colour_pixelcnn as colour  # noqa: E402
 COME = f"{TARGETS}/as_they_come.py"
 COLOUR = f"{TARGETS}/colour_pixelcnn.py"
 EXAMPLES = 10  # Hypothesis examples per search: the sweeps cover every cut of these grids
+LEVELS = dict(classes=colour.LEVELS, value_range=(0, colour.LEVELS - 1))  # colour values
 SUBPIXEL = dict(grid=(5, 5), features=3, predicts="current", max_examples=EXAMPLES)
 
 
@@ -195,8 +196,11 @@ def test_colour_pixelcnn_is_strict_at_subpixel_level():
     """Masks A/B over channel groups: R sees the past pixels, G also R, B also R and G of its
     own pixel. In raster+channels order the model is strict; its blind spot (the grey
     PixelCNN's, over pixels) and receptive field are measured on the sub-pixel grid."""
-    result = colour_audit(colour.colour(), order="raster+channels", layout="BCHW->B(SC)HW")
+    result = colour_audit(
+        colour.colour(), order="raster+channels", layout="BCHW->B(SC)HW", **LEVELS
+    )
     assert result.mode == "strict" and result.causal, result.violations[:1]
+    assert result.loss.holds and result.loss.one_pass_loss is not None  # cross-entropy per value
     assert result.subject.grid == (3, 5, 5)
     assert result.blind_spot is not None and result.blind_spot.size > 0
     assert result.blind_spot.pixels.shape == (5, 5)
@@ -214,8 +218,10 @@ def test_a_planted_r_sees_g_leak_is_caught_and_blamed_on_g():
     """R's prediction sees the G value of its own pixel: a future input at sub-pixel level.
     Every future violation, from either kind of evidence, is an R output blamed on the G input
     of the same pixel."""
-    result = colour_audit(colour.r_sees_g(), order="raster+channels", layout="BCHW->B(SC)HW")
-    assert result.mode == "none" and not result.causal
+    result = colour_audit(
+        colour.r_sees_g(), order="raster+channels", layout="BCHW->B(SC)HW", **LEVELS
+    )
+    assert result.mode == "none" and not result.causal and not result.loss.holds
     s = result.subject
     future = [v for v in result.violations if v.kind == "future"]
     assert {v.evidence for v in future} >= {"gradient", "perturbation"}
