@@ -41,6 +41,11 @@ def slices(x: torch.Tensor, size: int):
 NOTE_START = "the model ran on batch "
 
 
+def rows(part: int, size: int, total: int) -> torch.Tensor:
+    """The samples of ``x`` in part ``part`` of :func:`slices` (``total`` samples in all)."""
+    return torch.arange(part * size, (part + 1) * size).clamp(max=total - 1)
+
+
 def note(first: int, failed: int, exc: BaseException) -> str:
     """What the report says about a model that runs at one batch size only."""
     squeeze = " or squeeze a batch of 1 away" if failed == 1 else ""

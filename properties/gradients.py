@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from . import batching
 from .chunks import chunked, copies_per_pass, leads
 from .errors import describe
 from .running import seeded
@@ -75,8 +76,10 @@ def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
     called: list[nn.Module] = []
 
     def hook(mod, args, out):
-        if args and isinstance(args[0], torch.Tensor) and args[0].shape == native.shape:
-            if torch.equal(args[0], native):
+        if args and isinstance(args[0], torch.Tensor) and args[0].shape[1:] == native.shape[1:]:
+            # the tokens, or their first slice (a model run at one batch size only)
+            first = batching.rows(0, args[0].shape[0], len(native))
+            if torch.equal(args[0], native) or torch.equal(args[0], native[first]):
                 called.append(mod)
 
     handles = [m.register_forward_hook(hook) for m in embeddings]
@@ -121,9 +124,23 @@ class DifferentiableInput:
         return leaf, y
 
     def _run_tokens(self, tokens):
-        captured = []
+        native = self.subject.native_input(tokens.to(self.subject.device))
+        captured, parts, unmatched = [], [0], []
 
         def hook(mod, args, out):
+            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            if x is not None and x.shape != native.shape and x.shape[1:] == native.shape[1:]:
+                # a model run at one batch size only: one leaf embeds every token, each call
+                # (one slice) gets its rows of it
+                rows = batching.rows(parts[0], x.shape[0], len(native))
+                if not torch.equal(x, native[rows]):
+                    unmatched.append(x.shape)
+                    return None
+                if not captured:
+                    whole = mod.forward(native)  # forward(), not __call__: no hook again
+                    captured.append(whole.detach().requires_grad_(True))
+                parts[0] += 1
+                return captured[0][rows]
             if captured:  # only the first call reads the tokens
                 return None
             captured.append(out.detach().requires_grad_(True))
@@ -134,13 +151,13 @@ class DifferentiableInput:
             y = self.subject(tokens)
         finally:
             handle.remove()
+        if unmatched:  # a slice without gradient would hide what it sees
+            raise GradientUnavailable(
+                f"the model runs in slices and its embedding read {unmatched[0]} tokens that "
+                "are not the slice expected"
+            )
         leaf = captured[0]
         n = self.subject.n_positions
-        if self.subject.batch is not None and leaf.shape[0] != tokens.shape[0]:
-            raise GradientUnavailable(
-                f"the model runs at batch {self.subject.batch} only, in slices, and the token "
-                "embedding's output is not one tensor across slices"
-            )
         if leaf.dim() < 3 or leaf.shape[0] != tokens.shape[0] or leaf[0].numel() % n:
             raise GradientUnavailable(
                 f"the embedding's output has shape {tuple(leaf.shape)}, not (B, positions, D)"

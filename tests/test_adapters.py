@@ -65,6 +65,27 @@ def test_a_model_that_caches_its_first_batch_is_audited_at_that_batch(factory):
     assert "ran at batch 2" in notes[0]
 
 
+@pytest.mark.parametrize("leaky", [False, True])
+def test_a_token_model_run_in_slices_keeps_its_gradient_evidence(leaky):
+    """Tokens, a cache sized by the first batch: every pass runs at batch 2, and the gradients,
+    taken at the embedding's output across the slices, map exactly what each output sees (its
+    position and the previous one; the next one for the leaky control)."""
+    factory = come.cached_tokens_leaky if leaky else come.cached_tokens
+    result = properties.audit_model(
+        factory(), grid=(8,), vocab=come.VOCAB, layout="BT", predicts="next", max_examples=5
+    )
+    assert any(n.startswith("the model ran on batch 2") for n in result.notes)
+    assert result.coverage["gradient"]["inference"]["outputs_mapped"] == 8
+    band = torch.eye(8, dtype=torch.bool) | torch.eye(8, dtype=torch.bool).roll(
+        1 if leaky else -1, 1
+    )
+    band[(7, 0) if leaky else (0, 7)] = False  # no wrap-around
+    assert torch.equal(result.dependency_map.seen, band)
+    assert result.mode == ("none" if leaky else "inclusive")
+    if leaky:
+        assert any(v.evidence == "gradient" and v.kind == "future" for v in result.violations)
+
+
 def test_a_model_that_squeezes_a_batch_of_one_away():
     """``x.squeeze()`` works at batch 2 and breaks at batch 1: the note names that cause too;
     the model is strict (its convolution sees the two previous positions)."""

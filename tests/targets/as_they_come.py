@@ -57,6 +57,29 @@ class CachedBias(CachedPadding):
         return F.conv2d(x, self.conv.weight * self.mask, self.conv.bias, padding=1)
 
 
+class CachedTokens(nn.Module):
+    """Tokens ``(B, T)`` -> ``(B, T, VOCAB)``: the embedding plus the previous position's, with a
+    zero row cached at the first call as the shift's padding (inclusive, receptive field 2)."""
+
+    def __init__(self, width=8, leak=False):
+        super().__init__()
+        torch.manual_seed(0)
+        self.leak = leak  # the next position's embedding instead: sees the future
+        self.wte = nn.Embedding(VOCAB, width)
+        self.head = nn.Linear(width, VOCAB)
+        self.padding = None
+
+    def forward(self, idx):
+        h = self.wte(idx)
+        if self.padding is None:
+            self.padding = torch.zeros(idx.shape[0], 1, h.shape[-1])
+        if self.leak:
+            neighbour = torch.cat([h[:, 1:], self.padding.to(h.dtype)], 1)
+        else:
+            neighbour = torch.cat([self.padding.to(h.dtype), h[:, :-1]], 1)
+        return self.head(torch.tanh(h + neighbour))
+
+
 class LastOnlyGPT(nn.Module):
     """A two-layer nanoGPT: causal self-attention, ``forward(idx, targets=None)``."""
 
@@ -142,6 +165,14 @@ def last_only_gpt():
 def last_only_gpt_without_mask():
     """The positive control: the same GPT without its causal mask."""
     return LastOnlyGPT(causal=False)
+
+
+def cached_tokens():
+    return CachedTokens()
+
+
+def cached_tokens_leaky():
+    return CachedTokens(leak=True)
 
 
 def squeezing():
