@@ -197,7 +197,7 @@ def conclude(result: AuditResult) -> AuditResult:
             result.derived_notes.append(note)
     if dmap is not None and "blind_spot" in checks:
         result.blind_spot = facts.blind_spot(s, dmap)
-        if len(s.grid) == 2 and not s.is_raster:
+        if len(s.pixel_grid) == 2 and not s.is_pixel_raster:
             result.derived_notes.append("blind spot: defined for raster order only, not computed")
     result.loss = result.losses.get(loss_convention(result))
     if result.loss is not None:

@@ -12,7 +12,11 @@ predicts: ``current`` (``x_t`` from ``x_{<t}``, the lecture's), ``next`` (``x_{t
 
 The adapter does the rest: layouts (``BCT``, ``BTC``, ``BT`` tokens, ``BCHW``, ``BHWC``...),
 structured outputs (``output.logits``, ``out["logits"]``, ``out[0]``) and the embedding of token
-models (gradients are taken at its output). No check knows which model it is looking at.
+models (gradients are taken at its output), a user's ``forward(model, x)`` hook for models
+whose call is not one prediction per position (:mod:`properties.adapters`), models that run at
+one batch size only (:mod:`properties.batching`), and sub-pixel orders, where the input's channel
+axis is a grid axis ``S`` (a colour PixelCNN's R -> G -> B). No check knows which model it is
+looking at.
 """
 
 import math

@@ -267,6 +267,8 @@ def test_the_order_matters_at_subpixel_level():
     sees G of an earlier one, which comes after it in that order."""
     result = colour_audit(colour.colour(), order="channels+raster", layout="BCHW->B(SC)HW")
     assert result.mode == "none"
+    assert result.blind_spot is None  # defined over pixels in raster order only, and said so
+    assert "blind spot: defined for raster order only, not computed" in result.notes
 
 
 def test_any_subpixel_order_as_a_permutation():
