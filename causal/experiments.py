@@ -27,6 +27,7 @@ times go to ``run.json``, never to ``results.json``.
 
 import functools
 import json
+import math
 import platform
 import statistics
 import time
@@ -43,7 +44,18 @@ from . import registry
 from .figures import side_by_side
 from .sample import sample
 from .structure import DigitScorer, toy_structure
-from .train import TrainConfig, load_checkpoint, run
+from .train import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    TrainConfig,
+    bits_per_dim,
+    build_model,
+    checkpoint_config,
+    load_checkpoint,
+    nll_nats,
+    save_checkpoint,
+    train,
+)
 
 # model -> data set, in the order of the table
 MODELS = {
@@ -122,25 +134,38 @@ def deterministic(threads: int = 1):
 
 def run_task(task: Task) -> dict:
     """Trains, evaluates and samples one model under one seed; writes its run directory
-    (checkpoint, metrics.json, samples.pt) and returns the numbers and the samples."""
+    (``checkpoint.pt``, ``metrics.json``, ``samples.pt``) and returns the numbers and samples.
+
+    Like :func:`causal.train.run`, but only the test split is evaluated at the end: the training
+    split's NLL would cost more than a short run's training and no claim needs it.
+    """
     start = time.perf_counter()
+    out = Path(task.out)
+    out.mkdir(parents=True, exist_ok=True)
     with deterministic():
         dataset = load_data(task.data)
         config = TrainConfig(model=task.model, data=task.data, steps=task.steps, seed=task.seed)
-        metrics = run(config, dataset, task.out, progress=False)
-        model, _ = load_checkpoint(task.out)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(task.seed)
+            model = build_model(task.model, dataset.nb_classes, dataset.grid)
+        result = train(model, dataset, config, progress=False)
+        test_nll = nll_nats(result.model, dataset.test, config.eval_batch_size)
         # the cached sampler: one new position per step (causal.incremental)
-        samples = sample(model, task.samples, dataset.grid, seed=task.seed, cache=True)
-    torch.save(samples, Path(task.out) / "samples.pt")
-    keep = ("test_nll_nats", "test_bits_per_dim", "uniform_nll_nats", "epochs", "best_epoch")
-    return {
-        "task": task,
-        **{key: metrics[key] for key in keep},
-        "steps": metrics["steps"],
-        "nb_parameters": metrics["nb_parameters"],
-        "samples": samples,
-        "seconds": time.perf_counter() - start,
+        samples = sample(result.model, task.samples, dataset.grid, seed=task.seed, cache=True)
+    save_checkpoint(out / CHECKPOINT_NAME, result.model, checkpoint_config(task.model, dataset))
+    torch.save(samples, out / "samples.pt")
+    numbers = {
+        "test_nll_nats": test_nll,
+        "test_bits_per_dim": bits_per_dim(test_nll, dataset.grid),
+        "uniform_nll_nats": math.prod(dataset.grid) * math.log(dataset.nb_classes),
+        "epochs": result.epochs,
+        "best_epoch": result.best_epoch,
+        "steps": result.steps,
+        "nb_parameters": sum(p.numel() for p in result.model.parameters()),
     }
+    metrics = {**numbers, "config": asdict(config), "history": result.history}
+    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+    return {"task": task, **numbers, "samples": samples, "seconds": time.perf_counter() - start}
 
 
 def run_tasks(tasks: list[Task], jobs: int, log=print) -> list[dict]:
@@ -365,6 +390,7 @@ def markdown_table(results: dict, config: ExperimentConfig) -> str:
             f"| {describe_rf(r['receptive_field'])} "
             f"| {r['structure']:.3f} ± {r['structure_std']:.3f} | {r['structure_data']:.3f} |"
         )
+    lines += ["", *details_table(results)]
     lines += [
         "",
         "Structure: toy, 1 - mean KS distance of the flat-stretch lengths and of the number of "
@@ -372,6 +398,40 @@ def markdown_table(results: dict, config: ExperimentConfig) -> str:
         "regression trained on the training digits. Higher is more like held-out data.",
     ]
     return "\n".join(lines) + "\n"
+
+
+# data set -> (key in structure_details, column title), for the details table
+DETAILS = {
+    "toy": [
+        ("ks_flat_stretches", "KS flat stretches"),
+        ("ks_bumps", "KS bumps"),
+        ("mean_bumps", "bumps per sequence"),
+    ],
+    "digits": [
+        ("confident", "share with p > 0.9"),
+        ("class_entropy_bits", "entropy of predicted classes (bits)"),
+    ],
+}
+
+
+def details_table(results: dict) -> list[str]:
+    """The parts of the structure score, per data set, held-out data in the first row."""
+    lines = []
+    for data, columns in DETAILS.items():
+        entries = {n: r for n, r in results.items() if r["data"] == data}
+        if not entries:
+            continue
+        reference = next(iter(entries.values()))["structure_data_details"]
+        lines += [
+            f"| {data} | " + " | ".join(title for _, title in columns) + " |",
+            "|---|" + "---|" * len(columns),
+            "| held-out data | " + " | ".join(f"{reference[k]:.3f}" for k, _ in columns) + " |",
+        ]
+        for name, r in entries.items():
+            values = " | ".join(f"{r['structure_details'][k]:.3f}" for k, _ in columns)
+            lines.append(f"| `{name}` | {values} |")
+        lines.append("")
+    return lines[:-1]
 
 
 def describe_rf(rf: dict) -> str:
