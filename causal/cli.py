@@ -162,6 +162,8 @@ def cmd_train(args) -> int:
 def _save_run_samples(out: Path, dataset, seed: int) -> None:
     """16 samples of the trained model next to 16 training items, for a look by eye."""
     model, config = load_checkpoint(out)
+    # cached steps (one new position per step); "auto" falls back to the full recompute for a
+    # model without a stepper rather than failing after the training is done
     samples = sample(model, 16, config["grid"], seed=seed, cache="auto")
     save_picture(samples, out / "samples.png", dataset.nb_classes, title="samples")
     save_picture(dataset.train[:16], out / "train.png", dataset.nb_classes, title="training data")

@@ -94,6 +94,22 @@ def test_one_run_is_reproducible(tmp_path):
     assert torch.get_num_threads() >= 1 and not torch.are_deterministic_algorithms_enabled()
 
 
+def test_causal_train_draws_its_pictures_with_the_cached_sampler(tmp_path, monkeypatch):
+    import causal.cli
+
+    calls = []
+    real_sample = causal.cli.sample
+
+    def recording_sample(*args, **kwargs):
+        calls.append(kwargs.get("cache", False))
+        return real_sample(*args, **kwargs)
+
+    monkeypatch.setattr(causal.cli, "sample", recording_sample)
+    argv = ["train", "--model", "nettoy1d", "--data", "toy", "--epochs", "1", "--batch-size"]
+    assert main([*argv, "1000", "--out", str(tmp_path)]) == 0
+    assert calls == ["auto"]
+
+
 # ---------------------------------------------------------------------------------------------
 # The command end to end, on a tiny budget
 
