@@ -18,6 +18,7 @@ line, and a traceback would only hide it.
 """
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -226,6 +227,11 @@ def cmd_sample(args) -> int:
 def cmd_experiments(args) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UsageError(f"--out {args.out} is a file; experiments writes a directory there")
+    missing = [name for name in ("matplotlib", "sklearn") if importlib.util.find_spec(name) is None]
+    if missing:  # checked first: finding out after 15 minutes of training would hurt
+        raise UsageError(
+            f"experiments needs {' and '.join(missing)}: pip install 'causal-audit[data,plots]'"
+        )
     config = ExperimentConfig(
         minutes=args.minutes, seeds=args.seeds, samples=args.samples, jobs=args.jobs
     )

@@ -184,3 +184,18 @@ def test_out_must_not_be_a_file(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert main(["experiments", "--out", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+def test_missing_libraries_are_named_before_any_training(tmp_path, capsys, monkeypatch):
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+
+    def find_spec(name, *args):
+        return None if name == "matplotlib" else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    assert main(["experiments", "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "needs matplotlib" in err and "pip install" in err
+    assert not (tmp_path / "out").exists()
