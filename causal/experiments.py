@@ -86,7 +86,7 @@ RESULTS_NAME, TABLE_NAME, RUN_NAME = "results.json", "results.md", "run.json"
 
 @dataclass(frozen=True)
 class ExperimentConfig:
-    minutes: float = 1.0  # training budget per model and seed, in minutes of the reference rate
+    minutes: float = 0.5  # training budget per model and seed, in minutes of the reference rate
     seeds: int = 3  # training seeds 0 .. seeds - 1
     samples: int = 500  # samples per model and seed for the structure score
     jobs: int = 2  # runs in parallel (processes, one thread each)
