@@ -160,8 +160,9 @@ class TrainResult:
 
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig, progress=True) -> TrainResult:
-    """AdamW on shuffled minibatches until ``config.epochs`` or ``config.minutes`` runs out, or
-    validation stops improving; keeps the weights of the epoch with the lowest validation NLL.
+    """AdamW on shuffled minibatches until ``config.epochs``, ``config.minutes`` or
+    ``config.steps`` runs out, or validation stops improving; keeps the weights of the epoch with
+    the lowest validation NLL.
 
     The learning rate is halved when the validation NLL stalls (not on a fixed timetable), so a
     run is as good whether it is cut by epochs, by minutes, or by a busy machine.

@@ -158,9 +158,10 @@ def test_results_json_holds_no_wall_clock_time(tiny_run):
 
 
 def test_table_has_every_model_and_pictures_are_written(tiny_run):
-    table = (tiny_run / "results.md").read_text()
-    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    main_table, *details = (tiny_run / "results.md").read_text().split("\n\n")[1:-1]
+    rows = [line for line in main_table.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1] for row in rows] == list(experiments.MODELS)
+    assert len(details) == 2 and "held-out data" in details[0]  # toy and digits parts
     for picture in ("toy.png", "digits.png"):
         assert (tiny_run / picture).read_bytes()[:4] == b"\x89PNG"
     samples = torch.load(tiny_run / "runs" / "wavenet" / "1" / "samples.pt")
