@@ -6,9 +6,11 @@
                            [--seed S] [--mnist-dir DIR] --out DIR
     python -m causal sample (--model NAME | --checkpoint DIR) --n N [--length T | --shape H W]
                             --seed S [--dtype float32|float64] [--no-cache] --out FILE.pt|FILE.png
+    python -m causal experiments [--minutes M] [--seeds N] [--samples N] [--jobs J] --out DIR
 
 ``sample`` computes one new position per step from per-layer caches (:mod:`causal.incremental`);
 ``--no-cache`` runs the lecture's loop instead, the whole model on the whole grid for every value.
+``experiments`` measures the lecture's claims (:mod:`causal.experiments`).
 
 Bad input (unknown names, missing files, a checkpoint that does not fit, a grid the model cannot
 run on) ends with one line on stderr and exit code 2, never a traceback: the user can act on the
@@ -16,6 +18,7 @@ line, and a traceback would only hide it.
 """
 
 import argparse
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -23,6 +26,7 @@ import torch
 
 from . import data as data_module
 from . import registry
+from .experiments import ExperimentConfig, run_experiments
 from .incremental import NoCachedStepper
 from .sample import DTYPES, GridError, check_grid, sample, save_picture
 from .train import CheckpointError, TrainConfig, load_checkpoint, run
@@ -84,6 +88,34 @@ def build_parser() -> argparse.ArgumentParser:
         help="rerun the whole model for every value (the lecture's loop) instead of the cache",
     )
     samp.add_argument("--out", required=True, help="FILE.pt (LongTensor) or FILE.png (picture)")
+
+    defaults = ExperimentConfig()
+    exp = commands.add_parser(
+        "experiments", help="the lecture's claims measured: NLL, receptive field, structure"
+    )
+    exp.add_argument(
+        "--minutes",
+        type=_positive(float),
+        default=defaults.minutes,
+        help="training budget per model and seed, as steps at a reference rate "
+        f"(default {defaults.minutes:g})",
+    )
+    exp.add_argument(
+        "--seeds", type=_positive(int), default=defaults.seeds, help="seeds 0..N-1 (default 3)"
+    )
+    exp.add_argument(
+        "--samples",
+        type=_positive(int),
+        default=defaults.samples,
+        help=f"samples per model and seed for the structure score (default {defaults.samples})",
+    )
+    exp.add_argument(
+        "--jobs",
+        type=_positive(int),
+        default=defaults.jobs,
+        help=f"training runs in parallel, one thread each (default {defaults.jobs})",
+    )
+    exp.add_argument("--out", required=True, help="directory for results.json, results.md, ...")
     return parser
 
 
@@ -131,7 +163,9 @@ def cmd_train(args) -> int:
 def _save_run_samples(out: Path, dataset, seed: int) -> None:
     """16 samples of the trained model next to 16 training items, for a look by eye."""
     model, config = load_checkpoint(out)
-    samples = sample(model, 16, config["grid"], seed=seed)
+    # cached steps (one new position per step); "auto" falls back to the full recompute for a
+    # model without a stepper rather than failing after the training is done
+    samples = sample(model, 16, config["grid"], seed=seed, cache="auto")
     save_picture(samples, out / "samples.png", dataset.nb_classes, title="samples")
     save_picture(dataset.train[:16], out / "train.png", dataset.nb_classes, title="training data")
 
@@ -187,13 +221,33 @@ def cmd_sample(args) -> int:
 
 
 # ---------------------------------------------------------------------------------------------
+# experiments
+
+
+def cmd_experiments(args) -> int:
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UsageError(f"--out {args.out} is a file; experiments writes a directory there")
+    missing = [name for name in ("matplotlib", "sklearn") if importlib.util.find_spec(name) is None]
+    if missing:  # checked first: finding out after 15 minutes of training would hurt
+        raise UsageError(
+            f"experiments needs {' and '.join(missing)}: pip install 'causal-audit[data,plots]'"
+        )
+    config = ExperimentConfig(
+        minutes=args.minutes, seeds=args.seeds, samples=args.samples, jobs=args.jobs
+    )
+    run_experiments(config, args.out)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
 
 
 def main(argv=None) -> int:
     """Runs the CLI; returns the exit code (2 with a one-line message on bad input)."""
     try:
         args = build_parser().parse_args(argv)
-        return {"train": cmd_train, "sample": cmd_sample}[args.command](args)
+        commands = {"train": cmd_train, "sample": cmd_sample, "experiments": cmd_experiments}
+        return commands[args.command](args)
     except (UsageError, data_module.DataError, CheckpointError, GridError) as error:
         message = " ".join(str(error).split())  # one line, whatever the source
         print(f"error: {message}", file=sys.stderr)

@@ -149,6 +149,14 @@ def load_digits(split_seed=0, sizes=(1000, 350, 447)) -> Dataset:
     return make_dataset("digits", *split(images, sizes, split_seed), nb_classes=17)
 
 
+def load_digit_labels(split_seed=0, sizes=(1000, 350, 447)) -> tuple[torch.Tensor, ...]:
+    """The digits' labels 0..9, split exactly as :func:`load_digits` splits the images."""
+    from sklearn.datasets import load_digits as sklearn_digits
+
+    labels = torch.from_numpy(sklearn_digits().target).long()  # (1797,)
+    return tuple(split(labels, sizes, split_seed))
+
+
 # ---------------------------------------------------------------------------------------------
 # IDX files and MNIST
 

@@ -40,7 +40,8 @@ class TrainConfig:
     model: str
     data: str = "toy"
     epochs: int | None = None  # stop after this many epochs ...
-    minutes: float | None = None  # ... or this much wall-clock time, whichever comes first
+    minutes: float | None = None  # ... or this much wall-clock time ...
+    steps: int | None = None  # ... or this many optimizer steps, whichever comes first
     seed: int = 0  # initialization and batch order; the data split has its own fixed seed
     batch_size: int = 32
     lr: float = 2e-3  # AdamW's initial learning rate
@@ -53,7 +54,7 @@ class TrainConfig:
     eval_batch_size: int = 500
 
     def __post_init__(self):
-        if self.epochs is None and self.minutes is None:
+        if self.epochs is None and self.minutes is None and self.steps is None:
             self.epochs = 10
 
 
@@ -107,17 +108,27 @@ def bits_per_dim(nats: float, grid) -> float:
 
 
 class Clock:
-    """Stops a run after ``epochs`` epochs or ``minutes`` of wall-clock time, the first reached."""
+    """Stops a run after ``epochs`` epochs, ``minutes`` of wall-clock time or ``steps`` optimizer
+    steps, the first reached. A step budget does not depend on the machine's load, so a run cut
+    by it is reproducible; a wall-clock budget is not."""
 
-    def __init__(self, epochs, minutes):
+    def __init__(self, epochs, minutes, steps=None):
         self.start = time.perf_counter()
         self.epochs = epochs
         self.budget = minutes * 60 if minutes else None
+        self.max_steps = steps
+        self.steps = 0
 
     def seconds(self) -> float:
         return time.perf_counter() - self.start
 
+    def tick(self) -> None:
+        """Counts one optimizer step."""
+        self.steps += 1
+
     def out_of_time(self) -> bool:
+        if self.max_steps is not None and self.steps >= self.max_steps:
+            return True
         return self.budget is not None and self.seconds() >= self.budget
 
     def done(self, epoch: int) -> bool:
@@ -149,8 +160,9 @@ class TrainResult:
 
 
 def train(model: nn.Module, data: Dataset, config: TrainConfig, progress=True) -> TrainResult:
-    """AdamW on shuffled minibatches until ``config.epochs`` or ``config.minutes`` runs out, or
-    validation stops improving; keeps the weights of the epoch with the lowest validation NLL.
+    """AdamW on shuffled minibatches until ``config.epochs``, ``config.minutes`` or
+    ``config.steps`` runs out, or validation stops improving; keeps the weights of the epoch with
+    the lowest validation NLL.
 
     The learning rate is halved when the validation NLL stalls (not on a fixed timetable), so a
     run is as good whether it is cut by epochs, by minutes, or by a busy machine.
@@ -163,7 +175,7 @@ def train(model: nn.Module, data: Dataset, config: TrainConfig, progress=True) -
         optimizer, factor=0.5, patience=config.patience
     )
     generator = torch.Generator().manual_seed(config.seed)
-    clock = Clock(config.epochs, config.minutes)
+    clock = Clock(config.epochs, config.minutes, config.steps)
     best = (math.inf, 0, copy.deepcopy(model.state_dict()))
     history, steps, epoch = [], 0, 0
     while not clock.done(epoch) and epoch - best[1] < config.stop_patience:
@@ -195,6 +207,7 @@ def train_epoch(model, optimizer, batches, clock: Clock, bar) -> list[float]:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
+        clock.tick()
         losses.append(loss.item())
         bar.update()
         bar.set_postfix(loss=f"{losses[-1]:.3f}")
