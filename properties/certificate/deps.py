@@ -89,13 +89,18 @@ def has_deps(d: Deps) -> torch.Tensor | None:
     return None if d is None else d.any(-1)
 
 
-def constant_zero(value: torch.Tensor, d: Deps) -> torch.Tensor:
-    """Elements that are exactly zero *and* constant: structural zeros. A zero computed from the
-    input at this run is not one (another input would make it non-zero)."""
-    zero = value == 0
+def constant_zero(value: torch.Tensor, d: Deps) -> torch.Tensor | None:
+    """Elements that are exactly zero *and* constant: structural zeros (``None`` when there are
+    none). A zero computed from the input at this run is not one (another input would make it
+    non-zero)."""
     if d is not None:
-        zero = zero & ~aligned(d, value.dim()).any(-1)
-    return zero
+        live = aligned(d, value.dim()).any(-1)
+        if bool(live.all()):
+            return None
+        zero = (value == 0) & ~live
+    else:
+        zero = value == 0
+    return zero if bool(zero.any()) else None
 
 
 def as_float(d: torch.Tensor) -> torch.Tensor:

@@ -356,8 +356,30 @@ def mul(ctx, args, kwargs, outs):
         if d is None:
             continue
         zero = constant_zero(other, ctx.deps(other))
-        if bool(zero.any()):
+        if zero is not None:
             d = aligned(d, nd) & ~aligned(zero.unsqueeze(-1), nd)
+        parts.append(d)
+    return [union(parts, nd)]
+
+
+@rule(aten.add.Tensor, aten.add_.Tensor)
+def add(ctx, args, kwargs, outs):
+    """Adding a constant -inf (or a value near the dtype's minimum, an additive attention mask)
+    gives that constant whatever the other term: a masked logit, not a dependency (assumes
+    input-dependent activations are finite and far from the dtype's range, |x| < 1e30)."""
+    a, b = args[0], args[1]
+    alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
+    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor) or alpha <= 0:
+        return pointwise(ctx, args, kwargs, outs)
+    nd = outs[0].dim()
+    parts = []
+    for x, other in ((a, b), (b, a)):
+        d = ctx.deps(x)
+        if d is None:
+            continue
+        dead = _dead_logits(other, ctx.deps(other))
+        if dead is not None:
+            d = aligned(d, nd) & ~aligned(dead.unsqueeze(-1), nd)
         parts.append(d)
     return [union(parts, nd)]
 
@@ -585,7 +607,12 @@ def _dead_logits(x: torch.Tensor, d) -> torch.Tensor | None:
     if not x.is_floating_point():
         return None
     threshold = DEAD_FRACTION * torch.finfo(x.dtype).min
-    dead = (x <= threshold) & ~aligned(d, x.dim()).any(-1).expand(x.shape)
+    live = None if d is None else aligned(d, x.dim()).any(-1)
+    if live is not None and bool(live.all()):
+        return None  # no constant element
+    dead = x <= threshold
+    if live is not None:
+        dead = dead & ~live
     return dead if bool(dead.any()) else None
 
 
@@ -593,9 +620,19 @@ def _dead_logits(x: torch.Tensor, d) -> torch.Tensor | None:
 # Contractions: matrix products and convolutions
 
 
+def _masked(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """``d`` restricted to the elements ``keep`` marks (kept broadcast when all are kept)."""
+    if bool(keep.all()):
+        return d
+    return d & keep.unsqueeze(-1)
+
+
 def _live(x: torch.Tensor, ctx) -> torch.Tensor:
-    """Elements that are not structural zeros."""
-    return ~constant_zero(x, ctx.deps(x))
+    """Elements that are not structural zeros (a broadcast ``True`` when all are live)."""
+    zero = constant_zero(x, ctx.deps(x))
+    if zero is None:
+        return torch.ones((1,) * x.dim(), dtype=torch.bool).expand(x.shape)
+    return ~zero
 
 
 def contract(ctx, a: torch.Tensor, b: torch.Tensor, out_shape) -> torch.Tensor | None:
@@ -605,17 +642,17 @@ def contract(ctx, a: torch.Tensor, b: torch.Tensor, out_shape) -> torch.Tensor |
     structural zero. Broadcast summaries keep it at ``I x N`` (or ``I x J x N`` when needed)."""
     da, db = ctx.deps(a), ctx.deps(b)
     la, lb = _live(a, ctx), _live(b, ctx)
+    la_all, lb_all = la.stride() == (0,) * la.dim(), lb.stride() == (0,) * lb.dim()
     nd = len(out_shape)
     parts = []
     if da is not None:
         da = aligned(da, a.dim())
-        lb_all = bool(lb.all())
         if da.shape[-2] == 1:  # the same dependencies along k
-            if lb_all and bool(la.all()):
+            if lb_all and la_all:
                 parts.append(aligned(da, nd))
             else:
                 reach = (as_float(la) @ as_float(lb)) > 0  # (..., I, J)
-                parts.append(aligned(da, nd) & aligned(reach.unsqueeze(-1), nd))
+                parts.append(_masked(aligned(da, nd), aligned(reach, nd - 1)))
         else:
             masked = aligned(da, a.dim()) & la.unsqueeze(-1)  # (..., I, K, N)
             if lb_all:
@@ -625,16 +662,15 @@ def contract(ctx, a: torch.Tensor, b: torch.Tensor, out_shape) -> torch.Tensor |
                 parts.append(aligned((prod > 0).transpose(-1, -2), nd))
     if db is not None:
         db = aligned(db, b.dim())
-        la_all = bool(la.all())
         n = db.shape[-1]
         if db.shape[-3] == 1:  # the same dependencies along k
-            if la_all and bool(lb.all()):
+            if la_all and lb_all:
                 parts.append(aligned(db, nd))
             else:
                 reach = (as_float(la) @ as_float(lb)) > 0
-                parts.append(aligned(db, nd) & aligned(reach.unsqueeze(-1), nd))
+                parts.append(_masked(aligned(db, nd), aligned(reach, nd - 1)))
         else:
-            masked = db & lb.unsqueeze(-1) if not bool(lb.all()) else db  # (..., K, J', N)
+            masked = db & lb.unsqueeze(-1) if not lb_all else db  # (..., K, J', N)
             j = masked.shape[-2]
             flat = as_float(masked).reshape(*masked.shape[:-2], j * n)
             prod = (as_float(la) @ flat) > 0  # (..., I, J' * N)
