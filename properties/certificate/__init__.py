@@ -72,6 +72,22 @@ class Certificate:
         pairs = (seen & ~rows).nonzero()
         return torch.stack([outputs[pairs[:, 0]], pairs[:, 1]], 1) if len(pairs) else pairs
 
+    def unexplained(self, subject: Subject, violations) -> list:
+        """The dynamic violations (gradient or perturbation) the bound does not allow: a
+        perturbation that changed output ``t`` by replacing inputs of rank >= ``rank(s)``
+        needs some such input in ``t``'s row of the bound."""
+        ranks = subject.ranks
+        missing = []
+        for v in violations:
+            row = self.bound[v.output]
+            if v.evidence.startswith("gradient"):
+                ok = bool(row[v.input])
+            else:
+                ok = bool(row[ranks >= ranks[v.input]].any())
+            if not ok:
+                missing.append(v)
+        return missing
+
     def exact_for(self, dmap: DependencyMap) -> bool:
         """The measured map equals the bound on the rows it covers: the receptive field is
         exact (proved from above, reached from below)."""

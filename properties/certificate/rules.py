@@ -308,8 +308,16 @@ def _spread(d, out):
 def index(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
     idx_deps = [_spread(ctx.deps(i), outs[0]) for i in args[1] if i is not None]
+    indices = []
+    for i in args[1]:
+        if i is not None and i.dtype in (torch.bool, torch.uint8):
+            if ctx.deps(i) is not None:
+                ctx.path_dependent = True  # the output's shape counts the mask's true entries
+            indices.extend(i.bool().nonzero(as_tuple=True))
+        else:
+            indices.append(slice(None) if i is None else i)  # aten's None: the whole axis
     if d is not None:
-        d = compress(expanded(d, args[0].shape)[tuple(args[1])])
+        d = compress(expanded(d, args[0].shape)[tuple(indices)])
     return [union([d] + idx_deps, outs[0].dim())]
 
 
