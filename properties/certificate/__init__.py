@@ -103,6 +103,8 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     try:
         for training in paths:
             b, tracer = _trace(subject, training, seed)
+            if _sees_future(subject, b):  # once more, to say where the future entered
+                b, tracer = _trace(subject, training, seed, blame=True)
             bound = b if bound is None else bound | b
             lost.extend(f"{op} ({'train' if training else 'eval'})" if train else op
                         for op in tracer.lost)
@@ -124,7 +126,14 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     return cert
 
 
-def _trace(subject: Subject, training: bool, seed: int) -> tuple[torch.Tensor, Tracer]:
+def _sees_future(subject: Subject, bound: torch.Tensor) -> bool:
+    ranks = subject.ranks
+    return bool((bound & (ranks[None, :] > ranks[:, None])).any())
+
+
+def _trace(
+    subject: Subject, training: bool, seed: int, blame: bool = False
+) -> tuple[torch.Tensor, Tracer]:
     n = subject.n_positions
     x = subject.draw_inputs(1, torch.Generator().manual_seed(seed))
     positions = torch.arange(n).reshape(1, n, *([1] if not subject.tokens else []))
@@ -138,7 +147,7 @@ def _trace(subject: Subject, training: bool, seed: int) -> tuple[torch.Tensor, T
     deps = deps.reshape(*native_positions.shape, n)
     module = subject.module
     names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
-    tracer = Tracer(n, subject.grid, subject.ranks, names)
+    tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
     tracer.track_input(x_native, deps)
     hooks = _module_hooks(tracer) if module is not None else []
     try:

@@ -12,20 +12,33 @@ not ``T x D x N``; element-level summaries are kept where they matter (MADE's fe
 """
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
 Deps = torch.Tensor | None
 
 
 def compress(d: Deps) -> Deps:
-    """Axes of stride 0 (expanded views) become size 1; an all-false summary becomes None."""
+    """Axes of stride 0 (expanded views) become size 1. (An all-false summary is kept: a scan
+    per op would cost more than it saves; it means the same as None.)"""
     if d is None:
         return None
     for axis in range(d.dim() - 1):
         if d.shape[axis] > 1 and d.stride(axis) == 0:
             d = d.narrow(axis, 0, 1)
-    if d.numel() and not bool(d.any()):
-        return None
     return d
+
+
+_ALL_LIVE = WeakTensorKeyDictionary()  # summary -> every element depends on something
+
+
+def all_live(d: torch.Tensor) -> bool:
+    """Whether every element of the summary depends on some input (cached per summary: the
+    same summary object flows through many ops of a transformer)."""
+    found = _ALL_LIVE.get(d)
+    if found is None:
+        found = bool(d.any(-1).all())
+        _ALL_LIVE[d] = found
+    return found
 
 
 def aligned(d: Deps, ndim: int) -> Deps:
@@ -94,9 +107,9 @@ def constant_zero(value: torch.Tensor, d: Deps) -> torch.Tensor | None:
     none). A zero computed from the input at this run is not one (another input would make it
     non-zero)."""
     if d is not None:
-        live = aligned(d, value.dim()).any(-1)
-        if bool(live.all()):
+        if all_live(d):
             return None
+        live = aligned(d, value.dim()).any(-1)
         zero = (value == 0) & ~live
     else:
         zero = value == 0

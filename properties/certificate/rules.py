@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from .deps import (
+    all_live,
     aligned,
     any_over,
     as_float,
@@ -615,9 +616,9 @@ def _dead_logits(x: torch.Tensor, d) -> torch.Tensor | None:
     if not x.is_floating_point():
         return None
     threshold = DEAD_FRACTION * torch.finfo(x.dtype).min
-    live = None if d is None else aligned(d, x.dim()).any(-1)
-    if live is not None and bool(live.all()):
+    if d is not None and all_live(d):
         return None  # no constant element
+    live = None if d is None else aligned(d, x.dim()).any(-1)
     dead = x <= threshold
     if live is not None:
         dead = dead & ~live

@@ -34,12 +34,15 @@ SHAPE_FROM_VALUES = {"nonzero", "masked_select", "unique", "_unique", "_unique2"
 
 
 class Tracer(TorchDispatchMode):
-    def __init__(self, n: int, grid: tuple[int, ...], ranks: torch.Tensor, names: dict):
+    def __init__(
+        self, n: int, grid: tuple[int, ...], ranks: torch.Tensor, names: dict, blame: bool
+    ):
         super().__init__()
         self.n = n
         self.grid = grid
         self.ranks = ranks
         self.names = names  # module -> qualified name, for saying where an op ran
+        self.find_blame = blame  # costs a scan per op: only asked for on a second run
         self.table = WeakTensorKeyDictionary()
         self.future = WeakTensorKeyDictionary()  # tensor -> sees the future (None: unknown)
         self.storages: dict[int, list] = {}
@@ -204,7 +207,7 @@ class Tracer(TorchDispatchMode):
 
     # -- where a dependency on the future entered ----------------------------------------------
     def _check_blame(self, outs, inputs) -> None:
-        if self.blame is not None:
+        if self.blame is not None or not self.find_blame:
             return
         seen = [self._sees_future(o) for o in outs]
         if not any(s is True for s in seen):
