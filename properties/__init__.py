@@ -101,14 +101,15 @@ def audit_model(
     shard=None,
     **subject_options,
 ):
-    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check)."""
+    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check,
+    the certificate up to 1024 positions)."""
     from .audit import CHECKS, audit
     from .subject import make_subject
 
     subject = make_subject(model, grid=grid, **subject_options)
     return audit(
         subject,
-        checks=CHECKS if checks is None else checks,
+        checks=checks,
         train=train,
         exact=exact,
         seed=seed,

@@ -219,7 +219,20 @@ def failure_summary(result: AuditResult) -> str:
     the evidence)."""
     s = result.subject
     lead = headline(result)
-    lines = [explain(s, lead) if lead is not None else _loss_sentence(result), ""]
+    cert = result.certificate
+    if lead is not None:
+        first = explain(s, lead)
+    elif cert is not None and not cert.proved:
+        first = f"the certificate does not prove it: {cert.reason}"
+    else:
+        first = _loss_sentence(result)
+    lines = [first, ""]
+    if result.unsound:
+        lines.append(result.notes[0])
+    if cert is not None:
+        lines.append(f"Certificate: {cert.status}, best mode {cert.mode}"
+                     + (f"; lost precision at {', '.join(cert.lost_precision[:3])}"
+                        if cert.lost_precision else ""))
     if result.mode is not None:
         need = "strict" if s.predicts == "current" else "strict or inclusive"
         lines.append(f"Mode: {result.mode} (predicts={s.predicts!r} needs {need})")
@@ -242,7 +255,8 @@ def failure_summary(result: AuditResult) -> str:
             lines.append(line)
     if result.loss is not None and not result.loss.holds:
         lines.append(f"Loss equivalence: {_loss_sentence(result)}")
-    lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
+    if result.maps or result.perturbations or result.losses:
+        lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
     return "\n".join(lines)
 
 
