@@ -79,6 +79,10 @@ class Certificate:
         ranks = subject.ranks
         missing = []
         for v in violations:
+            if v.evidence == "gradient/train":
+                # Training-mode maps stack copies of the input in one batch: BatchNorm hands
+                # one copy's output the gradient of another's; not a per-output dependency.
+                continue
             row = self.bound[v.output]
             if v.evidence.startswith("gradient"):
                 ok = bool(row[v.input])
@@ -200,8 +204,12 @@ def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certi
         forbidden_pairs = future | present
     pairs = forbidden_pairs.nonzero()
     order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None
+    rows = pairs[order[:LISTED]].tolist() if order is not None else []
+    if mode == "none" and not any(ranks[s] > ranks[t] for t, s in rows):
+        first = future.nonzero()  # the mode must not lose its evidence to the cap
+        rows.append(first[torch.argmin(ranks[first[:, 0]] * n + ranks[first[:, 1]])].tolist())
     listed = []
-    for row in (pairs[order[:LISTED]].tolist() if order is not None else []):
+    for row in rows:
         t, s = row
         kind = "future" if ranks[s] > ranks[t] else "present"
         listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
