@@ -741,6 +741,9 @@ def convolution(ctx, args, kwargs, outs):
         support = support[:1]  # every output channel sees the same taps: stay broadcast
     elif groups == 1 and transposed and bool((support == support[:, :1]).all()):
         support = support[:, :1]
+    if support.shape[0] == 1 and support.shape[1] == 1 and groups == 1 and not transposed:
+        y = _shift_or(d, support[0, 0] > 0, stride, padding, dilation, out.shape[2:])
+        return [union([compress(y), db], out.dim())]
     b0 = d.shape[0]
     flat = as_float(d.movedim(-1, 1).reshape(b0 * n, d.shape[1], *d.shape[2:-1]))
     results = []
@@ -757,6 +760,24 @@ def convolution(ctx, args, kwargs, outs):
     y = torch.cat(results)
     y = y.reshape(b0, n, *y.shape[1:]).movedim(1, -1)
     return [union([compress(y), db], out.dim())]
+
+
+def _shift_or(d, taps, stride, padding, dilation, out_spatial):
+    """A one-channel convolution of a summary, as the union of its shifted copies: one slice
+    per non-zero tap (a float convolution of N summaries costs far more on a CPU)."""
+    spec = []
+    for p in reversed(list(padding)):
+        spec += [p, p]
+    padded = F.pad(d, [0, 0] + spec, value=False) if any(spec) else d
+    out = torch.zeros(*d.shape[:2], *out_spatial, d.shape[-1], dtype=torch.bool)
+    for tap in taps.nonzero().tolist():
+        index = [slice(None), slice(None)]
+        for axis, k in enumerate(tap):
+            start = k * dilation[axis]
+            stop = start + (out_spatial[axis] - 1) * stride[axis] + 1
+            index.append(slice(start, stop, stride[axis]))
+        out |= padded[tuple(index)]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
