@@ -49,7 +49,7 @@ def gpt2_child() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "report.json")
         start = time.perf_counter()
-        code = cli.main(GPT2 + ["--json", path])
+        code = cli.main(["audit", *GPT2, "--json", path])
         wall = time.perf_counter() - start
         with open(path) as f:
             cert = json.load(f)["certificate"]

@@ -103,7 +103,7 @@ def audit_model(
 ):
     """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check,
     the certificate up to 1024 positions)."""
-    from .audit import CHECKS, audit
+    from .audit import audit
     from .subject import make_subject
 
     subject = make_subject(model, grid=grid, **subject_options)

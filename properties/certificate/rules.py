@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from .deps import (
-    all_live,
     aligned,
+    all_live,
     any_over,
     as_float,
     compress,
@@ -130,8 +130,7 @@ def transpose(ctx, args, kwargs, outs):
 @rule(aten.t.default)
 def t(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    return [None if d is None or args[0].dim() < 2 else d.transpose(0, 1)] if d is not None \
-        else [None]
+    return [d if d is None or args[0].dim() < 2 else d.transpose(0, 1)]
 
 
 @rule(aten.select.int, aten.select_copy.int)
@@ -409,7 +408,8 @@ def where(ctx, args, kwargs, outs):
         picked.append(aligned(db, nd) & ~c)
     if dc is not None:  # where the condition depends on the input, both branches may be taken
         live = aligned(dc.any(-1, keepdim=True), nd)
-        picked.extend([aligned(dc, nd)] + [aligned(x, nd) & live for x in (da, db) if x is not None])
+        picked.append(aligned(dc, nd))
+        picked.extend(aligned(x, nd) & live for x in (da, db) if x is not None)
     return [compress(union(picked, nd))]
 
 

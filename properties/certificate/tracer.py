@@ -126,7 +126,8 @@ class Tracer(TorchDispatchMode):
             du = self.deps(u)
             if du is not None:
                 idx = _elements(u, size).reshape(-1)
-                storage.index_add_(0, idx, expanded(du, u.shape).reshape(-1, self.n).to(torch.uint8))
+                rows = expanded(du, u.shape).reshape(-1, self.n).to(torch.uint8)
+                storage.index_add_(0, idx, rows)
         idx = _elements(t, size).reshape(-1)
         new = torch.zeros(1, self.n, dtype=torch.uint8) if d is None else \
             expanded(aligned(d, t.dim()), t.shape).reshape(-1, self.n).to(torch.uint8)
@@ -198,10 +199,6 @@ class Tracer(TorchDispatchMode):
             self.lost[self._where(f"{func} (rule failed: {describe(exc)[:80]})")] += 1
             return rules.fallback(self, args, kwargs, outs)
 
-    @property
-    def ctx_op(self):
-        return self.op_name
-
     def _where(self, op: str) -> str:
         return f"{op} in {self.stack[-1]}" if self.stack else op
 
@@ -225,10 +222,6 @@ class Tracer(TorchDispatchMode):
             result = False
         self.future[t] = result
         return result
-
-
-# rules read ``ctx.op_name``
-Tracer.op_name = ""
 
 
 def _elements(t: torch.Tensor, size: int) -> torch.Tensor:
