@@ -220,10 +220,17 @@ def test_transformer_encoder_fast_path_keeps_the_mask_it_is_given_only():
     assert "_transformer_encoder_layer_fwd" in hint.forbidden[0].op
 
 
-def test_masked_mlp_is_proved_in_its_order_with_every_earlier_input():
-    arch = Architecture(1, (2, 2), (1, 2), seed=1)
-    cert = certify(make_subject(arch.build(), grid=arch.grid, layout=arch.layout))
-    assert cert.receptive_field.size == arch.size()
+def test_masked_linear_layers_are_proved_in_their_own_order_only():
+    """MADE: the exact zeros of the masked weights are structural; in raster order the same
+    model is not causal."""
+    import made
+
+    options = dict(grid=(made.D,), layout="BT->B(TC)", predicts="current")
+    cert = certify(make_subject(made.made(), order=made.ORDER, **options))
+    assert (cert.status, cert.mode) == ("proved", "strict")
+    ranks = made.RANKS
+    assert torch.equal(cert.bound, ranks[None, :] < ranks[:, None])  # every earlier input
+    assert certify(make_subject(made.made(), **options)).mode == "none"
 
 
 def test_advanced_indexing_moves_dependencies_with_the_elements():
@@ -237,3 +244,38 @@ def test_advanced_indexing_moves_dependencies_with_the_elements():
         return x[:, torch.arange(T - 1, -1, -1)]
 
     assert cert_of(reversed_).mode == "none"
+
+
+def test_cli_checks_certificate_exit_code_and_json(tmp_path, capsys):
+    from properties import cli
+
+    target = str(Path(__file__).parent / "targets" / "leaky.py")
+    out = tmp_path / "r.json"
+    common = ["--length", "16", "--layout", "BCT->BCT", "--checks", "certificate"]
+    assert cli.main(["audit", f"{target}:causal", *common, "--json", str(out)]) == 0
+    import json
+
+    cert = json.loads(out.read_text())["certificate"]
+    assert (cert["status"], cert["mode"], cert["path_dependent"]) == ("proved", "strict", False)
+    assert set(cert) >= {"receptive_field", "forbidden", "lost_precision", "seconds"}
+    assert cli.main(["audit", f"{target}:same_padding", *common, "--json", str(out)]) == 1
+    cert = json.loads(out.read_text())["certificate"]
+    assert cert["status"] == "not_proved" and "convolution" in cert["forbidden"][0]["op"]
+    assert "not proved by the certificate" in capsys.readouterr().out
+
+
+def test_the_audit_fails_loudly_when_the_bound_misses_a_dependency(monkeypatch):
+    """Positive control of the cross-check: a deliberately unsound rule (convolutions
+    depend on nothing) must be caught by the gradients and perturbations."""
+    from properties import audit
+    from properties.certificate import rules
+
+    unsound = {op: (lambda ctx, args, kwargs, outs: [None] * len(outs))
+               for op in (torch.ops.aten.convolution.default,)}
+    monkeypatch.setattr(rules, "RULES", {**rules.RULES, **unsound})
+    arch = Architecture(1, (2, 2), (1, 2), seed=1)
+    subject = make_subject(arch.build(), grid=arch.grid, layout=arch.layout)
+    result = audit(subject, checks=("causality", "certificate"), max_examples=3)
+    assert result.certificate.proved  # the broken rule proves everything...
+    assert result.unsound and not result.passed  # ...and the evidence refutes it
+    assert result.notes[0].startswith("SOUNDNESS BUG")
