@@ -38,10 +38,13 @@ _EXPORTS = {
     "Subject": "subject",
     "make_subject": "subject",
     "assert_causal": "testing",
+    "Certificate": "certificate",
+    "certify": "certificate",
 }
 _SUBMODULES = (
     "architectures",
     "causality",
+    "certificate",
     "cli",
     "facts",
     "gradients",
@@ -101,14 +104,15 @@ def audit_model(
     shard=None,
     **subject_options,
 ):
-    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check)."""
-    from .audit import CHECKS, audit
+    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check,
+    the certificate up to 1024 positions)."""
+    from .audit import audit
     from .subject import make_subject
 
     subject = make_subject(model, grid=grid, **subject_options)
     return audit(
         subject,
-        checks=CHECKS if checks is None else checks,
+        checks=checks,
         train=train,
         exact=exact,
         seed=seed,
@@ -122,6 +126,7 @@ __all__ = [
     "AdapterError",
     "AuditError",
     "AuditResult",
+    "Certificate",
     "DependencyMap",
     "Subject",
     "TargetError",
@@ -129,6 +134,7 @@ __all__ = [
     "assert_causal",
     "audit",
     "audit_model",
+    "certify",
     "dependency_map",
     "explain",
     "make_subject",

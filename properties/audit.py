@@ -24,6 +24,7 @@ would run; shard 0 also runs the Hypothesis searches.
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 from hypothesis import settings as hypothesis_settings
@@ -37,7 +38,15 @@ from .loss import LossEquivalence, LossRows, merge_losses
 from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
 from .subject import Subject
 
-CHECKS = ("causality", "receptive_field", "blind_spot", "loss")
+if TYPE_CHECKING:
+    from .certificate import Certificate
+
+CHECKS = ("causality", "receptive_field", "blind_spot", "loss", "certificate")
+DYNAMIC = CHECKS[:4]
+# The default audit adds the certificate up to this many positions: it costs a few forward passes
+# (a boolean product per attention layer, a convolution of N summaries per conv layer), which
+# stays within the default audit's budget there; beyond, ask for it (--checks certificate).
+CERTIFICATE_POSITIONS = 1024
 EXHAUSTIVE_POSITIONS = 1024
 SAMPLED_CUTS = 256
 MAX_MAP_PASSES = 160
@@ -71,6 +80,10 @@ class AuditResult:
     blind_spot: facts.BlindSpot | None = None
     loss: LossEquivalence | None = None
     derived_notes: list[str] = field(default_factory=list)
+    # the static bound (certificate check) and its cross-check with the dynamic evidence
+    certificate: "Certificate | None" = None
+    certificate_exact: bool | None = None  # the measured map equals the bound
+    unsound: list = field(default_factory=list)  # dynamic dependencies outside the bound
 
     @property
     def notes(self) -> list[str]:
@@ -84,16 +97,18 @@ class AuditResult:
 
     @property
     def passed(self) -> bool:
-        ok = self.causal is not False
+        ok = self.causal is not False and not self.unsound
         if self.loss is not None:
             ok = ok and self.loss.holds
+        if self.checks == ("certificate",):  # the proof alone decides
+            ok = ok and self.certificate is not None and self.certificate.proved
         return ok
 
 
 def audit(
     subject: Subject,
     *,
-    checks: tuple[str, ...] | list[str] = CHECKS,
+    checks: tuple[str, ...] | list[str] | None = None,
     train: bool = False,
     exact: bool = False,
     seed: int = 0,
@@ -106,10 +121,23 @@ def audit(
     ``train=True`` adds the evidence of training mode (same RNG state in both forward passes).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
     ``shard=(i, n)`` gathers the i-th of n disjoint parts of the evidence (see :func:`merge`).
+    ``checks=None``: every dynamic check, and the certificate when the grid has at most
+    ``CERTIFICATE_POSITIONS`` positions.
     """
     start = time.perf_counter()
+    if checks is None:
+        cheap = subject.n_positions <= CERTIFICATE_POSITIONS
+        checks = CHECKS if cheap else DYNAMIC
     result = AuditResult(subject, _checked(checks), train, exact, _checked_shard(shard))
     result.evidence_notes.extend(subject.notes)
+    if "certificate" in result.checks and leads(result.shard):
+        from .certificate import certify
+
+        result.certificate = certify(subject, train=train, seed=seed)
+    if result.checks == ("certificate",):  # the static analysis alone: no sampled evidence
+        conclude(result)
+        result.seconds = time.perf_counter() - start
+        return result
     validate(subject, seed, result.evidence_notes)
     examples = max_examples or hypothesis_settings.default.max_examples
     needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(result.checks))
@@ -202,7 +230,50 @@ def conclude(result: AuditResult) -> AuditResult:
     result.loss = result.losses.get(loss_convention(result))
     if result.loss is not None:
         result.coverage["loss_convention"] = loss_convention(result)
+    _cross_check(result)
     return result
+
+
+def _cross_check(result: AuditResult) -> None:
+    """The static upper bound must contain the dynamic lower bound: every gradient dependency
+    and every perturbation violation. Where the measured map equals the bound, the receptive
+    field is exact. A dynamic dependency outside the bound is a bug of the analysis."""
+    cert = result.certificate
+    result.unsound, result.certificate_exact = [], None
+    if cert is None or cert.bound is None:
+        return
+    s = result.subject
+    for mode, dmap in result.maps.items():
+        # The training-mode map stacks copies of the input in one batch: a layer that mixes
+        # the batch (BatchNorm) hands one copy's output the gradient of another's, so its rows
+        # are not per-output dependencies; the perturbations of training mode are checked.
+        if mode == "train":
+            continue
+        outside = cert.outside(dmap.seen, dmap.outputs)
+        ranks = s.ranks
+        result.unsound.extend(
+            Violation(t, i, "future" if ranks[i] > ranks[t] else "present" if ranks[i] ==
+                      ranks[t] else "past", f"gradient/{mode}", 0.0, "outside the bound")
+            for t, i in outside[: facts.LISTED].tolist()
+        )
+    checked = [v for v in result.violations if cert.train or not v.evidence.endswith("/train")]
+    result.unsound.extend(cert.unexplained(s, checked))
+    dmap = result.dependency_map
+    if dmap is not None and len(dmap.outputs) == s.n_positions:
+        result.certificate_exact = cert.exact_for(dmap)
+    if result.unsound:
+        v = result.unsound[0]
+        result.derived_notes.insert(
+            0,
+            f"SOUNDNESS BUG of the certificate ({cert.status}): {len(result.unsound)} dynamic "
+            f"dependencies lie outside its bound, e.g. output {s.position(v.output)} on input "
+            f"{s.position(v.input)} ({v.evidence}); please report it with this model",
+        )
+    elif result.certificate_exact:
+        result.derived_notes.append(
+            "the certificate's bound equals the measured dependency map: the receptive field "
+            "is exact (proved from above, reached from below)"
+        )
 
 
 def loss_convention(result: AuditResult) -> str:
@@ -230,6 +301,7 @@ def merge(results: list[AuditResult]) -> AuditResult:
             merged.perturbations[mode] = merge_reports(reports)
     for convention in {c for r in results for c in r.losses}:
         merged.losses[convention] = merge_losses([r.losses[convention] for r in results])
+    merged.certificate = next((r.certificate for r in results if r.certificate), None)
     merged.coverage = _merge_coverage([r.coverage for r in results])
     merged.seconds = sum(r.seconds for r in results)
     return conclude(merged)

@@ -201,13 +201,70 @@ def draw(result: AuditResult, directory, *, target: str | None = None) -> list[P
             "give a writable directory to --pictures",
         ) from None
     stem = file_stem(target)
+    paths = []
+    if result.certificate is not None and result.certificate.bound is not None:
+        paths.append(directory / f"{stem}-certificate.png")
+        _save(draw_certificate(result, target), paths[-1])
+        if result.dependency_map is None:
+            return paths  # the certificate alone (--checks certificate)
     if len(result.subject.grid) == 2:
         path = directory / f"{stem}-receptive-field.png"
         _save(draw_image_fields(result, target), path)
     else:
         path = directory / f"{stem}-dependencies.png"
         _save(draw_dependencies(result, target), path)
-    return [path]
+    return [path] + paths
+
+
+CERTIFICATE_SIDE = 512  # the first outputs and inputs drawn (a 8192 x 8192 image says no more)
+
+
+def draw_certificate(result: AuditResult, target: str):
+    """The certificate's bound beside the measured map, in rank order: what the proof allows
+    and what the gradients reached (red: measured outside the bound, a soundness bug)."""
+    import matplotlib.pyplot as plt
+
+    cert, s = result.certificate, result.subject
+    by_rank = torch.argsort(s.ranks)
+    side = min(len(by_rank), CERTIFICATE_SIDE)
+    keep = by_rank[:side]
+    bound = cert.bound[keep][:, keep].numpy()
+    panels = [("certificate: " + cert.status.replace("_", " ") + f", best mode {cert.mode}",
+               _rgb_bound(bound, None))]
+    dmap = result.dependency_map
+    if dmap is not None:
+        seen = torch.zeros_like(cert.bound)
+        measured = torch.zeros(len(s.ranks), dtype=torch.bool)
+        seen[dmap.outputs] = dmap.seen
+        measured[dmap.outputs] = True
+        exact = " (equal: exact)" if result.certificate_exact else ""
+        panels.append((f"measured (gradients){exact}", _rgb_bound(
+            bound, seen[keep][:, keep].numpy(), measured[keep].numpy())))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 5.2), squeeze=False)
+    for ax, (title, image) in zip(axes[0], panels, strict=True):
+        ax.imshow(image, interpolation="nearest")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("input (by rank)")
+        ax.set_ylabel("output (by rank)")
+    shown = "" if side == len(by_rank) else f" (first {side} ranks)"
+    fig.suptitle(f"{target}: the proof beside the measurement{shown}", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def _rgb_bound(bound: np.ndarray, seen: np.ndarray | None, measured=None) -> np.ndarray:
+    """White: proved independent; grey: the bound allows it; black: measured and allowed;
+    red: measured outside the bound; pale blue: a row the gradients did not measure."""
+    image = np.ones(bound.shape + (3,))
+    image[bound] = (0.72, 0.72, 0.72)
+    if seen is None:
+        image[bound] = (0.15, 0.15, 0.15)
+        return image
+    if measured is not None:
+        image[~measured] = (0.88, 0.93, 1.0)
+    image[seen & bound] = (0.1, 0.1, 0.1)
+    image[seen & ~bound] = (0.85, 0.1, 0.1)
+    return image
 
 
 def _save(fig, path: Path) -> None:

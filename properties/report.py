@@ -75,10 +75,59 @@ def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> d
             for mode, rep in result.perturbations.items()
             for kind, p in rep.counterexamples.items()
         },
+        "certificate": certificate_dict(result),
         "declared": declared,
         "notes": result.notes,
         "seconds": round(result.seconds, 3),
     }
+
+
+def certificate_dict(result: AuditResult) -> dict | None:
+    """The static certificate: status, best mode, the bound's receptive field, examples of
+    forbidden pairs (with the op where the future entered), ops that lost precision."""
+    cert, s = result.certificate, result.subject
+    if cert is None:
+        return None
+    rf = cert.receptive_field
+    return {
+        "status": cert.status,
+        "reason": cert.reason,
+        "mode": cert.mode,
+        "receptive_field": None
+        if rf is None
+        else {"size": rf.size, "span": rf.span, "holes": rf.holes,
+              "position": s.position(rf.position)},
+        "exact": result.certificate_exact,
+        "forbidden": [
+            {"output": s.position(f.output), "input": s.position(f.input), "kind": f.kind,
+             "op": f.op}
+            for f in cert.forbidden
+        ],
+        "forbidden_total": cert.forbidden_count,
+        "lost_precision": cert.lost_precision,
+        "path_dependent": cert.path_dependent,
+        "train": cert.train,
+        "unsound": [violation_dict(s, v) for v in result.unsound[:MAX_VIOLATIONS]],
+        "seconds": round(cert.seconds, 3),
+    }
+
+
+def certificate_line(data: dict) -> str:
+    c = data["certificate"]
+    if c["status"] == "unavailable":
+        return f"  certificate: unavailable: {c['reason']}"
+    words = "PROVED" if c["status"] == "proved" else "not proved"
+    text = f"  certificate: {words}, best mode {c['mode']}"
+    rf = c["receptive_field"]
+    if rf:
+        holes = "" if rf["holes"] is None else f", holes {rf['holes']}"
+        exact = " (exact: the measured map reaches it)" if c["exact"] else ""
+        text += f"; receptive field at most size {rf['size']}, span {rf['span']}{holes}{exact}"
+    if c["status"] != "proved" and c["reason"]:
+        text += f"; {c['reason']}"
+    if c["path_dependent"]:
+        text += "; holds for the control-flow path taken (the model reads input values)"
+    return text + f" [{c['seconds']:.1f} s]"
 
 
 def _loss_dict(subject: Subject, loss) -> dict:
@@ -188,7 +237,20 @@ def failure_summary(result: AuditResult) -> str:
     the evidence)."""
     s = result.subject
     lead = headline(result)
-    lines = [explain(s, lead) if lead is not None else _loss_sentence(result), ""]
+    cert = result.certificate
+    if lead is not None:
+        first = explain(s, lead)
+    elif cert is not None and not cert.proved:
+        first = f"the certificate does not prove it: {cert.reason}"
+    else:
+        first = _loss_sentence(result)
+    lines = [first, ""]
+    if result.unsound:
+        lines.append(result.notes[0])
+    if cert is not None:
+        lines.append(f"Certificate: {cert.status}, best mode {cert.mode}"
+                     + (f"; lost precision at {', '.join(cert.lost_precision[:3])}"
+                        if cert.lost_precision else ""))
     if result.mode is not None:
         need = "strict" if s.predicts == "current" else "strict or inclusive"
         lines.append(f"Mode: {result.mode} (predicts={s.predicts!r} needs {need})")
@@ -211,7 +273,8 @@ def failure_summary(result: AuditResult) -> str:
             lines.append(line)
     if result.loss is not None and not result.loss.holds:
         lines.append(f"Loss equivalence: {_loss_sentence(result)}")
-    lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
+    if result.maps or result.perturbations or result.losses:
+        lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
     return "\n".join(lines)
 
 
@@ -233,6 +296,14 @@ def _loss_sentence(result: AuditResult) -> str:
 
 def verdict_line(result: AuditResult, passed: bool) -> str:
     s = result.subject
+    cert = result.certificate
+    if result.mode is None and cert is not None and cert.mode is not None:
+        need = "strict" if s.predicts == "current" else "strict or inclusive"
+        proof = "proved" if cert.proved else "not proved"
+        return (
+            f"{'PASS' if passed else 'FAIL'}: {proof} by the certificate, best mode "
+            f"{cert.mode} (--predicts {s.predicts} needs {need})"
+        )
     if result.mode is None:
         return ("PASS" if passed else "FAIL") + ": causality not checked"
     words = {
@@ -294,10 +365,13 @@ def render_text(
                 f"; one-pass loss {le['one_pass_loss']:.4f} vs masked {le['masked_loss']:.4f} nats"
             )
         lines.append(text)
+    if data["certificate"]:
+        lines.append(certificate_line(data))
     for fact, d in (declared or {}).items():
         mark = "ok" if d["ok"] else "MISMATCH"
         lines.append(f"  declared {fact}: {d['declared']}, measured {d['measured']}: {mark}")
-    lines.append("  evidence: " + _evidence_line(data["coverage"], data["noise_floor"]))
+    if result.maps or result.perturbations or result.losses:
+        lines.append("  evidence: " + _evidence_line(data["coverage"], data["noise_floor"]))
     for note in data["notes"]:
         lines.append(f"  note: {note}")
     if pictures:

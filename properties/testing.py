@@ -45,6 +45,7 @@ def assert_causal(
     seed=0,
     max_examples=None,
     shard=None,
+    prove=False,
     **subject_options,
 ):
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
@@ -56,7 +57,9 @@ def assert_causal(
     ``--causal-exact``). ``checks``: a subset of :data:`~properties.CHECKS` (default: all).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
     ``shard=(i, n)``: audit only the i-th of n disjoint parts (see :func:`shards`): the model
-    passes when every shard passes.
+    passes when every shard passes. ``prove=True``: the static certificate must *prove* the
+    mode ``predicts`` needs (alone, in a few forward passes, unless ``checks`` asks for more:
+    then the dynamic evidence must also agree with the proof).
 
     Returns the :class:`~properties.audit.AuditResult` when the model passes.
     """
@@ -64,6 +67,8 @@ def assert_causal(
     from . import audit_model
     from .report import failure_summary
 
+    if prove:
+        checks = ("certificate",) if checks is None else tuple({*checks, "certificate"})
     result = audit_model(
         model,
         grid=grid,
@@ -77,7 +82,10 @@ def assert_causal(
         shard=shard,
         **subject_options,
     )
-    if not result.passed:
+    cert = result.certificate
+    # Shard 0 runs the certificate (once, whole); the other shards leave the proof to it.
+    proved = not prove or (cert.proved if cert is not None else shard is not None and shard[0])
+    if not result.passed or not proved:
         raise AssertionError(failure_summary(result))
     return result
 

@@ -120,3 +120,17 @@ def test_missing_matplotlib_is_one_line(monkeypatch, tmp_path, capsys):
     assert err == (
         "python -m properties: error: pictures need matplotlib: pip install causal-audit[plots]"
     )
+
+
+def test_the_certificate_is_drawn_beside_the_measured_map(tmp_path):
+    arch = Architecture(1, (2, 2), (1, 2), seed=1)
+    result = audit_model(arch.build(), grid=arch.grid, layout=arch.layout, max_examples=3,
+                         checks=("receptive_field", "certificate"))
+    paths = pictures.draw(result, tmp_path, target="net")
+    assert [p.name for p in paths] == ["net-dependencies.png", "net-certificate.png"]
+    bound = result.certificate.bound.numpy()
+    image = pictures._rgb_bound(bound, bound, np.ones(len(bound), dtype=bool))
+    assert not (image == (0.85, 0.1, 0.1)).all(-1).any()  # nothing measured outside the proof
+    alone = audit_model(arch.build(), grid=arch.grid, layout=arch.layout,
+                        checks=("certificate",))
+    assert [p.name for p in pictures.draw(alone, tmp_path, target="p")] == ["p-certificate.png"]

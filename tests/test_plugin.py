@@ -237,3 +237,15 @@ def test_help_lists_the_options_without_importing_torch(pytester):
 def test_the_marker_is_registered(pytester):
     result = pytester.runpytest_inprocess("--markers")
     result.stdout.fnmatch_lines(["@pytest.mark.causal(**kwargs): per-test defaults*"])
+
+
+def test_assert_causal_prove_needs_a_proof():
+    from properties import assert_causal
+    from properties.architectures import Architecture
+
+    arch = Architecture(1, (2, 2), (1, 2), seed=1)
+    result = assert_causal(arch.build(), grid=arch.grid, layout=arch.layout, prove=True)
+    assert result.certificate.proved and result.checks == ("certificate",)
+    leak = Architecture(1, (2, 5), (1, 1), bug="same_padding")
+    with pytest.raises(AssertionError, match="certificate does not prove it"):
+        assert_causal(leak.build(), grid=leak.grid, layout=leak.layout, prove=True)

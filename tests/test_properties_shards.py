@@ -16,6 +16,8 @@ from properties.zoo import zoo_subject
 def report(result):
     data = to_dict(result, "target")
     data.pop("seconds")
+    if data["certificate"]:
+        data["certificate"].pop("seconds")
     return data
 
 

@@ -25,6 +25,9 @@ def test_registry_model_matches_its_declared_facts(name):
     result = audit(subject, max_examples=10)
     assert result.mode == "strict" and result.causal
     assert result.loss.holds
+    # exact wherever the map covers every output (None: a sampled map)
+    assert result.certificate.proved and result.certificate_exact is not False
+    assert not result.unsound
     comparison = compare(declared_facts(name, subject.grid), result)
     assert comparison, "every registry model declares something"
     assert all(d["ok"] for d in comparison.values()), comparison

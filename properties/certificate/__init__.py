@@ -1,0 +1,232 @@
+"""A proof, not a sample: a static dependency certificate for any model.
+
+:func:`certify` runs the model once, on real values, while a tracer (:mod:`.tracer`) carries
+next to every tensor a conservative summary (:mod:`.deps`) of the input positions each of its
+elements may depend on, for *all* input values, along the control-flow path the run takes. Op by
+op, rules (:mod:`.rules`) compute the summaries of the outputs. The summary of the model's output
+is an upper bound of every dependency map a gradient or a perturbation can find: when it holds no
+forbidden pair, the model is *proved* causal (for that path).
+
+Exact zeros of weights and constants (masks, padding, -inf fills) are structural: masked
+convolutions, MADE and masked attention are proved, not just "may depend". Values computed from
+the input are never used to drop a dependency.
+"""
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from .. import facts
+from ..errors import AuditError, describe
+from ..gradients import DependencyMap
+from ..running import model_mode
+from ..subject import Subject
+from .deps import aligned
+from .tracer import Tracer
+
+STATUSES = ("proved", "not_proved", "unavailable")
+LISTED = 10  # forbidden pairs kept as examples
+
+
+@dataclass
+class Forbidden:
+    output: int  # flat output position
+    input: int  # flat input position
+    kind: str  # "present" or "future"
+    op: str | None  # where a dependency on the future first appeared (None when unknown)
+
+
+@dataclass
+class Certificate:
+    status: str  # proved, not_proved, unavailable
+    reason: str | None = None  # why unavailable / not proved
+    mode: str | None = None  # the best mode the bound allows: strict, inclusive, none
+    bound: torch.Tensor | None = None  # (N outputs, N inputs) bool upper bound
+    receptive_field: facts.ReceptiveField | None = None
+    forbidden: list[Forbidden] = field(default_factory=list)
+    forbidden_count: int = 0
+    lost_precision: list[str] = field(default_factory=list)  # ops ruled by the fallback
+    path_dependent: bool = False  # a traced op read input values (a branch, a shape)
+    seconds: float = 0.0
+    train: bool = False
+
+    @property
+    def proved(self) -> bool:
+        return self.status == "proved"
+
+    def as_map(self) -> DependencyMap | None:
+        """The bound as a :class:`~properties.gradients.DependencyMap` (every output)."""
+        if self.bound is None:
+            return None
+        n = self.bound.shape[0]
+        return DependencyMap(
+            torch.arange(n), self.bound, self.bound.to(torch.bfloat16), passes=0,
+            method="certificate",
+        )
+
+    def outside(self, seen: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
+        """``(k, 2)`` (output, input) pairs of a measured map that the bound does not contain:
+        each one is a soundness bug of the analysis."""
+        rows = self.bound[outputs]
+        pairs = (seen & ~rows).nonzero()
+        return torch.stack([outputs[pairs[:, 0]], pairs[:, 1]], 1) if len(pairs) else pairs
+
+    def unexplained(self, subject: Subject, violations) -> list:
+        """The dynamic violations (gradient or perturbation) the bound does not allow: a
+        perturbation that changed output ``t`` by replacing inputs of rank >= ``rank(s)``
+        needs some such input in ``t``'s row of the bound."""
+        ranks = subject.ranks
+        missing = []
+        for v in violations:
+            if v.evidence == "gradient/train":
+                # Training-mode maps stack copies of the input in one batch: BatchNorm hands
+                # one copy's output the gradient of another's; not a per-output dependency.
+                continue
+            row = self.bound[v.output]
+            if v.evidence.startswith("gradient"):
+                ok = bool(row[v.input])
+            else:
+                ok = bool(row[ranks >= ranks[v.input]].any())
+            if not ok:
+                missing.append(v)
+        return missing
+
+    def exact_for(self, dmap: DependencyMap) -> bool:
+        """The measured map equals the bound on the rows it covers: the receptive field is
+        exact (proved from above, reached from below)."""
+        return bool(torch.equal(self.bound[dmap.outputs], dmap.seen))
+
+
+def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certificate:
+    """The certificate of ``subject`` in inference (and, with ``train``, in training mode too:
+    the bound is then the union of both paths)."""
+    start = time.perf_counter()
+    paths = (False, True) if train else (False,)
+    bound, lost, path_dependent, blame = None, [], False, None
+    try:
+        for training in paths:
+            b, tracer = _trace(subject, training, seed)
+            if _sees_future(subject, b):  # once more, to say where the future entered
+                b, tracer = _trace(subject, training, seed, blame=True)
+            bound = b if bound is None else bound | b
+            lost.extend(f"{op} ({'train' if training else 'eval'})" if train else op
+                        for op in tracer.lost)
+            path_dependent |= tracer.path_dependent
+            blame = blame or tracer.blame
+    except AuditError as exc:
+        return Certificate("unavailable", reason=exc.problem, train=train,
+                           seconds=time.perf_counter() - start)
+    except Exception as exc:  # an op the tracer cannot run: say which, never a wrong verdict
+        return Certificate("unavailable", reason=f"the traced run failed: {describe(exc)}",
+                           train=train, seconds=time.perf_counter() - start)
+    cert = _conclude(subject, bound, blame)
+    cert.lost_precision = list(dict.fromkeys(lost))
+    cert.path_dependent = path_dependent
+    cert.train = train
+    if cert.status == "not_proved" and cert.lost_precision:
+        cert.reason += f"; precision was lost at {', '.join(cert.lost_precision[:3])}"
+    cert.seconds = time.perf_counter() - start
+    return cert
+
+
+def _sees_future(subject: Subject, bound: torch.Tensor) -> bool:
+    ranks = subject.ranks
+    return bool((bound & (ranks[None, :] > ranks[:, None])).any())
+
+
+def _trace(
+    subject: Subject, training: bool, seed: int, blame: bool = False
+) -> tuple[torch.Tensor, Tracer]:
+    n = subject.n_positions
+    x = subject.draw_inputs(1, torch.Generator().manual_seed(seed))
+    positions = torch.arange(n).reshape(1, n, *([1] if not subject.tokens else []))
+    positions = positions.expand(x.shape)
+    native_positions = subject.native_input(positions)
+    x_native = subject.native_input(x.to(subject.device))
+    if not subject.tokens:
+        x_native = x_native.to(subject.dtype)
+    x_native = x_native.clone()
+    deps = torch.nn.functional.one_hot(native_positions.reshape(-1), n).bool()
+    deps = deps.reshape(*native_positions.shape, n)
+    module = subject.module
+    names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
+    tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
+    tracer.track_input(x_native, deps)
+    hooks = _module_hooks(tracer) if module is not None else []
+    try:
+        with model_mode(subject, train=training), torch.no_grad(), tracer:
+            y = subject.canonical_output(subject.call_native(x_native), 1)
+    finally:
+        for h in hooks:
+            h.remove()
+    d = tracer.deps(y)
+    bound = torch.zeros(n, n, dtype=torch.bool)
+    if d is not None:
+        d = aligned(d, 3).any(dim=(0, 2))  # (N or 1, N)
+        bound |= d.expand(n, n)
+    if tracer.escaped is not None:  # values read into Python may flow anywhere
+        bound |= tracer.escaped[None, :]
+    return bound, tracer
+
+
+def _module_hooks(tracer: Tracer) -> list:
+    from torch.nn.modules import module as module_mod
+
+    def pre(mod, args):
+        name = tracer.names.get(mod)
+        if name is not None:
+            tracer.stack.append(f"{name} ({type(mod).__name__})")
+
+    def post(mod, args, out):
+        if mod in tracer.names and tracer.stack:
+            tracer.stack.pop()
+
+    return [
+        module_mod.register_module_forward_pre_hook(pre),
+        module_mod.register_module_forward_hook(post, always_call=True),
+    ]
+
+
+def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certificate:
+    ranks = subject.ranks
+    n = len(ranks)
+    out_r, in_r = ranks[:, None], ranks[None, :]
+    future = bound & (in_r > out_r)
+    present = bound & (in_r == out_r)
+    mode = "none" if bool(future.any()) else "inclusive" if bool(present.any()) else "strict"
+    ok = facts.passes(mode, subject.predicts)
+    forbidden_pairs = future | present if subject.predicts == "current" or mode == "none" \
+        else future
+    if subject.predicts != "current" and mode == "none":
+        forbidden_pairs = future
+    elif subject.predicts == "current":
+        forbidden_pairs = future | present
+    pairs = forbidden_pairs.nonzero()
+    order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None
+    rows = pairs[order[:LISTED]].tolist() if order is not None else []
+    if mode == "none" and not any(ranks[s] > ranks[t] for t, s in rows):
+        first = future.nonzero()  # the mode must not lose its evidence to the cap
+        rows.append(first[torch.argmin(ranks[first[:, 0]] * n + ranks[first[:, 1]])].tolist())
+    listed = []
+    for row in rows:
+        t, s = row
+        kind = "future" if ranks[s] > ranks[t] else "present"
+        listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
+    dmap = DependencyMap(torch.arange(n), bound, bound.to(torch.bfloat16), 0, "certificate")
+    rf = facts.receptive_field(subject, dmap) if bool(bound.any()) else None
+    cert = Certificate(
+        "proved" if ok else "not_proved", mode=mode, bound=bound, receptive_field=rf,
+        forbidden=listed, forbidden_count=len(pairs),
+    )
+    if not ok:
+        first = listed[0]
+        where = f", entering at {first.op}" if first.op else ""
+        cert.reason = (
+            f"output {subject.position(first.output)} may depend on input "
+            f"{subject.position(first.input)} ({first.kind}{where})"
+        )
+    return cert
+
+
+__all__ = ["Certificate", "Forbidden", "certify"]

@@ -1,0 +1,19 @@
+"""Rules: the summary of an ATen op's outputs from the summaries (and values) of its inputs.
+
+Every rule is an upper bound: an output element gets at least every input position that can
+change it for some input values, along the control-flow path taken. Values are read only from
+constants (no dependency at all): a weight that is exactly zero, a mask filled with -inf, a
+condition that does not depend on the input. A value computed from the input is never used to
+drop a dependency (zero at this run is not zero at every run).
+
+Each rule takes ``(ctx, args, kwargs, outs)`` (``outs``: the op's tensor outputs, whose values a
+rule must not read: in-place ops are ruled before they run) and returns one summary per output.
+Ops without a rule get :func:`fallback` (every output element may depend on everything any
+input depends on), and the tracer names them in the certificate's ``lost_precision``.
+"""
+
+from . import attention, contractions, elementwise, moves, reductions  # noqa: F401 (registers)
+from .base import DEAD_FRACTION, RULES, fallback
+from .elementwise import pointwise
+
+__all__ = ["DEAD_FRACTION", "RULES", "fallback", "pointwise"]

@@ -1,0 +1,64 @@
+"""The registry of rules, the sound fallback, and helpers every family of rules uses."""
+
+import torch
+
+from ..deps import aligned, all_live, compress, everything, expanded
+
+aten = torch.ops.aten
+RULES: dict = {}
+# A softmax weight whose logit is a constant at or below this fraction of the dtype's most
+# negative value is exactly zero for every finite input-dependent logit of the row (exp
+# underflows): the masks of GPT-2 and friends fill with finfo.min, others with -inf.
+DEAD_FRACTION = 0.5
+
+
+def rule(*ops):
+    def register(fn):
+        for op in ops:
+            RULES[op] = fn
+        return fn
+
+    return register
+
+
+def _dim(d: int, ndim: int) -> int:
+    return d % max(ndim, 1)
+
+
+def fallback(ctx, args, kwargs, outs):
+    """Sound for any op: each output element may depend on everything any input depends on."""
+    rows = [everything(ctx.deps(t)) for t in ctx.tensors_in(args, kwargs)]
+    rows = [r for r in rows if r is not None]
+    if not rows:
+        return [None] * len(outs)
+    row = torch.stack(rows).any(0)
+    return [row.reshape((1,) * o.dim() + (-1,)) for o in outs]
+
+
+def _reshaped(d, shape, new_shape):
+    full = expanded(d, shape)
+    try:
+        out = full.view(*new_shape, d.shape[-1])
+    except RuntimeError:
+        out = full.reshape(*new_shape, d.shape[-1])
+    return compress(out)
+
+
+def _spread(d, out):
+    """An index's dependencies, given to every element it selects (conservative)."""
+    row = everything(d)
+    return None if row is None else row.reshape((1,) * out.dim() + (-1,))
+
+
+def _dead_logits(x: torch.Tensor, d) -> torch.Tensor | None:
+    """Constant logits at or below ``DEAD_FRACTION * finfo.min`` (or -inf)."""
+    if not x.is_floating_point():
+        return None
+    threshold = DEAD_FRACTION * torch.finfo(x.dtype).min
+    if d is not None and all_live(d):
+        return None  # no constant element
+    live = None if d is None else aligned(d, x.dim()).any(-1)
+    dead = x <= threshold
+    if live is not None:
+        dead = dead & ~live
+    return dead if bool(dead.any()) else None

@@ -1,0 +1,141 @@
+"""Pointwise ops, where, masks and writes: constants and structural zeros drop dependencies."""
+
+import torch
+
+from ..deps import (
+    aligned,
+    compress,
+    constant_zero,
+    expanded,
+    union,
+)
+from .base import _dead_logits, _spread, aten, rule
+
+
+def pointwise(ctx, args, kwargs, outs):
+    ds = [ctx.deps(x) for x in ctx.tensors_in(args, kwargs)]
+    d = union(ds, outs[0].dim())
+    return [d] * len(outs)
+
+
+@rule(aten.mul.Tensor, aten.mul_.Tensor)
+def mul(ctx, args, kwargs, outs):
+    """A constant zero factor makes the product a constant (assumes finite activations)."""
+    a, b = args[0], args[1]
+    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor):
+        return pointwise(ctx, args, kwargs, outs)
+    da, db = ctx.deps(a), ctx.deps(b)
+    nd = outs[0].dim()
+    parts = []
+    for d, other in ((da, b), (db, a)):
+        if d is None:
+            continue
+        zero = constant_zero(other, ctx.deps(other))
+        if zero is not None:
+            d = aligned(d, nd) & ~aligned(zero.unsqueeze(-1), nd)
+        parts.append(d)
+    return [union(parts, nd)]
+
+
+@rule(aten.add.Tensor, aten.add_.Tensor)
+def add(ctx, args, kwargs, outs):
+    """Adding a constant -inf (or a value near the dtype's minimum, an additive attention mask)
+    gives that constant whatever the other term: a masked logit, not a dependency (assumes
+    input-dependent activations are finite and far from the dtype's range, |x| < 1e30)."""
+    a, b = args[0], args[1]
+    alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
+    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor) or alpha <= 0:
+        return pointwise(ctx, args, kwargs, outs)
+    nd = outs[0].dim()
+    parts = []
+    for x, other in ((a, b), (b, a)):
+        d = ctx.deps(x)
+        if d is None:
+            continue
+        dead = _dead_logits(other, ctx.deps(other))
+        if dead is not None:
+            d = aligned(d, nd) & ~aligned(dead.unsqueeze(-1), nd)
+        parts.append(d)
+    return [union(parts, nd)]
+
+
+@rule(aten.where.self)
+def where(ctx, args, kwargs, outs):
+    """A constant condition picks one branch per element; an input-derived one unites all."""
+    cond, a, b = args
+    nd = outs[0].dim()
+    dc = ctx.deps(cond)
+    da = ctx.deps(a) if isinstance(a, torch.Tensor) else None
+    db = ctx.deps(b) if isinstance(b, torch.Tensor) else None
+    c = aligned(cond.unsqueeze(-1), nd)
+    picked = []
+    if da is not None:
+        picked.append(aligned(da, nd) & c)
+    if db is not None:
+        picked.append(aligned(db, nd) & ~c)
+    if dc is not None:  # where the condition depends on the input, both branches may be taken
+        live = aligned(dc.any(-1, keepdim=True), nd)
+        picked.append(aligned(dc, nd))
+        picked.extend(aligned(x, nd) & live for x in (da, db) if x is not None)
+    return [compress(union(picked, nd))]
+
+
+@rule(aten.masked_fill.Scalar, aten.masked_fill.Tensor, aten.masked_fill_.Scalar,
+      aten.masked_fill_.Tensor)
+def masked_fill(ctx, args, kwargs, outs):
+    x, mask, value = args[0], args[1], args[2]
+    return where(ctx, (mask, value, x), {}, outs)
+
+
+@rule(aten.tril.default, aten.triu.default, aten.tril_.default, aten.triu_.default)
+def triangle(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    rows, cols = args[0].shape[-2:]
+    diagonal = args[1] if len(args) > 1 else 0
+    ones = torch.ones(rows, cols, dtype=torch.bool)
+    name = ctx.op_name
+    keep = ones.tril(diagonal) if "tril" in name else ones.triu(diagonal)
+    return [compress(aligned(d, args[0].dim()) & keep[..., None])]
+
+
+@rule(aten.copy_.default, aten.copy.default)
+def copy(ctx, args, kwargs, outs):
+    """The destination's old values are overwritten: only the source's dependencies remain."""
+    d = ctx.deps(args[1])
+    return [None if d is None else compress(expanded(aligned(d, args[0].dim()), args[0].shape))]
+
+
+@rule(aten.fill_.Scalar, aten.zero_.default, aten.zeros_like.default, aten.ones_like.default,
+      aten.empty_like.default, aten.full_like.default, aten.rand_like.default,
+      aten.randn_like.default, aten.new_zeros.default, aten.new_ones.default,
+      aten.new_empty.default, aten.new_full.default, aten.new_empty_strided.default,
+      aten.bernoulli_.float, aten.uniform_.default, aten.normal_.default,
+      aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int)
+def constant(ctx, args, kwargs, outs):
+    """Values that depend only on shapes (or the RNG), never on the input's values."""
+    return [None] * len(outs)
+
+
+@rule(aten.fill_.Tensor)
+def fill_tensor(ctx, args, kwargs, outs):
+    return [_spread(ctx.deps(args[1]), outs[0])]
+
+
+@rule(aten.index_put.default, aten.index_put_.default)
+def index_put(ctx, args, kwargs, outs):
+    """Written elements get the values' dependencies (and the indices'), the rest keep theirs."""
+    x, indices, values = args[0], args[1], args[2]
+    accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
+    d, dv = ctx.deps(x), ctx.deps(values)
+    n = ctx.n
+    full = torch.zeros(*x.shape, n, dtype=torch.bool) if d is None else expanded(d, x.shape).clone()
+    new = torch.zeros(1, dtype=torch.bool).expand(*values.shape, n) if dv is None else \
+        expanded(aligned(dv, values.dim()), values.shape)
+    if accumulate:
+        full.index_put_(tuple(indices), new, accumulate=True)
+    else:
+        full[tuple(indices)] = new
+    idx = [_spread(ctx.deps(i), outs[0]) for i in indices if i is not None]
+    return [union([compress(full)] + idx, outs[0].dim())]

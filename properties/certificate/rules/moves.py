@@ -1,0 +1,276 @@
+"""Element moves: the same op applied to the summary (its last axis rides along)."""
+
+import torch
+import torch.nn.functional as F
+
+from ..deps import (
+    aligned,
+    compress,
+    expanded,
+    full_on,
+    union,
+)
+from .base import _dim, _reshaped, _spread, aten, rule
+
+
+@rule(
+    aten.alias.default,
+    aten.detach.default,
+    aten.clone.default,
+    aten._to_copy.default,
+    aten.lift_fresh.default,
+    aten.lift_fresh_copy.default,
+    aten.contiguous.default,
+    aten.positive.default,
+    aten.native_dropout.default,
+)
+def same(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    return [aligned(d, o.dim()) if d is not None and o.shape == args[0].shape else
+            (None if d is None else _reshaped(d, args[0].shape, o.shape)) for o in outs]
+
+
+@rule(
+    aten.view.default,
+    aten._unsafe_view.default,
+    aten.reshape.default,
+    aten.squeeze.default,
+    aten.squeeze.dim,
+    aten.squeeze.dims,
+    aten.unsqueeze.default,
+    aten.flatten.using_ints,
+    aten.unflatten.int,
+    aten.view_copy.default,
+    aten._reshape_alias.default,
+)
+def reshape(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    return [None if d is None else _reshaped(d, args[0].shape, outs[0].shape)]
+
+
+@rule(aten.expand.default, aten.expand_copy.default)
+def expand(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    return [compress(expanded(aligned(d, outs[0].dim()), outs[0].shape))]
+
+
+@rule(aten.permute.default, aten.permute_copy.default)
+def permute(ctx, args, kwargs, outs):
+    d, nd = ctx.deps(args[0]), args[0].dim()
+    return [None if d is None else d.permute(*[_dim(a, nd) for a in args[1]], nd)]
+
+
+@rule(aten.transpose.int, aten.transpose_copy.int)
+def transpose(ctx, args, kwargs, outs):
+    d, nd = ctx.deps(args[0]), args[0].dim()
+    return [None if d is None else d.transpose(_dim(args[1], nd), _dim(args[2], nd))]
+
+
+@rule(aten.t.default)
+def t(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    return [d if d is None or args[0].dim() < 2 else d.transpose(0, 1)]
+
+
+@rule(aten.select.int, aten.select_copy.int)
+def select(ctx, args, kwargs, outs):
+    d, nd = ctx.deps(args[0]), args[0].dim()
+    if d is None:
+        return [None]
+    axis = _dim(args[1], nd)
+    return [d.select(axis, 0 if d.shape[axis] == 1 else args[2])]
+
+
+@rule(aten.slice.Tensor, aten.slice_copy.Tensor)
+def slice_(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    nd = args[0].dim()
+    axis = _dim(args[1] if len(args) > 1 else 0, nd)
+    if d.shape[axis] == 1:
+        return [d]
+    start, end, step = (list(args[2:]) + [None, None, 1])[:3]
+    return [aten.slice.Tensor(d, axis, start, end, step or 1)]
+
+
+@rule(aten.narrow.default)
+def narrow(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    axis = _dim(args[1], args[0].dim())
+    return [d if d.shape[axis] == 1 else d.narrow(axis, args[2], args[3])]
+
+
+@rule(
+    aten.split.Tensor,
+    aten.split_with_sizes.default,
+    aten.unsafe_split.Tensor,
+    aten.split_with_sizes_copy.default,
+    aten.chunk.default,
+)
+def split(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None] * len(outs)
+    axis = _dim(args[2] if len(args) > 2 else kwargs.get("dim", 0), args[0].dim())
+    if d.shape[axis] == 1:
+        return [d] * len(outs)
+    parts, start = [], 0
+    for o in outs:
+        parts.append(d.narrow(axis, start, o.shape[axis]))
+        start += o.shape[axis]
+    return parts
+
+
+@rule(aten.unbind.int)
+def unbind(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None] * len(outs)
+    axis = _dim(args[1] if len(args) > 1 else 0, args[0].dim())
+    return [d.select(axis, 0 if d.shape[axis] == 1 else i) for i in range(len(outs))]
+
+
+@rule(aten.cat.default)
+def cat(ctx, args, kwargs, outs):
+    tensors = [x for x in args[0] if x.numel() or x.dim() > 1]
+    ds = [ctx.deps(x) for x in tensors]
+    if all(d is None for d in ds):
+        return [None]
+    out = outs[0]
+    nd = out.dim()
+    axis = _dim(args[1] if len(args) > 1 else kwargs.get("dim", 0), nd)
+    present = [d for d in ds if d is not None]
+    if len(present) == len(ds) and all(d is present[0] for d in ds) and ds[0].shape[axis] == 1:
+        return [ds[0]]  # every part carries the same broadcast summary (rotate_half)
+    n = present[0].shape[-1]
+    # Axes other than ``axis`` stay broadcast where every part is broadcast.
+    sizes = [1] * nd
+    for a in range(nd):
+        if a != axis and any(d is not None and d.shape[a] > 1 for d in ds):
+            sizes[a] = out.shape[a]
+    pieces = []
+    for x, d in zip(tensors, ds, strict=True):
+        shape = list(sizes)
+        shape[axis] = x.shape[axis]
+        if d is None:
+            pieces.append(torch.zeros(1, dtype=torch.bool).expand(*shape, n))
+        else:
+            pieces.append(d.expand(*shape, n))
+    return [compress(torch.cat(pieces, axis))]
+
+
+@rule(aten.stack.default)
+def stack(ctx, args, kwargs, outs):
+    axis = _dim(args[1] if len(args) > 1 else kwargs.get("dim", 0), outs[0].dim())
+    unsq = [x.unsqueeze(axis) for x in args[0]]
+    for x, u in zip(args[0], unsq, strict=True):
+        d = ctx.deps(x)
+        ctx.assume(u, None if d is None else d.unsqueeze(axis))
+    return cat(ctx, (unsq, axis), {}, outs)
+
+
+@rule(aten.constant_pad_nd.default)
+def pad(ctx, args, kwargs, outs):
+    """Padding values are constants; negative padding crops (the lecture's shifts)."""
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    spec = list(args[1])
+    nd = args[0].dim()
+    padded = [nd - 1 - i // 2 for i in range(len(spec))]
+    d = full_on(d, args[0].shape, set(padded))
+    return [compress(F.pad(d, [0, 0] + spec, value=False))]
+
+
+@rule(aten.flip.default)
+def flip(ctx, args, kwargs, outs):
+    d, nd = ctx.deps(args[0]), args[0].dim()
+    if d is None:
+        return [None]
+    axes = [a for a in (_dim(x, nd) for x in args[1]) if d.shape[a] > 1]
+    return [d.flip(axes) if axes else d]
+
+
+@rule(aten.roll.default)
+def roll(ctx, args, kwargs, outs):
+    d, nd = ctx.deps(args[0]), args[0].dim()
+    if d is None:
+        return [None]
+    shifts, dims = list(args[1]), list(args[2]) if len(args) > 2 else []
+    if not dims:
+        full = expanded(d, args[0].shape).reshape(-1, d.shape[-1])
+        return [compress(full.roll(shifts[0], 0).reshape(*args[0].shape, d.shape[-1]))]
+    dims = [_dim(x, nd) for x in dims]
+    return [compress(full_on(d, args[0].shape, dims).roll(shifts, dims))]
+
+
+@rule(aten.repeat.default)
+def repeat(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    reps = list(args[1])
+    d = d.reshape((1,) * (len(reps) - args[0].dim()) + tuple(d.shape))
+    reps = [1 if d.shape[i] == 1 else r for i, r in enumerate(reps)] + [1]
+    return [d.repeat(*reps)]
+
+
+@rule(aten.unfold.default)
+def unfold(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    if d is None:
+        return [None]
+    axis = _dim(args[1], args[0].dim())
+    d = full_on(d, args[0].shape, [axis])
+    return [compress(d.unfold(axis, args[2], args[3]).movedim(-1, -2))]
+
+
+@rule(aten.index_select.default)
+def index_select(ctx, args, kwargs, outs):
+    d, idx = ctx.deps(args[0]), ctx.deps(args[2])
+    axis = _dim(args[1], args[0].dim())
+    if d is not None:
+        d = d if d.shape[axis] == 1 else d.index_select(axis, args[2])
+    return [union([d, _spread(idx, outs[0])], outs[0].dim())]
+
+
+@rule(aten.index.Tensor)
+def index(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    idx_deps = [_spread(ctx.deps(i), outs[0]) for i in args[1] if i is not None]
+    indices = []
+    for i in args[1]:
+        if i is not None and i.dtype in (torch.bool, torch.uint8):
+            if ctx.deps(i) is not None:
+                ctx.path_dependent = True  # the output's shape counts the mask's true entries
+            indices.extend(i.bool().nonzero(as_tuple=True))
+        else:
+            indices.append(slice(None) if i is None else i)  # aten's None: the whole axis
+    if d is not None:
+        d = compress(expanded(d, args[0].shape)[tuple(indices)])
+    return [union([d] + idx_deps, outs[0].dim())]
+
+
+@rule(aten.gather.default)
+def gather(ctx, args, kwargs, outs):
+    d = ctx.deps(args[0])
+    axis = _dim(args[1], args[0].dim())
+    index_ = args[2]
+    if d is not None:
+        full = expanded(d, args[0].shape)
+        d = compress(full.gather(axis, index_.unsqueeze(-1).expand(*index_.shape, d.shape[-1])))
+    return [union([d, _spread(ctx.deps(index_), outs[0])], outs[0].dim())]
+
+
+@rule(aten.embedding.default)
+def embedding(ctx, args, kwargs, outs):
+    """A row of a constant table, chosen by a token: the token's dependencies, every feature."""
+    weight, indices = args[0], args[1]
+    d = ctx.deps(indices)
+    d = None if d is None else d.unsqueeze(-2)
+    return [union([d, _spread(ctx.deps(weight), outs[0])], outs[0].dim())]

@@ -1,0 +1,290 @@
+"""The tracer: runs the model once, on real values, and carries a summary next to each tensor.
+
+A ``TorchDispatchMode`` sees every ATen op of the forward pass (composite ops arrive
+decomposed: ``linear`` as ``addmm``, ``F.scaled_dot_product_attention`` as the kernel chosen for
+this device). A dispatch mode, unlike a tensor subclass or a function mode, does not change the
+path the model takes: ``nn.TransformerEncoder``'s fused fast path is taken (or not) exactly as in
+an ordinary call, and gets a rule of its own.
+
+Summaries live in a side table keyed by tensor identity (a weak dictionary: a tensor that comes
+back from C++ is the same Python object, torch preserves it). A tensor not in the table is a
+constant: parameters, buffers, masks, anything made by a factory. Writes in place are the one
+place where identity is not enough: a write through a view changes every tensor that shares the
+storage, so the tracer keeps, per storage, the tensors it has seen on it, and after a write
+recomputes their summaries element by element from the storage's.
+"""
+
+import weakref
+from collections import Counter
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+from torch.utils.weak import WeakTensorKeyDictionary
+
+from ..errors import describe
+from . import rules
+from .deps import aligned, compress, everything, expanded
+
+aten = torch.ops.aten
+# Ops that read values into Python (a branch, a shape): the result holds for the path taken.
+READS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default}
+SHAPE_FROM_VALUES = {"nonzero", "masked_select", "unique", "_unique", "_unique2", "argwhere",
+                     "unique_consecutive", "unique_dim", "bincount", "histc"}
+
+
+class Tracer(TorchDispatchMode):
+    def __init__(
+        self, n: int, grid: tuple[int, ...], ranks: torch.Tensor, names: dict, blame: bool
+    ):
+        super().__init__()
+        self.n = n
+        self.grid = grid
+        self.ranks = ranks
+        self.names = names  # module -> qualified name, for saying where an op ran
+        self.find_blame = blame  # costs a scan per op: only asked for on a second run
+        self.table = WeakTensorKeyDictionary()
+        self.future = WeakTensorKeyDictionary()  # tensor -> sees the future (None: unknown)
+        self.storages: dict[int, list] = {}
+        self.registered = WeakTensorKeyDictionary()
+        self.lost: Counter = Counter()
+        self.path_dependent = False
+        self.escaped: torch.Tensor | None = None  # inputs read into Python values
+        self.blame: str | None = None  # where a dependency on the future first appeared
+        self.stack: list[str] = []
+        self.op_name = ""
+        self.ops = 0
+
+    # -- the rules' view of the tracer ---------------------------------------------------------
+    def deps(self, t):
+        if not isinstance(t, torch.Tensor):
+            return None
+        return self.table.get(t)
+
+    def assume(self, t: torch.Tensor, d) -> None:
+        self._set(t, d)
+
+    def tensors_in(self, args, kwargs):
+        leaves, _ = tree_flatten((args, kwargs))
+        return [x for x in leaves if isinstance(x, torch.Tensor)]
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def track_input(self, t: torch.Tensor, d: torch.Tensor) -> None:
+        self._register(t)
+        self._set(t, compress(d))
+
+    def _set(self, t: torch.Tensor, d) -> None:
+        if d is None:
+            self.table.pop(t, None)
+        else:
+            if d.dim() != t.dim() + 1:
+                d = aligned(d, t.dim())
+            self.table[t] = d
+        self.future.pop(t, None)
+
+    def _register(self, t: torch.Tensor) -> None:
+        if t in self.registered:
+            return
+        try:
+            key = t.untyped_storage()._cdata
+        except Exception:  # no storage (sparse, nested): writes through it are not aliased
+            return
+        self.registered[t] = key
+        refs = self.storages.setdefault(key, [])
+        refs.append(weakref.ref(t))
+        if len(refs) > 64:
+            refs[:] = [r for r in refs if r() is not None]
+
+    def _aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
+        key = self.registered.get(t)
+        if key is None:
+            return []
+        alive = [r() for r in self.storages.get(key, [])]
+        return [u for u in alive if u is not None and u is not t]
+
+    def _write(self, t: torch.Tensor, d) -> None:
+        """``t`` was written in place and now has summary ``d``: so do the parts of every tensor
+        that shares its storage."""
+        self._register(t)
+        others = self._aliases(t)
+        if not others:
+            self._set(t, d)
+            return
+        if d is None and self.deps(t) is None:
+            return  # constants over constants: the others' summaries stay supersets
+        if any(u.element_size() != t.element_size() for u in others):
+            row = torch.stack(
+                [r for r in [everything(self.deps(u)) for u in others + [t]] + [everything(d)]
+                 if r is not None]
+            ).any(0)
+            for u in others + [t]:
+                self._set(u, row.reshape((1,) * u.dim() + (-1,)))
+            return
+        size = t.untyped_storage().nbytes() // t.element_size()
+        storage = torch.zeros(size, self.n, dtype=torch.uint8)
+        for u in others:
+            du = self.deps(u)
+            if du is not None:
+                idx = _elements(u, size).reshape(-1)
+                rows = expanded(du, u.shape).reshape(-1, self.n).to(torch.uint8)
+                storage.index_add_(0, idx, rows)
+        idx = _elements(t, size).reshape(-1)
+        new = torch.zeros(1, self.n, dtype=torch.uint8) if d is None else \
+            expanded(aligned(d, t.dim()), t.shape).reshape(-1, self.n).to(torch.uint8)
+        storage[idx] = new.expand(len(idx), self.n) if d is None else new
+        for u in others + [t]:
+            self._set(u, compress(storage[_elements(u, size)] > 0))
+
+    # -- the mode ------------------------------------------------------------------------------
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        inputs = self.tensors_in(args, kwargs)
+        for x in inputs:
+            self._register(x)
+        tracked = [x for x in inputs if self.deps(x) is not None]
+        written = _written(func, args, kwargs)
+        self.op_name = str(func)
+        if func in READS:
+            out = func(*args, **kwargs)
+            if tracked:
+                self.path_dependent = True
+                row = torch.stack([everything(self.deps(x)) for x in tracked]).any(0)
+                self.escaped = row if self.escaped is None else self.escaped | row
+            return out
+        if not tracked and not any(self.deps(w) is not None for w in written):
+            out = func(*args, **kwargs)
+            for o in _tensors(out):
+                self._register(o)
+            return out
+        self.ops += 1
+        if written:  # ruled before the op runs: the rule reads the old values
+            new = self._apply(func, args, kwargs, written, tracked)
+            out = func(*args, **kwargs)
+            for w, d in zip(written, new, strict=True):
+                self._write(w, d)
+            outs = _tensors(out)
+            for o in outs:
+                self._register(o)
+                if not any(o is w for w in written):
+                    self._set(o, new[0] if len(new) == 1 else None)
+            self._check_blame(written, tracked)
+            return out
+        out = func(*args, **kwargs)
+        outs = _tensors(out)
+        new = self._apply(func, args, kwargs, outs, tracked)
+        for o, d in zip(outs, new, strict=True):
+            self._register(o)
+            self._set(o, d)
+        self._check_blame(outs, tracked)
+        return out
+
+    def _apply(self, func, args, kwargs, outs, tracked):
+        name = func._schema.name.split("::")[-1]
+        if name in SHAPE_FROM_VALUES:
+            self.path_dependent = True
+        rule = rules.RULES.get(func)
+        if rule is None and torch.Tag.pointwise in func.tags:
+            rule = rules.pointwise
+        if rule is None:
+            rule = rules.RULES.get(_functional(func))
+        if rule is None:
+            self.lost[self._where(str(func))] += 1
+            return rules.fallback(self, args, kwargs, outs)
+        try:
+            result = rule(self, args, kwargs, outs)
+            if len(result) != len(outs):
+                raise ValueError(f"{len(result)} summaries for {len(outs)} outputs")
+            return [_fit(d, o) for d, o in zip(result, outs, strict=True)]
+        except Exception as exc:  # a rule that cannot handle this call: the sound fallback
+            self.lost[self._where(f"{func} (rule failed: {describe(exc)[:80]})")] += 1
+            return rules.fallback(self, args, kwargs, outs)
+
+    def _where(self, op: str) -> str:
+        return f"{op} in {self.stack[-1]}" if self.stack else op
+
+    # -- where a dependency on the future entered ----------------------------------------------
+    def _check_blame(self, outs, inputs) -> None:
+        if self.blame is not None or not self.find_blame:
+            return
+        seen = [self._sees_future(o) for o in outs]
+        if not any(s is True for s in seen):
+            return
+        if any(self._sees_future(x) is True for x in inputs):
+            return
+        self.blame = self._where(self.op_name)
+
+    def _sees_future(self, t: torch.Tensor):
+        if t in self.future:
+            return self.future[t]
+        d = self.deps(t)
+        result = None if d is None else _future(t, d, self.grid, self.ranks)
+        if d is None:
+            result = False
+        self.future[t] = result
+        return result
+
+
+def _elements(t: torch.Tensor, size: int) -> torch.Tensor:
+    """The storage index of each element of ``t``."""
+    return torch.arange(size).as_strided(t.shape, t.stride(), t.storage_offset())
+
+
+def _tensors(out) -> list[torch.Tensor]:
+    leaves, _ = tree_flatten(out)
+    return [x for x in leaves if isinstance(x, torch.Tensor)]
+
+
+def _written(func, args, kwargs) -> list[torch.Tensor]:
+    """The tensors an op writes into (in-place ``self``, ``out=``)."""
+    found = []
+    for i, arg in enumerate(func._schema.arguments):
+        if arg.alias_info is None or not arg.alias_info.is_write:
+            continue
+        value = args[i] if i < len(args) and not arg.kwarg_only else kwargs.get(arg.name)
+        found.extend(_tensors(value))
+    return found
+
+
+def _functional(func):
+    """``aten.add_.Tensor`` -> ``aten.add.Tensor`` (the rule of the out-of-place op)."""
+    name = func._schema.name.split("::")[-1]
+    base = name[:-1] if name.endswith("_") else name
+    packet = getattr(aten, base, None)
+    if packet is None:
+        return None
+    return getattr(packet, func._overloadname, None)
+
+
+def _fit(d, out: torch.Tensor):
+    """A rule's summary, checked against the output it describes."""
+    if d is None:
+        return None
+    d = aligned(d, out.dim())
+    if d.dim() != out.dim() + 1 or any(
+        s not in (1, o) for s, o in zip(d.shape[:-1], out.shape, strict=True)
+    ):
+        raise ValueError(f"summary of shape {tuple(d.shape)} for an output {tuple(out.shape)}")
+    return compress(d)
+
+
+def _future(t: torch.Tensor, d: torch.Tensor, grid, ranks) -> bool | None:
+    """Whether an element at some grid position depends on an input of a later rank, when the
+    tensor has one recognisable set of position axes (``None`` otherwise)."""
+    n = len(ranks)
+    shape = tuple(t.shape)
+    candidates = []
+    for a in range(len(shape) - len(grid) + 1):
+        if shape[a : a + len(grid)] == tuple(grid):
+            candidates.append(list(range(a, a + len(grid))))
+    if len(grid) > 1:
+        candidates.extend([[a] for a, s in enumerate(shape) if s == n])
+    if len(candidates) != 1 or n < 2:
+        return None
+    axes = candidates[0]
+    others = [a for a in range(len(shape)) if a not in axes]
+    r = d
+    if others:
+        r = r.any(dim=tuple(others), keepdim=True)
+    r = r.expand(*[shape[a] if a in axes else 1 for a in range(len(shape))], n).reshape(n, n)
+    reach = torch.where(r, ranks[None, :], torch.tensor(-1)).amax(1)
+    return bool((reach > ranks).any())
