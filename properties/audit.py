@@ -130,6 +130,10 @@ def audit(
         checks = CHECKS if cheap else DYNAMIC
     result = AuditResult(subject, _checked(checks), train, exact, _checked_shard(shard))
     result.evidence_notes.extend(subject.notes)
+    if result.checks != ("certificate",):
+        # First, as every audit's first call: a model that caches state from its first call
+        # (properties.batching) then sees the batch size the dynamic evidence uses.
+        validate(subject, seed, result.evidence_notes)
     if "certificate" in result.checks and leads(result.shard):
         from .certificate import certify
 
@@ -138,7 +142,6 @@ def audit(
         conclude(result)
         result.seconds = time.perf_counter() - start
         return result
-    validate(subject, seed, result.evidence_notes)
     examples = max_examples or hypothesis_settings.default.max_examples
     needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(result.checks))
     failures: list[ModelError] = []  # evidence the model could not be run for
