@@ -1,0 +1,237 @@
+"""Each kind of evidence proven on its own: the gradient facts, the perturbation sweep and the
+Hypothesis search, each run alone against models that see only the present, only the future,
+both, or neither, in inference and in training mode, with exact labels, cuts, modes and blamed
+inputs. The evidences overlap in the audit; here none of them can hide behind another."""
+
+import pytest
+import torch
+from evidence_models import CASES, MODES, expected_pairs, expected_sweep, taps_subject
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+
+from properties import audit, facts, make_subject, strategies
+from properties.architectures import Architecture, PlantedLeak
+from properties.causality import Runner, hypothesis_search, perturbation_evidence, sweep
+from properties.gradients import plain_map
+from properties.running import float64_copy, model_mode
+
+LENGTH = 12
+
+
+def gradient_facts(subject, training=False):
+    s64, _ = float64_copy(subject)
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    with model_mode(s64, train=training):
+        dmap = plain_map(s64, x)
+    return facts.gradient_violations(subject, dmap)
+
+
+def sweep_alone(subject, training=False):
+    """The sweep over every cut, no search, through the public entry point."""
+    with model_mode(subject, train=training):
+        return perturbation_evidence(
+            subject, cut_list=list(range(subject.n_positions)), max_examples=1, train=training,
+            search=False,
+        )
+
+
+def search_alone(subject, kind, seed=0):
+    runner = Runner(subject, seed=seed)
+    with model_mode(subject, train=False):
+        return hypothesis_search(
+            runner, kind, max_examples=hypothesis_settings.default.max_examples, seed=seed
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradients alone
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_gradient_facts_alone(case):
+    violations, total = gradient_facts(taps_subject(case, LENGTH))
+    pairs = {(v.output, v.input) for v in violations}
+    assert pairs == expected_pairs(case, LENGTH)
+    assert total == len(pairs)
+    for v in violations:
+        assert v.kind == ("present" if v.output == v.input else "future")
+        assert v.evidence == "gradient" and v.effect > 0
+    assert facts.mode_of(violations) == MODES[case]
+
+
+def test_gradient_facts_list_in_rank_order():
+    violations, _ = gradient_facts(taps_subject("both", LENGTH))
+    order = [(v.output, v.input) for v in violations]
+    assert order == sorted(order)
+
+
+# ---------------------------------------------------------------------------------------------
+# The sweep alone
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+@pytest.mark.parametrize("case", CASES)
+def test_sweep_alone(case, training):
+    report = sweep_alone(taps_subject(case, LENGTH), training)
+    assert {t: (c, kind) for t, (c, _, kind) in report.sweep.items()} == expected_sweep(
+        case, LENGTH
+    )
+    assert all(effect > 0 for _, effect, _ in report.sweep.values())
+    assert report.found == [] and report.examples == 0
+    assert report.evidence == ("perturbation/train" if training else "perturbation")
+    assert report.cuts_swept == LENGTH
+    violations = report.violations(taps_subject(case, LENGTH))
+    assert facts.mode_of(violations) == MODES[case]
+    # a violation names the first replaced position as its input, in output rank order
+    assert [(v.output, v.input) for v in violations] == sorted(
+        (t, c) for t, (c, _) in expected_sweep(case, LENGTH).items()
+    )
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_sweep_on_some_cuts_records_only_those(case):
+    """The sampled path: a sweep over some cuts only, stacked or one cut per pass."""
+    subject = taps_subject(case, LENGTH)
+    cuts = [0, 3, 4, 9]
+    for batched in (True, False):
+        runner = Runner(subject, seed=0, pool_size=1)
+        records = sweep(runner, cuts, batched=batched)
+        assert {t: (c, kind) for t, (c, _, kind) in records.items()} == expected_sweep(
+            case, LENGTH, cuts
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# The Hypothesis search alone
+
+
+EXPECTED_SEARCH = {  # (kind searched) -> (cut, output, blamed input) or None
+    "neither": {"future": None, "present": None},
+    "present": {"future": None, "present": (0, 0, 0)},
+    "future": {"future": (1, 0, 2), "present": (0, 0, 2)},  # present at cut 0, through x_2
+    "both": {"future": (1, 0, 2), "present": (0, 0, 0)},
+}
+
+
+@pytest.mark.parametrize("kind", ["future", "present"])
+@pytest.mark.parametrize("case", CASES)
+def test_search_alone(case, kind):
+    """The minimal counterexample: the earliest cut, the gentlest kind and smallest magnitude,
+    the latest output it moves (future) and the input ``_localize`` blames."""
+    violation, p, examples = search_alone(taps_subject(case, LENGTH), kind)
+    expected = EXPECTED_SEARCH[case][kind]
+    if expected is None:
+        assert violation is None and p is None
+        assert examples == hypothesis_settings.default.max_examples
+        return
+    assert (p.cut, violation.output, violation.input) == expected
+    assert (p.kind, p.magnitude) == ("add", 1e-3)
+    assert violation.kind == kind and violation.evidence == "perturbation"
+    assert violation.effect > 0 and "hypothesis" in violation.detail
+
+
+def test_search_blames_the_input_that_moves_the_output():
+    """A leak of x_{t+3} only from output 5 on: the shrunk cut is 6, the output 5, and the
+    blamed input 8 (not the cut's own position 6, nor 7)."""
+
+    class Late(torch.nn.Module):
+        def forward(self, x):
+            y = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], 1)
+            leak = torch.cat([x[:, 3:], torch.zeros_like(x[:, :3])], 1)
+            return y + leak * (torch.arange(x.shape[1]) >= 5)[:, None]
+
+    subject = make_subject(Late().double(), grid=(LENGTH,), layout="BTC")
+    violation, p, _ = search_alone(subject, "future")
+    assert (p.cut, violation.output, violation.input) == (6, 5, 8)
+
+
+def test_search_needs_several_inputs_blames_the_cut():
+    """A leak that fires only when x_{t+2} and x_{t+3} are both large: no single replacement
+    moves the output, so the cut's own position is blamed (cut 1, output 0)."""
+
+    class Both(torch.nn.Module):
+        def forward(self, x):
+            a = torch.cat([x[:, 2:], torch.zeros_like(x[:, :2])], 1).abs()
+            b = torch.cat([x[:, 3:], torch.zeros_like(x[:, :3])], 1).abs()
+            return x + torch.relu(torch.minimum(a, b) - 50)
+
+    subject = make_subject(Both().double(), grid=(LENGTH,), layout="BTC")
+    violation, p, _ = search_alone(subject, "future")
+    assert (p.cut, violation.output, violation.input) == (1, 0, 1)
+    assert p.magnitude >= 100
+
+
+@pytest.mark.parametrize("training", [False, True], ids=["eval", "train"])
+def test_search_is_bounded_by_max_examples(training):
+    subject = taps_subject("neither", LENGTH)
+    with model_mode(subject, train=training):
+        report = perturbation_evidence(
+            subject, cut_list=[0], max_examples=7, train=training, search=True
+        )
+    assert report.examples == 2 * 7  # the future search, then the present one
+    violation, p, examples = search_alone(subject, "future")
+    assert examples == hypothesis_settings.default.max_examples != 7
+
+
+# ---------------------------------------------------------------------------------------------
+# Leaks the gradients cannot see: perturbations alone decide, in both modes
+
+
+def causal_net():
+    return Architecture(1, (2, 2), (1, 2), seed=1).build()
+
+
+@pytest.mark.parametrize("kind", ["present_threshold", "present_integer"])
+def test_present_only_through_a_step_is_seen_by_perturbations_alone(kind):
+    subject = make_subject(PlantedLeak(causal_net(), kind), grid=(24,), layout="BCT")
+    result = audit(subject, train=True)
+    assert result.mode == "inclusive"
+    assert {v.evidence for v in result.violations} == {"perturbation", "perturbation/train"}
+    assert {v.kind for v in result.violations} == {"present"}
+    assert all(v.input == v.output for v in result.violations)
+    assert set(result.maps) == {"eval", "train"}  # the gradients ran, and saw nothing wrong
+    # the sweep alone, and the search alone, see it
+    report = sweep_alone(subject)
+    assert {kind for _, _, kind in report.sweep.values()} == {"present"}
+    violation, p, _ = search_alone(subject, "present")
+    assert violation.output == violation.input == p.cut
+    assert search_alone(subject, "future")[0] is None
+    assert gradient_facts(subject)[0] == []
+
+
+def test_a_perturbation_that_makes_nan_is_a_change():
+    """Zeros in the next input make the prediction NaN (a fully masked attention row): the
+    sweep must count that as a change at the output before the cut (a future leak)."""
+    subject = make_subject(PlantedLeak(causal_net(), "nan"), grid=(16,), layout="BCT")
+    report = sweep_alone(subject)
+    assert {t: (c, kind) for t, (c, _, kind) in report.sweep.items()} == {
+        t: (t + 1, "future") for t in range(15)
+    }
+    assert all(effect == float("inf") for _, effect, _ in report.sweep.values())
+    result = audit(subject, checks=("causality",))
+    assert result.mode == "none" and result.causal is False
+    assert {v.evidence for v in result.violations} == {"perturbation"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The strategies' planted bugs, each evidence alone
+
+
+@given(strategies.planted_bugs(bugs=("no_shift", "same_padding", "mask_open_below")))
+def test_each_evidence_alone_finds_the_planted_mode(arch):
+    subject = make_subject(arch.build(), grid=arch.grid, layout=arch.layout)
+    expected = arch.expected_mode
+    assert facts.mode_of(gradient_facts(subject)[0]) == expected
+    report = sweep_alone(subject)
+    assert facts.mode_of(report.violations(subject)) == expected
+    found = [v for v in (search_alone(subject, k)[0] for k in ("future", "present")) if v]
+    assert facts.mode_of(found) == expected
+
+
+@given(strategies.planted_bugs(dims=(1,), bugs=("batchnorm_over_time",)))
+def test_training_mode_leak_each_evidence_alone(arch):
+    subject = make_subject(arch.build(), grid=arch.grid, layout=arch.layout)
+    assert facts.mode_of(gradient_facts(subject, training=True)[0]) == "none"
+    assert facts.mode_of(sweep_alone(subject, training=True).violations(subject)) == "none"
+    assert facts.mode_of(sweep_alone(subject).violations(subject)) == "strict"
+    assert facts.mode_of(gradient_facts(subject)[0]) == "strict"
