@@ -30,7 +30,10 @@ def sweep_alone(subject, training=False):
     """The sweep over every cut, no search, through the public entry point."""
     with model_mode(subject, train=training):
         return perturbation_evidence(
-            subject, cut_list=list(range(subject.n_positions)), max_examples=1, train=training,
+            subject,
+            cut_list=list(range(subject.n_positions)),
+            max_examples=1,
+            train=training,
             search=False,
         )
 
