@@ -10,7 +10,14 @@ from torch import nn
 
 from properties import audit, facts, make_subject
 from properties.architectures import Architecture
-from properties.causality import _changes, measure_noise_floor, perturbation_evidence
+from properties.causality import (
+    PerturbationReport,
+    _changes,
+    _record,
+    measure_noise_floor,
+    merge_reports,
+    perturbation_evidence,
+)
 from properties.gradients import DependencyMap
 from properties.running import forward, model_mode
 
@@ -324,3 +331,72 @@ def test_loss_only_verdict_is_the_loss_check(bug, predicts, holds):
     assert result.coverage["loss_positions"] == {"checked": 16, "total": 16}
     convention = "current" if predicts == "auto" else predicts
     assert result.coverage["loss_convention"] == convention
+
+
+# ---------------------------------------------------------------------------------------------
+# Records out of order: what shards bring to the merge
+
+
+def test_record_keeps_a_future_over_a_present_and_the_furthest_cut():
+    records: dict = {}
+    steps = [  # (cut, kind) arriving for output 3, and the record kept after each
+        ((3, "present"), (3, "present")),
+        ((5, "future"), (5, "future")),  # a future over a present
+        ((4, "future"), (5, "future")),  # not an earlier cut
+        ((6, "present"), (5, "future")),  # never a present over a future
+        ((7, "future"), (7, "future")),
+    ]
+    for effect, ((cut, kind), kept) in enumerate(steps):
+        _record(records, 3, cut, float(effect), kind)
+        assert records[3][0::2] == kept
+    _record(records, 9, 9, 1.0, "present")
+    _record(records, 9, 9, 2.0, "present")  # the first present stays
+    assert records == {3: (7, 4.0, "future"), 9: (9, 1.0, "present")}
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_sharded_perturbation_evidence_merges_to_the_whole(count):
+    """Training mode sweeps one cut per pass, so shards interleave cuts: the merge must rebuild
+    the whole sweep, the search of shard 0, and every count."""
+    subject = taps_subject("both", 12)
+
+    def gather(shard):
+        with model_mode(subject, train=True):
+            return perturbation_evidence(
+                subject, cut_list=list(range(12)), max_examples=10, train=True, shard=shard
+            )
+
+    whole = gather(None)
+    parts = [gather((i, count)) for i in range(count)]
+    assert [p.cuts_swept for p in parts] == [len(range(i, 12, count)) for i in range(count)]
+    assert all(p.found == [] and p.examples == 0 for p in parts[1:])
+    merged = merge_reports(parts)
+    assert merged.sweep == whole.sweep
+    assert [(v.output, v.input, v.kind) for v in merged.found] == [
+        (v.output, v.input, v.kind) for v in whole.found
+    ]
+    for name in ("cuts_swept", "examples", "noise_floor", "tolerance", "rounding", "evidence"):
+        assert getattr(merged, name) == getattr(whole, name), name
+    assert merged.counterexamples == whole.counterexamples
+    assert merged.batch_independent is whole.batch_independent
+
+
+def test_merge_takes_the_worst_of_the_shards():
+    a = PerturbationReport(noise_floor=1.0, tolerance=4.0, cuts_swept=2, examples=5, rounding=1)
+    b = PerturbationReport(
+        noise_floor=2.0, tolerance=8.0, batch_independent=False, cuts_swept=3, rounding=2
+    )
+    merged = merge_reports([a, b])
+    assert (merged.noise_floor, merged.tolerance, merged.batch_independent) == (2.0, 8.0, False)
+    assert (merged.cuts_swept, merged.examples, merged.rounding) == (5, 5, 3)
+
+
+def test_perturbation_notes_say_what_was_not_counted():
+    report = PerturbationReport(batch_independent=False, rounding=3)
+    inference, training = report.notes(False), report.notes(True)
+    assert inference[0] == "predictions depend on the other samples of the batch"
+    assert training[0] == inference[0] + " (expected in training mode)"
+    assert inference[1] == training[1]
+    assert inference[1].startswith("3 changes of float32 predictions vanished in float64: ")
+    assert inference[1].endswith("not a dependency; not counted")
+    assert PerturbationReport().notes(True) == []
