@@ -12,6 +12,7 @@ from properties import audit, facts, make_subject
 from properties.architectures import Architecture
 from properties.causality import (
     PerturbationReport,
+    Violation,
     _changes,
     _record,
     measure_noise_floor,
@@ -400,3 +401,88 @@ def test_perturbation_notes_say_what_was_not_counted():
     assert inference[1].startswith("3 changes of float32 predictions vanished in float64: ")
     assert inference[1].endswith("not a dependency; not counted")
     assert PerturbationReport().notes(True) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# Facts from hand-made maps: mode, verdict, clipping
+
+
+def test_mode_and_verdict_table():
+    def v(kind):
+        return Violation(0, 0, kind, "gradient", 1.0)
+
+    assert facts.mode_of([]) == "strict"
+    assert facts.mode_of([v("present")]) == "inclusive"
+    assert facts.mode_of([v("present"), v("future")]) == "none"
+    assert facts.mode_of([v("future")]) == "none"
+    verdicts = {
+        (mode, predicts): facts.passes(mode, predicts)
+        for mode in facts.MODES
+        for predicts in ("current", "next", "auto")
+    }
+    assert {k for k, ok in verdicts.items() if ok} == {
+        ("strict", "current"),
+        ("strict", "next"),
+        ("strict", "auto"),
+        ("inclusive", "next"),
+        ("inclusive", "auto"),
+    }
+
+
+def line_subject(n):
+    return taps_subject("neither", n)
+
+
+@pytest.mark.parametrize(
+    "n, pairs, expected",
+    [
+        (20, [(t, s) for t in range(20) for s in range(max(0, t - 3), t + 1)], None),
+        (5, [(t, s) for t in range(5) for s in range(t + 1)], (4, ["start"])),
+        (4, [(t, s) for t in range(4) for s in range(t, 4)], (0, ["end"])),
+        # every other input: the next one at the field's own spacing falls off the grid
+        (8, [(t, s) for t in range(8) for s in (t - 6, t - 4, t - 2) if s >= 0], (6, ["start"])),
+        (9, [(t, s) for t in range(9) for s in (t - 6, t - 4, t - 2) if s >= 0], None),
+        (6, [], None),
+    ],
+)
+def test_clipped_sides_1d(n, pairs, expected):
+    subject = line_subject(n)
+    dmap = hand_map(subject, pairs)
+    assert facts.clipped_sides(subject, dmap) == expected
+    note = facts.clipping_note(subject, dmap)
+    if expected is None:
+        assert note is None
+    else:
+        assert note == (
+            f"the receptive field may be clipped by the grid ({n},): the outputs that see the "
+            f"most inputs (e.g. output {subject.position(expected[0])}) reach the "
+            f"{' and '.join(expected[1])} of the grid; audit with a larger --length to "
+            "measure it whole"
+        )
+
+
+def test_clipped_sides_2d():
+    subject = make_subject(nn.Identity(), grid=(4, 4), layout="BHWC", predicts="current")
+    everything_before = [(t, s) for t in range(16) for s in range(t)]
+    dmap = hand_map(subject, everything_before)
+    assert facts.clipped_sides(subject, dmap) == (15, ["start of axis 0", "start of axis 1"])
+    assert "--shape" in facts.clipping_note(subject, dmap)
+    below_right = [(0, s) for s in (5, 10, 15)]  # output (0, 0) sees the diagonal ahead
+    assert facts.clipped_sides(subject, hand_map(subject, below_right)) == (
+        0,
+        ["end of axis 0", "end of axis 1"],
+    )
+    empty = DependencyMap(
+        torch.arange(0), torch.zeros(0, 16, dtype=torch.bool), torch.zeros(0, 16), 0, "plain"
+    )
+    assert facts.clipped_sides(subject, empty) is None
+
+
+def test_blind_spot_only_on_raster_2d_grids():
+    assert facts.blind_spot(line_subject(6), hand_map(line_subject(6), [(3, 1)])) is None
+    subject = make_subject(nn.Identity(), grid=(3, 3), layout="BHWC", predicts="current")
+    spot = facts.blind_spot(subject, hand_map(subject, [(4, 3)]))
+    assert (spot.size, spot.position, int(spot.pixels.sum())) == (0, None, 0)
+    spot = facts.blind_spot(subject, hand_map(subject, [(7, 1), (7, 6)]))  # (2,1) sees (0,1)
+    assert (spot.size, spot.position) == (1, 7)
+    assert spot.pixels.nonzero().tolist() == [[1, 1]]
