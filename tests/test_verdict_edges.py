@@ -489,3 +489,12 @@ def test_blind_spot_only_on_raster_2d_grids():
     spot = facts.blind_spot(subject, hand_map(subject, [(7, 1), (7, 6)]))  # (2,1) sees (0,1)
     assert (spot.size, spot.position) == (1, 7)
     assert spot.pixels.nonzero().tolist() == [[1, 1]]
+
+
+def test_receptive_field_size_before_reach():
+    """Most inputs first, however far another output reaches: a leaky output that sees 3 inputs
+    (span 0) beats a causal one that sees 2 reaching 7 back."""
+    subject = taps_subject("neither", 20)
+    dmap = hand_map(subject, [(4, 4), (4, 5), (4, 6), (15, 8), (15, 15)])
+    field = facts.receptive_field(subject, dmap)
+    assert (field.size, field.span, field.position, field.holes, field.max_span) == (3, 0, 4, 0, 7)
