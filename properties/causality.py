@@ -371,7 +371,7 @@ def hypothesis_search(
         kind=kind,
         evidence=evidence,
         effect=float(changes[output]),
-        detail=f"hypothesis: {p.describe()}",
+        detail=f"hypothesis: {p.describe(subject.vocab)}",
     )
     return violation, p, calls[0]
 
