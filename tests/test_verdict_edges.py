@@ -691,3 +691,18 @@ def test_loss_without_class_targets_and_merged():
     assert merged.max_abs_diff == loss.max_abs_diff
     empty = LossEquivalence.from_rows([], 0.5)
     assert (empty.max_abs_diff, empty.holds) == (0.0, True)
+
+
+def test_facts_of_an_empty_map_and_of_a_non_raster_order():
+    subject = line_subject(6)
+    field = facts.receptive_field(subject, hand_map(subject, []))
+    assert (field.size, field.span, field.holes, field.max_span) == (0, 0, None, 0)
+    listed, total = facts.gradient_violations(subject, hand_map(subject, [(2, 2)]))
+    assert (listed[0].detail, listed[0].effect, total) == ("non-zero gradient", 1.0, 1)
+    order = list(range(8, -1, -1))  # generation order: the last pixel first
+    made = make_subject(nn.Identity(), grid=(3, 3), layout="BHWC", order=order)
+    dmap = hand_map(made, [(1, 7), (1, 4)])  # output (0, 1) sees (2, 1), (1, 1): its past
+    assert facts.blind_spot(made, dmap) is None
+    assert facts.clipped_sides(made, dmap) is None
+    listed, _ = facts.gradient_violations(made, hand_map(made, [(7, 1)]))  # (2,1) sees (0,1)
+    assert [(v.output, v.input, v.kind) for v in listed] == [(7, 1, "future")]
