@@ -11,7 +11,7 @@ from evidence_models import expected_sweep, shifted, taps_subject
 from torch import nn
 
 from properties import audit, facts, make_subject
-from properties.architectures import Architecture
+from properties.architectures import Architecture, PlantedLeak
 from properties.causality import (
     PerturbationReport,
     Violation,
@@ -308,7 +308,7 @@ def test_noise_floor_counts_stacked_copies():
 
     class BatchRounding(nn.Module):
         def forward(self, x):
-            return shifted(x, -1) * (1 + 1e-6 * (x.shape[0] > 1))
+            return shifted(x, -1) * (1 + 1e-6 * (x.shape[0] > 2))
 
     subject = make_subject(BatchRounding(), grid=(8,), layout="BTC")
     x = subject.draw_inputs(1, torch.Generator().manual_seed(0))
@@ -319,6 +319,9 @@ def test_noise_floor_counts_stacked_copies():
     assert stacked == pytest.approx(float((y0 * 1e-6).abs().max()), rel=0.1)
     report = perturbation_evidence(subject, cut_list=[0], max_examples=1, search=False)
     assert report.tolerance == 4.0 * report.noise_floor > 0
+    # training mode sweeps one cut per pass: the stacked differences are not its noise
+    trained = perturbation_evidence(subject, cut_list=[0], max_examples=1, search=False, train=True)
+    assert trained.noise_floor == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -706,3 +709,77 @@ def test_facts_of_an_empty_map_and_of_a_non_raster_order():
     assert facts.clipped_sides(made, dmap) is None
     listed, _ = facts.gradient_violations(made, hand_map(made, [(7, 1)]))  # (2,1) sees (0,1)
     assert [(v.output, v.input, v.kind) for v in listed] == [(7, 1, "future")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Samples per pass, chunks of stacked cuts, defaults
+
+
+class BatchSizes(nn.Module):
+    """``x_{t-1}``, recording the batch size of every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return shifted(x, -1)
+
+
+@pytest.mark.parametrize("train, sizes", [(False, {1, 2, 8, 65536 // 8}), (True, {2, 4})])
+def test_samples_per_forward_pass(train, sizes):
+    """One base sample per pool in inference, cuts stacked (here all 8 in one pass; the noise
+    floor stacks as many copies as a pass may hold); two in
+    training mode, one cut per pass (and the noise floor's pair of batches)."""
+    model = BatchSizes().double()
+    subject = make_subject(model, grid=(8,), layout="BTC", predicts="current")
+    model.sizes.clear()
+    with model_mode(subject, train=train):
+        report = perturbation_evidence(
+            subject, cut_list=list(range(8)), max_examples=1, train=train, search=False
+        )
+    assert set(model.sizes) == sizes and report.batch_independent
+
+
+def test_sharded_inference_sweeps_its_own_chunks_of_stacked_cuts():
+    """300 positions: a stacked pass holds 218 cuts, so two chunks; shard i sweeps chunk i
+    only, and says how many cuts it swept."""
+    n = 300
+    subject = taps_subject("present", n)
+    per_pass = 65536 // n
+    whole = perturbation_evidence(subject, cut_list=list(range(n)), max_examples=1, search=False)
+    parts = [
+        perturbation_evidence(
+            subject, cut_list=list(range(n)), max_examples=1, search=False, shard=(i, 2)
+        )
+        for i in range(2)
+    ]
+    chunks = [set(range(per_pass)), set(range(per_pass, n))]
+    for part, chunk in zip(parts, chunks, strict=True):
+        swept = {c for c, _, _ in part.sweep.values()}  # every cut records its own output
+        assert swept == chunk and part.cuts_swept == len(chunk)
+    assert merge_reports(parts).sweep == whole.sweep
+    assert whole.cuts_swept == n
+
+
+def test_perturbation_evidence_defaults_search_with_seed_zero():
+    subject = make_subject(PlantedLeak(causal_net(), "large"), grid=(24,), layout="BCT")
+    default = perturbation_evidence(subject, cut_list=[0], max_examples=20)
+    seeded = perturbation_evidence(subject, cut_list=[0], max_examples=20, seed=0)
+    assert default.examples > 0 and default.found
+    assert (default.examples, default.counterexamples) == (seeded.examples, seeded.counterexamples)
+
+
+def test_sweep_violations_in_generation_order():
+    """Generation order reversed: the lagged model sees its future; violations come in rank
+    order (the last position first)."""
+    subject = taps_subject("neither", 8, order=list(range(7, -1, -1)))
+    report = perturbation_evidence(subject, cut_list=list(range(8)), max_examples=1, search=False)
+    violations = report.violations(subject)
+    assert [v.output for v in violations] == [7, 6, 5, 4, 3, 2, 1]
+    assert all(v.kind == "future" for v in violations)
+
+
+def causal_net():
+    return Architecture(1, (2, 2), (1, 2), seed=1).build()
