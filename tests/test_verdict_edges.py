@@ -462,6 +462,8 @@ def line_subject(n):
         (8, [(t, s) for t in range(8) for s in (t - 6, t - 4, t - 2) if s >= 0], (6, ["start"])),
         (9, [(t, s) for t in range(9) for s in (t - 6, t - 4, t - 2) if s >= 0], None),
         (6, [], None),
+        (6, [(3, 0)], (3, ["start"])),  # one input: the next one back would be at -1
+        (6, [(3, 1)], None),
     ],
 )
 def test_clipped_sides_1d(n, pairs, expected):
