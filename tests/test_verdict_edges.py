@@ -464,6 +464,9 @@ def line_subject(n):
         (6, [], None),
         (6, [(3, 0)], (3, ["start"])),  # one input: the next one back would be at -1
         (6, [(3, 1)], None),
+        (6, [(3, 1), (3, 3)], (3, ["start"])),  # two inputs: their spacing, 2
+        (6, [(0, s) for s in range(5)], None),  # the next input would be 5, still inside
+        (6, [(0, s) for s in range(6)], (0, ["end"])),
     ],
 )
 def test_clipped_sides_1d(n, pairs, expected):
@@ -487,7 +490,11 @@ def test_clipped_sides_2d():
     everything_before = [(t, s) for t in range(16) for s in range(t)]
     dmap = hand_map(subject, everything_before)
     assert facts.clipped_sides(subject, dmap) == (15, ["start of axis 0", "start of axis 1"])
-    assert "--shape" in facts.clipping_note(subject, dmap)
+    assert facts.clipping_note(subject, dmap) == (
+        "the receptive field may be clipped by the grid (4, 4): the outputs that see the most "
+        "inputs (e.g. output [3, 3]) reach the start of axis 0 and start of axis 1 of the grid; "
+        "audit with a larger --shape to measure it whole"
+    )
     below_right = [(0, s) for s in (5, 10, 15)]  # output (0, 0) sees the diagonal ahead
     assert facts.clipped_sides(subject, hand_map(subject, below_right)) == (
         0,
@@ -711,6 +718,10 @@ def test_facts_of_an_empty_map_and_of_a_non_raster_order():
     assert facts.clipped_sides(made, dmap) is None
     listed, _ = facts.gradient_violations(made, hand_map(made, [(7, 1)]))  # (2,1) sees (0,1)
     assert [(v.output, v.input, v.kind) for v in listed] == [(7, 1, "future")]
+    # listed in generation order: position 5 (rank 3) before position 2 (rank 6)
+    pairs = [(2, 2), (2, 0), (5, 5), (5, 1)]
+    listed, _ = facts.gradient_violations(made, hand_map(made, pairs))
+    assert [(v.output, v.input) for v in listed] == [(5, 5), (5, 1), (2, 2), (2, 0)]
 
 
 # ---------------------------------------------------------------------------------------------
