@@ -22,7 +22,7 @@ from properties.causality import (
     perturbation_evidence,
 )
 from properties.gradients import DependencyMap
-from properties.loss import LossEquivalence, LossRows, merge_losses
+from properties.loss import LossEquivalence, LossRows, _compare, merge_losses
 from properties.perturbations import (
     FLOAT_KINDS,
     TOKEN_KINDS,
@@ -796,3 +796,53 @@ def test_sweep_violations_in_generation_order():
 
 def causal_net():
     return Architecture(1, (2, 2), (1, 2), seed=1).build()
+
+
+def test_compare_sums_cross_entropies_over_valid_targets_per_sample():
+    full = torch.tensor([[2.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 3.0]])
+    masked = torch.tensor([[0.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    target = torch.tensor([0, 1, -1])  # class 0 is a class; -1 is none
+    row = _compare(full, masked, target)
+    one = F.cross_entropy(full[:2].double(), target[:2], reduction="sum") / 3
+    two = F.cross_entropy(masked[:2].double(), target[:2], reduction="sum") / 3
+    assert row["max_abs_diff"] == 3.0
+    assert row["one_pass_loss"] == pytest.approx(float(one), rel=1e-12)
+    assert row["masked_loss"] == pytest.approx(float(two), rel=1e-12)
+    assert row["loss_diff"] == pytest.approx(abs(float(one - two)), rel=1e-12)
+    none = _compare(full, masked, torch.tensor([-1, -1, -1]))
+    assert (none["one_pass_loss"], none["masked_loss"], none["loss_diff"]) == (0.0, 0.0, 0.0)
+    assert "loss_diff" not in _compare(full, masked, None)
+
+
+def test_loss_summary_of_rows_with_class_targets():
+    rows = [
+        {
+            "position": 1,
+            "max_abs_diff": 0.5,
+            "one_pass_loss": 1.0,
+            "masked_loss": 2.0,
+            "loss_diff": 1.0,
+        },
+    ]
+    one = LossEquivalence.from_rows(rows, 0.25)
+    assert (one.max_abs_diff, one.max_loss_diff, one.tolerance, one.holds) == (
+        0.5,
+        1.0,
+        0.25,
+        False,
+    )
+    assert (one.one_pass_loss, one.masked_loss) == (1.0, 2.0)
+
+
+def test_loss_targets_per_convention_and_outputs_that_are_not_logits():
+    subject = make_subject(NextLogits(ahead=0), grid=(4,), layout="BT->BTC", vocab=6)
+    x = pool_of(subject)
+    y_full = subject(x).detach()
+    rows = LossRows(subject, x, y_full, tolerance=0.0)
+    rows(1, y_full)
+    nxt = rows.results()["next"].positions[0]  # position 0 predicts token x_1
+    expected = F.cross_entropy(y_full[:, 0].double(), x[:, 1], reduction="sum") / 2
+    assert nxt["one_pass_loss"] == pytest.approx(float(expected), rel=1e-12)
+    features = make_subject(nn.Embedding(6, 3), grid=(PN,), layout="BT->BTC", vocab=6)
+    result = audit(features, checks=("loss",))  # 3 features are no logits over 6 tokens
+    assert result.loss.max_loss_diff is None and result.loss.one_pass_loss is None
