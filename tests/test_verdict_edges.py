@@ -578,6 +578,8 @@ def test_class_and_token_kinds():
     constant = apply(tokens, t, Perturbation(3, "constant", 1.0, seed=12))
     assert (constant[:, 3:] == 12 % 7).all() and torch.equal(constant[:, :3], t[:, :3])
     random = apply(tokens, t, Perturbation(0, "random", 1.0, seed=4))
+    # a perturbation is a value: its own generator, never the global RNG
+    assert torch.equal(random, apply(tokens, t, Perturbation(0, "random", 1.0, seed=4)))
     assert random.dtype == t.dtype and random.min() >= 0 and random.max() < 7
     assert not torch.equal(random, t)
     assert (apply(tokens, t, Perturbation(2, ZEROS, 0.0, seed=0))[:, 2:] == 0).all()
