@@ -14,9 +14,11 @@ from properties import audit, facts, make_subject
 from properties.architectures import Architecture, PlantedLeak
 from properties.causality import (
     PerturbationReport,
+    Runner,
     Violation,
     _changes,
     _record,
+    hypothesis_search,
     measure_noise_floor,
     merge_reports,
     perturbation_evidence,
@@ -848,3 +850,79 @@ def test_loss_targets_per_convention_and_outputs_that_are_not_logits():
     features = make_subject(nn.Embedding(6, 3), grid=(PN,), layout="BT->BTC", vocab=6)
     result = audit(features, checks=("loss",))  # 3 features are no logits over 6 tokens
     assert result.loss.max_loss_diff is None and result.loss.one_pass_loss is None
+
+
+def test_class_valued_pools_hold_class_values():
+    """The loss check reads its targets from the pool: class-valued subjects get classes."""
+    subject = make_subject(nn.Identity(), grid=(PN,), layout="BTC", classes=5)
+    x = Runner(subject, seed=0, pool_size=2).pool(0)[0]
+    assert torch.equal(x, x.round()) and x.min() >= 0 and x.max() <= 4
+    levels = Perturbation(0, "levels", 1.0, seed=3)
+    assert torch.equal(apply(subject, x, levels), apply(subject, x, levels))
+
+
+def test_noise_floor_stacks_as_many_copies_as_a_pass():
+    """Rounding that appears only from three stacked copies on is part of the floor when a
+    pass holds three."""
+
+    class ThreeOrMore(nn.Module):
+        def forward(self, x):
+            return shifted(x, -1) * (1 + 1e-6 * (x.shape[0] > 2))
+
+    subject = make_subject(ThreeOrMore(), grid=(8,), layout="BTC")
+    x = subject.draw_inputs(1, torch.Generator().manual_seed(0))
+    y0 = forward(subject, x, seed=0)
+    assert measure_noise_floor(subject, x, y0, 2, seed=0)[0] == 0.0
+    assert measure_noise_floor(subject, x, y0, 3, seed=0)[0] > 0.0
+
+
+class ExclusiveSum(nn.Module):
+    """``cumsum(h) - h``: independent of ``h_t`` on paper, not in float32's last bits."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.lin = nn.Linear(1, 4)
+
+    def forward(self, x):
+        h = self.lin(x)
+        return torch.cumsum(h, 1) - h
+
+
+def test_rounding_dismissals_are_counted_over_every_cut():
+    subject = make_subject(ExclusiveSum(), grid=(24,), layout="BTC", predicts="current")
+
+    def rounding(cuts):
+        return perturbation_evidence(subject, cut_list=cuts, max_examples=1, search=False).rounding
+
+    whole, first, second = (
+        rounding(list(range(24))),
+        rounding(list(range(12))),
+        rounding(list(range(12, 24))),
+    )
+    assert first > 0 and second > 0 and whole == first + second
+
+
+def test_token_counterexample_names_its_token():
+    """A leak that shows only when the next three tokens are equal: the search shrinks to the
+    constant kind, and the counterexample says which token (not a float constant)."""
+
+    class EqualNext(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Embedding(100, 2)
+
+        def forward(self, tokens):
+            a, b, c = (shifted(tokens[..., None], k)[..., 0] for k in (1, 2, 3))
+            equal = ((a == b) & (b == c)).to(torch.float32)[..., None]
+            return shifted(self.embed(tokens), -1) + equal
+
+    subject = make_subject(EqualNext(), grid=(PN,), layout="BT->BTC", vocab=100)
+    runner = Runner(subject, seed=0)
+    with model_mode(subject, train=False):
+        violation, p, _ = hypothesis_search(runner, "future", max_examples=50, seed=0)
+    assert p.kind == "constant"
+    assert (
+        violation.detail
+        == f"hypothesis: positions of rank >= {p.cut} replaced by the token {p.seed % 100}"
+    )
