@@ -228,10 +228,16 @@ class OthersFuture(nn.Module):
 
 class PastOfOthers(nn.Module):
     """Causal in both modes, but samples interact: output (b, t) reads every sample's x_{t-1}.
-    Stacking the cuts of a sweep in one pass would make one cut's zeros move another's past."""
+    Stacking the cuts of a sweep in one pass would make one cut's zeros move another's past.
+    A float64 weight makes it a float64 subject: no float64 confirmation (which reruns each
+    perturbed copy alone) stands between the sweep and its stacked passes."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weight", torch.ones((), dtype=torch.float64))
 
     def forward(self, x):
-        past = shifted(x, -1)
+        past = shifted(x, -1) * self.weight
         return past + past.mean(0, keepdim=True)
 
 
