@@ -5,14 +5,21 @@ inputs. The evidences overlap in the audit; here none of them can hide behind an
 
 import pytest
 import torch
-from evidence_models import CASES, MODES, expected_pairs, expected_sweep, taps_subject
+from evidence_models import CASES, MODES, expected_pairs, expected_sweep, shifted, taps_subject
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 
 from properties import audit, facts, make_subject, strategies
 from properties.architectures import Architecture, PlantedLeak
 from properties.causality import Runner, hypothesis_search, perturbation_evidence, sweep
-from properties.gradients import plain_map
+from properties.gradients import (
+    colored_map,
+    dependency_map,
+    distinct_weights,
+    find_token_embedding,
+    merge_maps,
+    plain_map,
+)
 from properties.running import float64_copy, model_mode
 
 LENGTH = 12
@@ -255,3 +262,75 @@ def test_training_mode_leak_each_evidence_alone(arch):
     assert facts.mode_of(sweep_alone(subject, training=True).violations(subject)) == "none"
     assert facts.mode_of(sweep_alone(subject).violations(subject)) == "strict"
     assert facts.mode_of(gradient_facts(subject)[0]) == "strict"
+
+
+# ---------------------------------------------------------------------------------------------
+# The dependency map's entry points: methods, token models, shards
+
+
+def dmap_pairs(dmap):
+    return {(int(dmap.outputs[r]), int(s)) for r, s in dmap.seen.nonzero().tolist()}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_dependency_map_methods_agree(case):
+    subject = taps_subject(case, LENGTH)
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    colored = dependency_map(subject, x)
+    plain = dependency_map(subject, x, method="plain")
+    some = dependency_map(subject, x, outputs=torch.tensor([3, 7]))
+    expected = {(t, t + k) for t in range(LENGTH) for k in CASES[case] if 0 <= t + k < LENGTH}
+    assert dmap_pairs(colored) == dmap_pairs(plain) == expected
+    assert (colored.method, plain.method) == ("colored", "plain")
+    assert dmap_pairs(some) == {(t, s) for t, s in expected if t in (3, 7)}
+    assert torch.equal(colored.outputs, torch.arange(LENGTH))
+    with pytest.raises(ValueError, match="unknown method 'fast'"):
+        dependency_map(subject, x, method="fast")
+
+
+def test_token_models_are_differentiated_at_their_embedding():
+    """The map of a token model is taken at the embedding's output: the lagged model sees the
+    previous token only, the leaky one the next as well."""
+
+    class Tokens(torch.nn.Module):
+        def __init__(self, offsets):
+            super().__init__()
+            self.offsets = offsets
+            self.embed = torch.nn.Embedding(9, 4)
+            self.head = torch.nn.Linear(4, 9)
+
+        def forward(self, tokens):
+            h = self.embed(tokens)
+            return self.head(sum(shifted(h, k) for k in self.offsets))
+
+    for offsets in [(-1,), (-1, 1)]:
+        model = Tokens(offsets).double()
+        subject = make_subject(model, grid=(LENGTH,), layout="BT->BTC", vocab=9)
+        x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+        expected = {(t, t + k) for t in range(LENGTH) for k in offsets if 0 <= t + k < LENGTH}
+        assert dmap_pairs(dependency_map(subject, x)) == expected
+        assert dmap_pairs(dependency_map(subject, x, method="plain")) == expected
+        assert find_token_embedding(subject, x) is model.embed
+
+
+@pytest.mark.parametrize("count", [2, 3])
+def test_sharded_maps_merge_to_the_whole(count):
+    subject = taps_subject("both", 40)
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    for make in (colored_map, plain_map):
+        whole = make(subject, x, budget=200)
+        parts = [make(subject, x, budget=200, shard=(i, count)) for i in range(count)]
+        merged = merge_maps(parts)
+        assert torch.equal(merged.outputs, whole.outputs)
+        assert torch.equal(merged.seen, whole.seen)
+        assert torch.equal(merged.strength, whole.strength)
+        assert merged.method == whole.method
+        assert sum(len(p.outputs) for p in parts) == 40
+    assert merged.row_of() == {t: t for t in range(40)}
+
+
+def test_distinct_weights_are_a_permuted_even_grid():
+    w = distinct_weights(7, 0)
+    assert sorted(w.tolist()) == [1 + i / 7 for i in range(7)]
+    assert w.dtype == torch.float64
+    assert torch.equal(w, distinct_weights(7, 0)) and not torch.equal(w, distinct_weights(7, 1))
