@@ -13,6 +13,7 @@ from properties import audit, facts, make_subject, strategies
 from properties.architectures import Architecture, PlantedLeak
 from properties.causality import Runner, hypothesis_search, perturbation_evidence, sweep
 from properties.gradients import (
+    GradientUnavailable,
     colored_map,
     dependency_map,
     distinct_weights,
@@ -326,6 +327,9 @@ def test_sharded_maps_merge_to_the_whole(count):
         assert torch.equal(merged.strength, whole.strength)
         assert merged.method == whole.method
         assert sum(len(p.outputs) for p in parts) == 40
+        assert merged.passes == sum(p.passes for p in parts)
+        parts[0].probe_silent = True  # the shards' probe (the same in each) is the first's
+        assert merge_maps(parts).probe_silent is True
     assert merged.row_of() == {t: t for t in range(40)}
 
 
@@ -334,3 +338,51 @@ def test_distinct_weights_are_a_permuted_even_grid():
     assert sorted(w.tolist()) == [1 + i / 7 for i in range(7)]
     assert w.dtype == torch.float64
     assert torch.equal(w, distinct_weights(7, 0)) and not torch.equal(w, distinct_weights(7, 1))
+
+
+def test_dependency_map_passes_its_seed_on():
+    """The seed picks the random output directions: the same seed, the same strengths."""
+    subject = taps_subject("both", LENGTH)
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    some = torch.tensor([2, 5])
+    for method, kwargs, make in [
+        ("colored", {}, lambda seed: colored_map(subject, x, seed=seed)),
+        ("plain", {"outputs": some}, lambda seed: plain_map(subject, x, outputs=some, seed=seed)),
+    ]:
+        default = dependency_map(subject, x, method=method, **kwargs)
+        assert torch.equal(default.strength, make(0).strength)
+        seeded = dependency_map(subject, x, method=method, seed=5, **kwargs)
+        assert torch.equal(seeded.strength, make(5).strength)
+        assert not torch.equal(seeded.strength, default.strength)
+
+
+def test_token_embedding_is_the_one_that_reads_the_tokens():
+    """A positional embedding called first (on positions, not tokens) is not the input; a
+    token model without any embedding has no input to differentiate."""
+
+    class Positional(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.pos = torch.nn.Embedding(LENGTH, 4)
+            self.tok = torch.nn.Embedding(9, 4)
+
+        def forward(self, tokens):
+            return shifted(self.pos(torch.arange(tokens.shape[1]))[None] + self.tok(tokens), -1)
+
+    model = Positional().double()
+    subject = make_subject(model, grid=(LENGTH,), layout="BT->BTC", vocab=9)
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    assert find_token_embedding(subject, x) is model.tok
+    assert dmap_pairs(dependency_map(subject, x)) == {(t, t - 1) for t in range(1, LENGTH)}
+
+    def one_hot(tokens):
+        return torch.nn.functional.one_hot(tokens, 9).double()
+
+    class OneHot(torch.nn.Module):
+        def forward(self, tokens):
+            return one_hot(tokens)
+
+    for bare in (one_hot, OneHot()):  # a function, a module: neither has an embedding
+        plain = make_subject(bare, grid=(LENGTH,), layout="BT->BTC", vocab=9)
+        with pytest.raises(GradientUnavailable, match="^no nn.Embedding reads the tokens, so"):
+            dependency_map(plain, plain.draw_inputs(2, torch.Generator().manual_seed(0)))
