@@ -379,7 +379,7 @@ def test_record_keeps_a_future_over_a_present_and_the_furthest_cut():
     assert records == {3: (7, 4.0, "future"), 9: (9, 1.0, "present")}
 
 
-@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("count", [2, 3, 4])
 def test_sharded_perturbation_evidence_merges_to_the_whole(count):
     """Training mode sweeps one cut per pass, so shards interleave cuts: the merge must rebuild
     the whole sweep, the search of shard 0, and every count."""
