@@ -6,6 +6,7 @@ Profiles (select with HYPOTHESIS_PROFILE=name or ``pytest --hypothesis-profile=n
 - ``ci``: Hypothesis' own ``ci`` profile (derandomized, no database, no health-check noise
   from slow machines) with our example count; what ``.ci/run`` uses.
 - ``nightly``: a thorough search, ten times the examples; for scheduled runs.
+- ``mutation``: ``ci`` with a third of the examples, for ``tox -e mutation``.
 
 ``deadline=None`` everywhere: torch's first call on a shape is slow (kernels are selected and
 cached), which says nothing about the code under test.
@@ -30,6 +31,15 @@ settings.register_profile(
 )
 settings.register_profile(
     "nightly", max_examples=250, deadline=None, suppress_health_check=_SLOW_OK
+)
+# mutation testing (tox -e mutation): every mutant reruns the tests that reach it, so fewer
+# examples; derandomized, so that a mutant is killed by the tests, not by the draw.
+settings.register_profile(
+    "mutation",
+    parent=settings.get_profile("ci"),
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=_SLOW_OK,
 )
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 

@@ -256,7 +256,17 @@ class PlantedLeak(nn.Module):
     - ``linear``: ``scale * x_{t+1}`` (``scale=1e-4`` is the tiny leak);
     - ``threshold``: ``scale * [x_{t+1} > 0]`` (no gradient: only perturbations see it);
     - ``large``: ``scale * relu(|x_{t+1}| - 100)`` (only future values beyond 100 leak);
-    - ``late``: ``scale * x_{t+1}`` at outputs ``t >= start`` only (a leak deep in the sequence).
+    - ``late``: ``scale * x_{t+1}`` at outputs ``t >= start`` only (a leak deep in the sequence);
+    - ``nan``: the prediction at ``t`` becomes NaN where ``x_{t+1}`` is exactly zero (a padding
+      mask read from the next input leaves an attention row with no key: softmax of ``-inf``s);
+      the lecture's zeros show it, and only as a NaN.
+
+    and leaks of the *present* ``x_t`` that gradients cannot see (mode ``inclusive``, found by
+    perturbations alone):
+
+    - ``present_threshold``: ``scale * [x_t > 0]``;
+    - ``present_integer``: ``scale * floor(255 x_t)``, an integer op (8-bit quantization of the
+      input, whose gradient is zero).
     """
 
     def __init__(self, model: nn.Module, kind: str, scale: float = 1.0, start: int = 0):
@@ -265,6 +275,13 @@ class PlantedLeak(nn.Module):
 
     def forward(self, x):  # (B, 1, T) -> (B, K, T)
         y = self.model(x)
+        if self.kind == "present_threshold":
+            return y + self.scale * (x > 0).to(x.dtype)
+        if self.kind == "present_integer":
+            return y + self.scale * torch.floor(x.detach() * 255).long().to(x.dtype)
+        if self.kind == "nan":  # past the end there is no padding: pad with ones
+            padded = F.pad(x, (0, 1), value=1.0)[..., 1:]
+            return torch.where(padded == 0, torch.full_like(y, float("nan")), y)
         nxt = F.pad(x, (0, 1))[..., 1:]  # x_{t+1}, zero after the end
         if self.kind in ("linear", "late"):
             leak = nxt

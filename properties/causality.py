@@ -168,6 +168,9 @@ class Runner:
             torch.full_like(changes64[outputs], double.tolerance),
             CONFIRM_RATIO * changes[outputs],
         )
+        # A NaN on one side is an infinite change in both dtypes (inf > 1e-3 * inf is false):
+        # it is no rounding.
+        keep |= torch.isinf(changes64[outputs])
         self.rounding += int((~keep).sum())
         return outputs[keep]
 
@@ -368,7 +371,7 @@ def hypothesis_search(
         kind=kind,
         evidence=evidence,
         effect=float(changes[output]),
-        detail=f"hypothesis: {p.describe()}",
+        detail=f"hypothesis: {p.describe(subject.vocab)}",
     )
     return violation, p, calls[0]
 

@@ -35,11 +35,13 @@ class Perturbation:
     seed: int
     pool: int = 0  # which pool of base inputs
 
-    def describe(self) -> str:
+    def describe(self, vocab: int | None = None) -> str:
+        """In words; ``vocab``: the subject's, for token models ("constant" is a kind of both)."""
         if self.kind == ZEROS:
             return f"positions of rank >= {self.cut} were replaced by zeros"
-        if self.kind in TOKEN_KINDS:
-            return f"positions of rank >= {self.cut} replaced by {self.kind} tokens"
+        if self.kind == "random" or (self.kind == "constant" and vocab is not None):
+            what = "random tokens" if self.kind == "random" else f"the token {self.seed % vocab}"
+            return f"positions of rank >= {self.cut} replaced by {what}"
         what = {
             "add": f"shifted by {self.magnitude:g} x noise",
             "normal": f"replaced by normal values of scale {self.magnitude:g}",

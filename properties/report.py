@@ -71,7 +71,7 @@ def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> d
         "noise_floor": None if eval_report is None else eval_report.noise_floor,
         "tolerance": None if eval_report is None else eval_report.tolerance,
         "counterexamples": {
-            f"{mode}/{kind}": {**vars(p), "description": p.describe()}
+            f"{mode}/{kind}": {**vars(p), "description": p.describe(result.subject.vocab)}
             for mode, rep in result.perturbations.items()
             for kind, p in rep.counterexamples.items()
         },
@@ -266,7 +266,7 @@ def failure_summary(result: AuditResult) -> str:
         for kind, p in report.counterexamples.items():
             found = next((v for v in report.found if v.kind == kind), None)
             label = {"eval": "inference", "train": "training mode"}.get(mode, mode)
-            line = f"Minimal counterexample ({kind}, {label}): {p.describe()}"
+            line = f"Minimal counterexample ({kind}, {label}): {p.describe(result.subject.vocab)}"
             if found is not None:
                 where = s.position(found.output)
                 line += f": prediction at position {where} changed by {found.effect:.3g}"
