@@ -26,12 +26,14 @@ the length of the sequence.
 """
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .chunks import chunked, copies_per_pass, leads
+from . import memory, progress
+from .chunks import chunked, copies_per_pass, leads, spread
 from .errors import describe
 from .running import seeded
 from .subject import Subject
@@ -42,6 +44,10 @@ from .subject import Subject
 RATIO_TOLERANCE = 1e-6
 STRENGTH = torch.bfloat16
 DEFAULT_BUDGET = 1 << 14  # positions x samples per forward pass: bounds the memory of a chunk
+
+
+# Measured VJP costs by model and input shape: every map of one audit reuses its probe's.
+_COSTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 class GradientUnavailable(Exception):
@@ -102,10 +108,36 @@ class DifferentiableInput:
         self.inputs = inputs
         self.seed = seed
         self.embedding = find_token_embedding(subject, inputs) if subject.tokens else None
+        self._cost: int | None = None
 
     @property
     def batch(self) -> int:
         return self.inputs.shape[0]
+
+    def cost(self) -> int:
+        """Bytes one copy of the inputs holds in a VJP pass: measured on a probe pass of one
+        input (what autograd saves, the largest intermediate, the output), times the batch;
+        plus the cotangents and the gradient."""
+        module = self.subject.module
+        key = (tuple(self.inputs.shape), self.subject.dtype, module.training if module else None)
+        known = _COSTS.get(module, {}) if module is not None else {}
+        if self._cost is None and key in known:
+            self._cost = known[key]
+        if self._cost is None:
+            one = DifferentiableInput.__new__(DifferentiableInput)
+            one.subject, one.inputs, one.seed, one.embedding = (
+                self.subject,
+                self.inputs[:1],
+                self.seed,
+                self.embedding,
+            )
+            module = self.subject.module
+            exclude = tuple(module.parameters()) + tuple(module.buffers()) if module else ()
+            _, cost = memory.measure(lambda: one.run(1), saved=True, exclude=exclude)
+            self._cost = self.batch * (cost.per_copy + 2 * cost.output)
+            if module is not None:
+                _COSTS.setdefault(module, {})[key] = self._cost
+        return self._cost
 
     def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
         reps = (copies,) + (1,) * (self.inputs.dim() - 1)
@@ -162,7 +194,13 @@ def weighted_vjps(
     batch, n = source.batch, source.subject.n_positions
     rows: list[int] = []
     results: list[list[torch.Tensor]] = [[] for _ in weight_sets]
-    for chunk in chunked(range(n_rows), copies_per_pass(batch, n, budget), shard):
+    # Each gradient is one input's size per row; the cotangents are the output's.
+    size = memory.copies(
+        source.cost(),
+        spread(copies_per_pass(batch, n, budget), n_rows),
+        what=f"one VJP pass ({batch} input(s), {source.subject.dtype})",
+    )
+    for chunk in chunked(range(n_rows), size, shard):
         start, stop = chunk[0], chunk[-1] + 1
         rows.extend(chunk)
         leaf, y = source.run(stop - start)
@@ -181,6 +219,8 @@ def weighted_vjps(
                     "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
                 )
             results[i].append(g.detach().reshape(stop - start, batch, n, -1))
+        del leaf, y
+        progress.advance(stop - start)
     empty = torch.zeros(0, batch, n, 1, dtype=torch.float64)
     return rows, [torch.cat(parts) if parts else empty for parts in results]
 
