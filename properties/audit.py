@@ -43,7 +43,6 @@ from hypothesis import settings as hypothesis_settings
 from . import facts, gradients, plan
 from . import progress as bars
 from .causality import PerturbationReport, Violation, merge_reports, perturbation_evidence
-from .chunks import leads
 from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
 from .loss import LossEquivalence, LossRows, merge_losses
@@ -428,10 +427,9 @@ def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timi
             result.coverage["budgeted"] = True
         sampled = stratified(subject.n_positions, count, seed) if affordable != 0 else []
         outputs = torch.tensor(sorted(set(probe.outputs.tolist()) | set(sampled)))
-        bars.phase("map: sampled rows", len(outputs))
-        dmap = gradients.plain_map(subject, x, outputs=outputs, seed=seed, shard=shard)
+        bars.phase("map: sampled rows", len(outputs) - len(probe.outputs))
+        dmap = gradients.plain_map_around(subject, x, outputs, probe, seed, shard=shard)
         dmap.method = "sampled"
-        dmap.passes += probe.passes if leads(shard) else 0
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     dmap.probe_silent = not probe.seen.any()

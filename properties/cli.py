@@ -78,6 +78,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="draw PNG pictures of what each prediction sees into DIR (needs matplotlib)",
     )
     a.add_argument(
+        "--memory",
+        type=_positive_float,
+        metavar="GB",
+        help="memory the audit's stacked passes may hold (default: a quarter of the available "
+        "memory, at most 2; the model and its float64 copy come on top)",
+    )
+    a.add_argument(
+        "--budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="end within this time (+10%%): cover what fits, and say what was covered",
+    )
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="progress bars on stderr even when it is not a terminal",
+    )
+    shown.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.add_argument(
+        "--json-full",
+        action="store_true",
+        help="per-position lists in full in the JSON (default: summarized, worst positions)",
+    )
+    a.add_argument(
         "--device",
         type=_device,
         metavar="DEVICE",
@@ -116,6 +142,18 @@ def _integer(what: str, low: int, high: int | None = None):
 
 
 _positive = _integer("a positive integer", 1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 _seed = _integer("an integer seed in [0, 2**32)", 0, 2**32)
 
 
@@ -209,10 +247,13 @@ def run_one(args, target: str) -> tuple[dict, str]:
         exact=args.exact,
         seed=args.seed,
         max_examples=args.max_examples,
+        memory=args.memory,
+        budget=args.budget,
+        progress=False if args.quiet else args.progress,
     )
     if target.startswith("zoo:"):
         declared = zoo.compare(zoo.declared_facts(target[4:], subject.grid), result)
-    data = to_dict(result, target, declared)
+    data = to_dict(result, target, declared, full=args.json_full)
     paths = None
     if args.pictures:
         from . import pictures

@@ -258,6 +258,29 @@ def plain_map(
     )
 
 
+def plain_map_around(
+    subject: Subject,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    probe: DependencyMap,
+    seed: int,
+    budget: int = DEFAULT_BUDGET,
+    shard: tuple[int, int] | None = None,
+) -> DependencyMap:
+    """The plain map of ``outputs``, reusing the rows the probe already computed (the probe is
+    every shard's; its rows go to the first shard's part, as its passes do)."""
+    done = set(probe.outputs.tolist())
+    rest = torch.tensor([t for t in outputs.tolist() if t not in done], dtype=torch.long)
+    dmap = plain_map(subject, inputs, outputs=rest, seed=seed, budget=budget, shard=shard)
+    if leads(shard):
+        keep = torch.tensor([t in set(outputs.tolist()) for t in probe.outputs.tolist()])
+        kept = DependencyMap(
+            probe.outputs[keep], probe.seen[keep], probe.strength[keep], probe.passes, "plain"
+        )
+        dmap = merge_maps([kept, dmap])
+    return dmap
+
+
 def _directions(source: DifferentiableInput, seed: int) -> torch.Tensor:
     with torch.no_grad():
         _, y = source.run(1)
@@ -327,9 +350,7 @@ def colored_map(
     periods = offset_periods(probe, grid)
     n_colors = math.prod(periods)
     if n_colors >= max_colors_fraction * n:  # two passes per color: no cheaper than plain
-        full = plain_map(subject, inputs, seed=seed, budget=budget, shard=shard)
-        full.passes += probe_passes
-        return full
+        return plain_map_around(subject, inputs, torch.arange(n), probe, seed, budget, shard)
 
     coords = coordinates(grid)
     color = torch.zeros(n, dtype=torch.long)
