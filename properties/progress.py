@@ -16,9 +16,9 @@ _current: ContextVar["Progress | None"] = ContextVar("audit_progress", default=N
 
 
 class Progress:
-    def __init__(self, stream=None, delay: float = DELAY):
+    def __init__(self, stream=None, delay: float | None = None):
         self.stream = stream if stream is not None else sys.stderr
-        self.delay = delay
+        self.delay = DELAY if delay is None else delay
         self.bar = None
 
     def phase(self, name: str, planned: int) -> None:
@@ -57,8 +57,9 @@ def wanted(progress: bool | None, stream=None) -> bool:
 
 
 @contextmanager
-def showing(progress: bool | None, stream=None, delay: float = DELAY):
+def showing(progress: bool | None, stream=None, delay: float | None = None):
     """Show progress bars for the duration (``progress``: True, False, or None for a TTY)."""
+    delay = DELAY if delay is None else delay
     bar = Progress(stream, delay) if wanted(progress, stream) else None
     token = _current.set(bar)
     try:
