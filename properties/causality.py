@@ -42,6 +42,9 @@ CONFIRM_RATIO = 1e-3  # float64 change / float32 change below this: rounding, no
 # A float32 change above this fraction of the outputs' scale is no rounding (that would need
 # intermediates 1e5 times larger than the outputs): it counts without a float64 pass.
 OBVIOUS = 1e-2
+# Output bytes one stacked pass may produce: beyond that a pass is bound by memory traffic (the
+# logits of a language model) and stacking more copies saves nothing.
+OUTPUT_PER_PASS = 256 << 20
 SEARCH_COST = 2.0  # forward passes per Hypothesis example, for planning (shrinking, confirming)
 
 
@@ -294,6 +297,8 @@ def chunk_copies(runner: Runner, items: int) -> int:
     position-samples (beyond that a bigger batch is no faster), and few enough that ``items``
     cuts make ``MIN_CHUNKS`` chunks (for shards to share)."""
     cap = copies_per_pass(runner.pool_size, runner.subject.n_positions, BATCH_BUDGET)
+    runner.pool(0)
+    cap = min(cap, max(1, OUTPUT_PER_PASS // max(1, runner.cost.output)))
     return runner.copies(spread(cap, items))
 
 

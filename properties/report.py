@@ -324,6 +324,11 @@ def _evidence_line(coverage: dict, floor) -> str:
             parts.append(
                 f"gradients ({mode}): {g['method']} map, {g['outputs_mapped']}/{g['outputs_total']}"
                 f" outputs, {g['passes']} VJP passes, union of {g['inputs']} inputs"
+                + (
+                    f" (sampled rows: {g['sampled_row_inputs']} input)"
+                    if "sampled_row_inputs" in g
+                    else ""
+                )
             )
     for mode, p in coverage.get("perturbation", {}).items():
         if p == "unavailable":
