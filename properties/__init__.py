@@ -99,9 +99,13 @@ def audit_model(
     seed=0,
     max_examples=None,
     shard=None,
+    memory=None,
+    budget=None,
+    progress=None,
     **subject_options,
 ):
-    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check)."""
+    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check;
+    ``memory`` GB, ``budget`` seconds and ``progress`` as in :func:`audit`)."""
     from .audit import CHECKS, audit
     from .subject import make_subject
 
@@ -114,6 +118,9 @@ def audit_model(
         seed=seed,
         max_examples=max_examples,
         shard=shard,
+        memory=memory,
+        budget=budget,
+        progress=progress,
     )
 
 

@@ -45,6 +45,8 @@ def assert_causal(
     seed=0,
     max_examples=None,
     shard=None,
+    memory=None,
+    budget=None,
     **subject_options,
 ):
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
@@ -56,7 +58,9 @@ def assert_causal(
     ``--causal-exact``). ``checks``: a subset of :data:`~properties.CHECKS` (default: all).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
     ``shard=(i, n)``: audit only the i-th of n disjoint parts (see :func:`shards`): the model
-    passes when every shard passes.
+    passes when every shard passes. ``memory``: gigabytes the audit's stacked passes may hold
+    (default: a quarter of the available memory, at most 2); ``budget``: seconds the audit may
+    take (it then covers what fits, and ``result.coverage`` says what).
 
     Returns the :class:`~properties.audit.AuditResult` when the model passes.
     """
@@ -75,6 +79,9 @@ def assert_causal(
         seed=seed,
         max_examples=max_examples,
         shard=shard,
+        memory=memory,
+        budget=budget,
+        progress=False,  # pytest owns the terminal
         **subject_options,
     )
     if not result.passed:
@@ -90,7 +97,8 @@ def shards(count: int) -> list:
             assert_causal(model, grid=(8192,), layout="BCT->BTC", shard=shard)
 
     Each shard runs its own chunks of the sweep's cuts, of the map's colors and of the loss
-    positions (shard 0 also runs the Hypothesis searches); xdist spreads the shards over workers.
+    positions (shard 0 also runs the search for future leaks, shard 1 the one for the present);
+    xdist spreads the shards over workers.
     The shards together run exactly the forward passes of the whole audit, and
     :func:`properties.audit.merge` turns their results into the whole audit's result.
     """

@@ -225,3 +225,14 @@ def test_report_line_names_the_coverage():
     text = render_text(audit(subject, max_examples=5), "net")
     assert "coverage: swept 24 of 24 cuts; Hypothesis" in text
     assert torch.is_tensor(subject.ranks)
+
+
+def test_assert_causal_takes_a_memory_budget():
+    from properties import assert_causal
+
+    with pytest.raises(AdapterError, match="--memory"):
+        assert_causal(Wide(), grid=(256,), layout="BT", vocab=50, predicts="next", memory=0.001)
+    result = assert_causal(
+        Wide(200), grid=(64,), layout="BT", vocab=50, predicts="next", memory=0.01, max_examples=5
+    )
+    assert result.mode == "inclusive"
