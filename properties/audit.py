@@ -25,8 +25,8 @@ then sampled outputs; a stratified sample of cuts; Hypothesis examples until the
 within the budget (+10%); ``coverage`` (and the report's ``coverage:`` line) says what was covered.
 
 Memory (``memory=`` GB, ``--memory``): every stacked pass holds as many copies as its measured
-cost allows (:mod:`properties.memory`); default a quarter of the available memory, at most 2 GB
-(exactly 2 GB for shards, so that every shard cuts its chunks the same way).
+cost allows (:mod:`properties.memory`); default a quarter of the available memory, at most 1.5 GB
+(exactly 1.5 GB for shards, so that every shard cuts its chunks the same way).
 
 Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts and of the
 map's colors (or rows) (:mod:`properties.chunks`): exactly the forward passes the whole audit

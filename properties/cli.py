@@ -90,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_float,
         metavar="GB",
         help="memory the audit's stacked passes may hold (default: a quarter of the available "
-        "memory, at most 2; the model and its float64 copy come on top)",
+        "memory, at most 1.5; the model and its float64 copy come on top)",
     )
     a.add_argument(
         "--budget",

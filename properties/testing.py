@@ -59,7 +59,7 @@ def assert_causal(
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
     ``shard=(i, n)``: audit only the i-th of n disjoint parts (see :func:`shards`): the model
     passes when every shard passes. ``memory``: gigabytes the audit's stacked passes may hold
-    (default: a quarter of the available memory, at most 2); ``budget``: seconds the audit may
+    (default: a quarter of the available memory, at most 1.5); ``budget``: seconds the audit may
     take (it then covers what fits, and ``result.coverage`` says what).
 
     Returns the :class:`~properties.audit.AuditResult` when the model passes.
