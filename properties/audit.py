@@ -12,7 +12,8 @@ Coverage policy (the one place it is stated; the report says what was covered):
 - Dependency map (gradients): every output when the colored map needs at most
   ``MAX_MAP_PASSES`` passes (receptive fields small against the grid) or with ``exact``;
   otherwise the probe outputs (on ``MAP_INPUTS`` inputs) plus a stratified sample of
-  ``SAMPLED_OUTPUTS`` outputs (on ``SAMPLED_INPUTS`` input).
+  ``SAMPLED_OUTPUTS`` outputs (on ``SAMPLED_INPUTS`` input when one float64 VJP holds more than
+  ``BIG_VJP`` bytes, as a language model's does).
 - Loss equivalence: read off the sweep's forward passes (its masked inputs are the sweep's), so
   it covers the positions of the swept cuts.
 
@@ -57,10 +58,12 @@ SAMPLED_CUTS = 256
 MAX_MAP_PASSES = 160
 SAMPLED_OUTPUTS = 24
 MAP_INPUTS = 3  # random inputs whose dependency maps are united
-# The sampled rows of a map too wide to colour (a transformer's) are taken on one input: they
-# measure the receptive field at more outputs, while the probe rows (three inputs) and the
-# sweep look for leaks; on a 124M model each float64 VJP costs about nine forward passes.
+# The sampled rows of a map too wide to colour are taken on one input when one float64 VJP of
+# one input holds more than BIG_VJP bytes (a language model's: on a 124M model each costs about
+# nine forward passes): they measure the receptive field at more outputs, while the probe rows
+# (three inputs) and the sweep look for leaks. Smaller models keep the union over three inputs.
 SAMPLED_INPUTS = 1
+BIG_VJP = 256 << 20
 MODES = {False: ("eval", "inference"), True: ("train", "training mode")}
 
 
@@ -389,8 +392,8 @@ def _gradient_evidence(
         "passes": dmap.passes,
         "inputs": inputs,
     }
-    if dmap.method == "sampled":
-        result.coverage["gradient"][label]["sampled_row_inputs"] = min(inputs, SAMPLED_INPUTS)
+    if dmap.method == "sampled" and dmap.row_inputs < inputs:
+        result.coverage["gradient"][label]["sampled_row_inputs"] = dmap.row_inputs
 
 
 def _map_within_memory(subject, result, training, seed, inputs, probes, timing):
@@ -435,9 +438,11 @@ def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timi
         sampled = stratified(subject.n_positions, count, seed) if affordable != 0 else []
         outputs = torch.tensor(sorted(set(probe.outputs.tolist()) | set(sampled)))
         bars.phase("map: sampled rows", len(outputs) - len(probe.outputs))
-        rows = x[:SAMPLED_INPUTS]
+        big = gradients.vjp_bytes(subject, x) > BIG_VJP * len(x)
+        rows = x[:SAMPLED_INPUTS] if big else x
         dmap = gradients.plain_map_around(subject, rows, outputs, probe, seed, shard=shard)
         dmap.method = "sampled"
+        dmap.row_inputs = len(rows)
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     dmap.probe_silent = not probe.seen.any()

@@ -64,6 +64,7 @@ class DependencyMap:
     passes: int  # VJP passes spent (one pass = one backward over one copy of the inputs)
     method: str
     probe_silent: bool = False  # the probed outputs have no gradient at all
+    row_inputs: int = 0  # inputs the sampled rows were taken on (0: all of the map's)
 
     def row_of(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.outputs)}
@@ -256,6 +257,11 @@ def plain_map(
     return DependencyMap(
         outputs[rows], magnitude > 0, magnitude.to(STRENGTH), passes=len(rows), method="plain"
     )
+
+
+def vjp_bytes(subject: Subject, inputs: torch.Tensor) -> int:
+    """Measured bytes one VJP pass over one copy of ``inputs`` holds (see :mod:`.memory`)."""
+    return DifferentiableInput(subject, inputs).cost()
 
 
 def plain_map_around(
