@@ -99,6 +99,7 @@ def passes(coverage: dict) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="two cases only")
+    parser.add_argument("--model", choices=sorted(TARGETS), help="this model's cases only")
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}")
     header = (
@@ -108,6 +109,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for name, length, extra in QUICK if args.quick else CASES:
+        if args.model and name != args.model:
+            continue
         fwd = forward_seconds(name, length)
         r = run_audit(name, length, extra)
         d = r["data"] or {}
