@@ -70,6 +70,7 @@ class PerturbationReport:
     cuts_swept: int = 0
     examples: int = 0
     rounding: int = 0  # float32 changes dismissed as rounding
+    unconfirmed: str = ""  # why small changes were counted without a float64 confirmation
 
     def violations(self, subject: Subject) -> list[Violation]:
         """Hypothesis' minimal violations first, then the sweep's, by output rank."""
@@ -87,6 +88,11 @@ class PerturbationReport:
                 f"{self.rounding} changes of float32 predictions vanished in float64: rounding "
                 "in arithmetic where the future cancels only on paper (x_t subtracted back out "
                 "of a sum, a kernel that mixes neighbouring inputs), not a dependency; not counted"
+            )
+        if self.unconfirmed:
+            notes.append(
+                "small float32 changes counted without a float64 confirmation, so rounding may "
+                f"count: on the float64 copy, {self.unconfirmed}"
             )
         return notes
 
@@ -109,6 +115,7 @@ def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
         cuts_swept=sum(r.cuts_swept for r in reports),
         examples=sum(r.examples for r in reports),
         rounding=sum(r.rounding for r in reports),
+        unconfirmed=next((r.unconfirmed for r in reports if r.unconfirmed), ""),
     )
     for report in reports:
         for t, (cut, effect, kind) in report.sweep.items():
@@ -136,6 +143,7 @@ class Runner:
         self.rounding = 0  # violations dismissed as rounding
         self.cost: memory.PassCost | None = None  # of one pool, measured on its first pass
         self.scale = 0.0  # largest |output| of the first pool
+        self.unconfirmed = ""  # why small float32 changes could not be confirmed in float64
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return forward(self.subject, x, seed=self.seed).detach()
@@ -189,6 +197,10 @@ class Runner:
             changes64 = double.changes_at(pool, x1)
         except ModelError:  # the float64 copy does not run (a dtype fixed inside the model)
             self._confirm = False
+            return outputs
+        except memory.MemoryBudgetError as exc:  # counted unconfirmed, and said so
+            self._confirm = False
+            self.unconfirmed = f"{exc.problem} ({exc.fix})"
             return outputs
         keep = changes64[outputs] > torch.maximum(
             torch.full_like(changes64[outputs], double.tolerance),
@@ -491,4 +503,5 @@ def perturbation_evidence(
             report.found.append(found)
             report.counterexamples[kind] = p
     report.rounding = runner.rounding
+    report.unconfirmed = runner.unconfirmed
     return report

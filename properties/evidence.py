@@ -99,6 +99,7 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
                 "cuts_swept": r.cuts_swept,
                 "examples": r.examples,
                 "rounding": r.rounding,
+                "unconfirmed": r.unconfirmed,
             }
             for mode, r in result.perturbations.items()
         },
@@ -154,6 +155,7 @@ def load(data: dict, where: str) -> AuditResult:
             cuts_swept=r["cuts_swept"],
             examples=r["examples"],
             rounding=r["rounding"],
+            unconfirmed=r["unconfirmed"],
         )
         report.sweep = {t: (c, _unfloat(e), k) for t, c, e, k in r["sweep"]}
         result.perturbations[mode] = report

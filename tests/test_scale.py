@@ -236,3 +236,26 @@ def test_assert_causal_takes_a_memory_budget():
         Wide(200), grid=(64,), layout="BT", vocab=50, predicts="next", memory=0.01, max_examples=5
     )
     assert result.mode == "inclusive"
+
+
+class FaintLeak(Wide):
+    """Sees the next token, faintly: a change far below 1% of the outputs' scale, which only a
+    float64 confirmation can tell from rounding."""
+
+    def forward(self, tokens):
+        ahead = self.emb(tokens.roll(-1, 1)).sum(-1, keepdim=True)
+        return self.head(self.emb(tokens)) + 1e-5 * ahead
+
+
+def test_a_float64_confirmation_that_does_not_fit_is_said():
+    subject = make_subject(FaintLeak(), grid=(256,), layout="BT", vocab=50, predicts="next")
+    with memory.limited(1.0):
+        runner = Runner(subject, seed=0, pool_size=1)
+        runner.pool(0)
+    between = 1.5 * runner.cost.per_copy / memory.GIB  # float32 fits, float64 (twice) does not
+    result = audit(subject, memory=between, max_examples=5, checks=["causality"])
+    assert result.mode == "none"
+    assert any("without a float64 confirmation" in n for n in result.notes)
+    roomy = audit(subject, max_examples=5, checks=["causality"])
+    assert roomy.mode == "none"
+    assert not any("without a float64 confirmation" in n for n in roomy.notes)
