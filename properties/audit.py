@@ -48,7 +48,8 @@ from .causality import PerturbationReport, Violation, merge_reports, perturbatio
 from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
 from .loss import LossEquivalence, LossRows, merge_losses
-from .memory import DEFAULT_CAP, GIB, MemoryBudgetError, limited
+from .memory import DEFAULT_CAP, GIB, MemoryBudgetError, limited, measure
+from .memory import budget as budget_bytes
 from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
 from .subject import Subject
 
@@ -92,6 +93,7 @@ class AuditResult:
     blind_spot: facts.BlindSpot | None = None
     loss: LossEquivalence | None = None
     derived_notes: list[str] = field(default_factory=list)
+    sample_bytes: int = 0  # what one sample holds in a forward pass (measured by validate)
 
     @property
     def notes(self) -> list[str]:
@@ -153,7 +155,7 @@ def _audit(subject, checks, train, exact, seed, max_examples, shard, budget) -> 
     result = AuditResult(subject, _checked(checks), train, exact, shard)
     result.evidence_notes.extend(subject.notes)
     timing = None if budget is None else plan.Plan(float(budget))
-    validate(subject, seed, result.evidence_notes, timing)
+    result.sample_bytes = validate(subject, seed, result.evidence_notes, timing)
     examples = max_examples or hypothesis_settings.default.max_examples
     needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(result.checks))
     failures: list[ModelError] = []  # evidence the model could not be run for
@@ -304,18 +306,20 @@ def _merge_coverage(coverages: list[dict]) -> dict:
 # Gathering
 
 
-def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> None:
+def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
     """One ordinary forward pass: output layout, finite values, no in-place change of input.
-    With a time budget, also the measured cost of one forward pass of one sample."""
+    With a time budget, also the measured cost of one forward pass of one sample. Returns the
+    bytes one sample holds in a forward pass (measured, see :mod:`properties.memory`)."""
     x = subject.draw_inputs(2, torch.Generator().manual_seed(seed))
     with model_mode(subject, train=False):
-        y = forward(subject, x, seed=seed)
+        y, cost = measure(lambda: forward(subject, x, seed=seed))
         check_outputs_finite(y)
         note = check_input_untouched(subject, x, seed)
         if timing is not None:
             timing.forward = plan.measure_forward(lambda: forward(subject, x[:1], seed=seed), 1)
     if note:
         notes.append(note)
+    return cost.per_copy // 2
 
 
 def stratified(n: int, count: int, seed: int) -> list[int]:
@@ -349,6 +353,18 @@ def _gradient_evidence(
             )
             result.coverage.setdefault("gradient", {})[label] = "skipped (budget)"
             result.coverage["budgeted"] = True
+            return
+    if subject.dtype != torch.float64 and subject.dtype.is_floating_point:
+        # A float64 VJP holds at least a float64 forward pass (twice the measured float32 one):
+        # when that alone is over the budget, say so without building the copy and the probe.
+        scale = 64 // torch.finfo(subject.dtype).bits
+        at_least = scale * result.sample_bytes
+        if at_least > budget_bytes():
+            exc = MemoryBudgetError("one float64 VJP pass (1 input)", at_least, budget_bytes())
+            result.evidence_notes.append(
+                f"gradient evidence unavailable in {label}: {exc.problem} ({exc.fix})"
+            )
+            result.coverage.setdefault("gradient", {})[label] = "unavailable"
             return
     s64, note = float64_copy(subject)
     if note:
