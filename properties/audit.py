@@ -360,7 +360,9 @@ def _gradient_evidence(
         scale = 64 // torch.finfo(subject.dtype).bits
         at_least = scale * result.sample_bytes
         if at_least > budget_bytes():
-            exc = MemoryBudgetError("one float64 VJP pass (1 input)", at_least, budget_bytes())
+            exc = MemoryBudgetError(
+                "one float64 VJP pass (1 input)", at_least, budget_bytes(), bound=True
+            )
             result.evidence_notes.append(
                 f"gradient evidence unavailable in {label}: {exc.problem} ({exc.fix})"
             )

@@ -150,10 +150,12 @@ def copies(cost_per_copy: int, cap: int, *, what: str, fixed: int = 0) -> int:
 
 
 class MemoryBudgetError(AdapterError):
-    def __init__(self, what: str, needed: int, limit: int):
+    def __init__(self, what: str, needed: int, limit: int, *, bound: bool = False):
         self.needed, self.limit = needed, limit
+        about = "at least" if bound else "about"  # a lower bound, before any probe pass
         super().__init__(
-            f"{what} needs about {gigabytes(needed)}, over the memory budget of {gigabytes(limit)}",
+            f"{what} needs {about} {gigabytes(needed)}, over the memory budget of "
+            f"{gigabytes(limit)}",
             f"raise it with --memory {max(1, -(-needed // GIB))} (memory= in the API), or audit "
             "a shorter grid",
         )
