@@ -102,10 +102,14 @@ def audit_model(
     seed=0,
     max_examples=None,
     shard=None,
+    memory=None,
+    budget=None,
+    progress=None,
     **subject_options,
 ):
     """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check,
-    the certificate up to 1024 positions)."""
+    the certificate up to 1024 positions; ``memory`` GB, ``budget`` seconds and ``progress`` as
+    in :func:`audit`)."""
     from .audit import audit
     from .subject import make_subject
 
@@ -118,6 +122,9 @@ def audit_model(
         seed=seed,
         max_examples=max_examples,
         shard=shard,
+        memory=memory,
+        budget=budget,
+        progress=progress,
     )
 
 

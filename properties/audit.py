@@ -11,15 +11,29 @@ Coverage policy (the one place it is stated; the report says what was covered):
   stratified sample of ``SAMPLED_CUTS`` cuts. The Hypothesis search always ranges over every cut.
 - Dependency map (gradients): every output when the colored map needs at most
   ``MAX_MAP_PASSES`` passes (receptive fields small against the grid) or with ``exact``;
-  otherwise the probe outputs plus a stratified sample of ``SAMPLED_OUTPUTS`` outputs.
+  otherwise the probe outputs (on ``MAP_INPUTS`` inputs) plus a stratified sample of
+  ``SAMPLED_OUTPUTS`` outputs (on ``SAMPLED_INPUTS`` input when one float64 VJP holds more than
+  ``BIG_VJP`` bytes, as a language model's does).
 - Loss equivalence: read off the sweep's forward passes (its masked inputs are the sweep's), so
   it covers the positions of the swept cuts.
 
 ``exact=True`` covers every cut, every output and every position, whatever the size.
 
+With a time budget (``budget=`` seconds, ``--budget``) each of the above is an upper bound: the
+audit times one forward pass first and plans each phase within its share of the time left
+(:mod:`properties.plan`): the map's probe rows (fewer, and on one input, when they would not fit),
+then sampled outputs; a stratified sample of cuts; Hypothesis examples until the deadline. It ends
+within the budget (+10%); ``coverage`` (and the report's ``coverage:`` line) says what was covered.
+
+Memory (``memory=`` GB, ``--memory``): every stacked pass holds as many copies as its measured
+cost allows (:mod:`properties.memory`); default a quarter of the available memory, at most 1.5 GB
+(exactly 1.5 GB for shards, so that every shard cuts its chunks the same way).
+
 Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts and of the
 map's colors (or rows) (:mod:`properties.chunks`): exactly the forward passes the whole audit
-would run; shard 0 also runs the Hypothesis searches.
+would run; shard 0 runs the search for future leaks, shard 1 (mod n) the one for the present.
+Every phase is cut in at least ``chunks.MIN_CHUNKS`` chunks where it has that many items, so that
+a small audit spreads over up to that many shards.
 """
 
 import time
@@ -29,12 +43,15 @@ from typing import TYPE_CHECKING
 import torch
 from hypothesis import settings as hypothesis_settings
 
-from . import facts, gradients
+from . import facts, gradients, plan
+from . import progress as bars
 from .causality import PerturbationReport, Violation, merge_reports, perturbation_evidence
 from .chunks import leads
 from .errors import AdapterError, ModelError
 from .gradients import DependencyMap, GradientUnavailable
 from .loss import LossEquivalence, LossRows, merge_losses
+from .memory import DEFAULT_CAP, GIB, MemoryBudgetError, limited, measure
+from .memory import budget as budget_bytes
 from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
 from .subject import Subject
 
@@ -52,6 +69,12 @@ SAMPLED_CUTS = 256
 MAX_MAP_PASSES = 160
 SAMPLED_OUTPUTS = 24
 MAP_INPUTS = 3  # random inputs whose dependency maps are united
+# The sampled rows of a map too wide to colour are taken on one input when one float64 VJP of
+# one input holds more than BIG_VJP bytes (a language model's: on a 124M model each costs about
+# nine forward passes): they measure the receptive field at more outputs, while the probe rows
+# (three inputs) and the sweep look for leaks. Smaller models keep the union over three inputs.
+SAMPLED_INPUTS = 1
+BIG_VJP = 256 << 20
 MODES = {False: ("eval", "inference"), True: ("train", "training mode")}
 
 
@@ -84,6 +107,7 @@ class AuditResult:
     certificate: "Certificate | None" = None
     certificate_exact: bool | None = None  # the measured map equals the bound
     unsound: list = field(default_factory=list)  # dynamic dependencies outside the bound
+    sample_bytes: int = 0  # what one sample holds in a forward pass (measured by validate)
 
     @property
     def notes(self) -> list[str]:
@@ -114,6 +138,9 @@ def audit(
     seed: int = 0,
     max_examples: int | None = None,
     shard: tuple[int, int] | None = None,
+    memory: float | None = None,
+    budget: float | None = None,
+    progress: bool | None = None,
 ) -> AuditResult:
     """Audit ``subject``: causality (gradients and perturbations), receptive field, blind spot
     and loss equivalence, as asked by ``checks``.
@@ -123,20 +150,40 @@ def audit(
     ``shard=(i, n)`` gathers the i-th of n disjoint parts of the evidence (see :func:`merge`).
     ``checks=None``: every dynamic check, and the certificate when the grid has at most
     ``CERTIFICATE_POSITIONS`` positions.
+    ``memory``: gigabytes the stacked passes may hold (default: see the module's docstring).
+    ``budget``: seconds the audit may take (see "Coverage policy" above).
+    ``progress``: progress bars on stderr (None: when stderr is a terminal).
     """
+    shard = _checked_shard(shard)
+    if budget is not None and not budget > 0:
+        raise AdapterError(f"the time budget must be positive, got {budget}", "pass --budget S")
+    if budget is not None and shard is not None:
+        raise AdapterError(
+            "a time budget cannot be combined with shards (each shard would plan differently)",
+            "drop --budget, or shard an audit with a fixed plan",
+        )
+    if memory is None and shard is not None:
+        memory = DEFAULT_CAP / GIB  # the same on every machine: shards must cut alike
+    with limited(memory), bars.showing(progress):
+        return _audit(subject, checks, train, exact, seed, max_examples, shard, budget)
+
+
+def _audit(subject, checks, train, exact, seed, max_examples, shard, budget) -> AuditResult:
     start = time.perf_counter()
     if checks is None:
         cheap = subject.n_positions <= CERTIFICATE_POSITIONS
         checks = CHECKS if cheap else DYNAMIC
-    result = AuditResult(subject, _checked(checks), train, exact, _checked_shard(shard))
+    result = AuditResult(subject, _checked(checks), train, exact, shard)
     result.evidence_notes.extend(subject.notes)
+    timing = None if budget is None else plan.Plan(float(budget))
     if result.checks != ("certificate",):
         # First, as every audit's first call: a model that caches state from its first call
         # (properties.batching) then sees the batch size the dynamic evidence uses.
-        validate(subject, seed, result.evidence_notes)
+        result.sample_bytes = validate(subject, seed, result.evidence_notes, timing)
     if "certificate" in result.checks and leads(result.shard):
         from .certificate import certify
 
+        # within a budget, its time is taken from what the dynamic evidence has left
         result.certificate = certify(subject, train=train, seed=seed)
     if result.checks == ("certificate",):  # the static analysis alone: no sampled evidence
         conclude(result)
@@ -147,10 +194,10 @@ def audit(
     failures: list[ModelError] = []  # evidence the model could not be run for
     for training in (False, True) if train else (False,):
         if needs_map:
-            _gradient_evidence(subject, result, training, seed)
+            _gradient_evidence(subject, result, training, seed, timing)
         if "causality" in result.checks or ("loss" in result.checks and not training):
             try:
-                _perturbation_evidence(subject, result, training, seed, examples)
+                _perturbation_evidence(subject, result, training, seed, examples, timing)
             except ModelError as exc:
                 failures.append(exc)
                 mode, label = MODES[training]
@@ -163,7 +210,12 @@ def audit(
     # what the subject learnt while running (e.g. a model that runs at one batch size only)
     result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
-    result.coverage["exhaustive"] = exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
+    result.coverage["exhaustive"] = (
+        exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
+    ) and not result.coverage.get("budgeted")
+    if timing is not None:
+        result.coverage["budget_seconds"] = float(budget)
+        result.coverage["forward_seconds"] = round(timing.forward, 6)
     result.seconds = time.perf_counter() - start
     return result
 
@@ -179,7 +231,10 @@ def _checked(checks) -> tuple[str, ...]:
 def _checked_shard(shard) -> tuple[int, int] | None:
     if shard is None:
         return None
-    index, count = (int(v) for v in shard)
+    try:
+        index, count = (int(v) for v in shard)
+    except (TypeError, ValueError):
+        index, count = -1, 0
     if not 0 <= index < count:
         raise AdapterError(
             f"shard {shard} is not (index, count) with 0 <= index < count",
@@ -330,15 +385,20 @@ def _merge_coverage(coverages: list[dict]) -> dict:
 # Gathering
 
 
-def validate(subject: Subject, seed: int, notes: list[str]) -> None:
-    """One ordinary forward pass: output layout, finite values, no in-place change of input."""
+def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
+    """One ordinary forward pass: output layout, finite values, no in-place change of input.
+    With a time budget, also the measured cost of one forward pass of one sample. Returns the
+    bytes one sample holds in a forward pass (measured, see :mod:`properties.memory`)."""
     x = subject.draw_inputs(2, torch.Generator().manual_seed(seed))
     with model_mode(subject, train=False):
-        y = forward(subject, x, seed=seed)
+        y, cost = measure(lambda: forward(subject, x, seed=seed))
         check_outputs_finite(y)
         note = check_input_untouched(subject, x, seed)
+        if timing is not None:
+            timing.forward = plan.measure_forward(lambda: forward(subject, x[:1], seed=seed), 1)
     if note:
         notes.append(note)
+    return cost.per_copy // 2
 
 
 def stratified(n: int, count: int, seed: int) -> list[int]:
@@ -355,31 +415,64 @@ def stratified(n: int, count: int, seed: int) -> list[int]:
     return sorted(picks)
 
 
-def _gradient_evidence(subject: Subject, result: AuditResult, training: bool, seed: int) -> None:
+def _gradient_evidence(
+    subject: Subject, result: AuditResult, training: bool, seed: int, timing=None
+) -> None:
     mode, label = MODES[training]
+    probes, inputs = len(gradients.probe_positions(subject.grid)), MAP_INPUTS
+    if timing is not None:  # the probe rows on one input when all of them would not fit
+        row = plan.VJP_FACTOR * timing.forward
+        if probes * inputs * row > plan.MAP_SHARE * timing.left():
+            inputs = 1
+        probes = min(probes, timing.affordable(plan.MAP_SHARE, row * inputs))
+        if probes == 0:
+            result.evidence_notes.append(
+                f"gradient evidence skipped in {label}: one VJP pass would not fit the time "
+                "budget; the perturbations decide"
+            )
+            result.coverage.setdefault("gradient", {})[label] = "skipped (budget)"
+            result.coverage["budgeted"] = True
+            return
+    if subject.dtype != torch.float64 and subject.dtype.is_floating_point:
+        # A float64 VJP holds at least a float64 forward pass (twice the measured float32 one):
+        # when that alone is over the budget, say so without building the copy and the probe.
+        scale = 64 // torch.finfo(subject.dtype).bits
+        at_least = scale * result.sample_bytes
+        if at_least > budget_bytes():
+            exc = MemoryBudgetError(
+                "one float64 VJP pass (1 input)", at_least, budget_bytes(), bound=True
+            )
+            result.evidence_notes.append(
+                f"gradient evidence unavailable in {label}: {exc.problem} ({exc.fix})"
+            )
+            result.coverage.setdefault("gradient", {})[label] = "unavailable"
+            return
     s64, note = float64_copy(subject)
     if note:
         result.evidence_notes.append(note)
-    x = subject.draw_inputs(MAP_INPUTS, torch.Generator().manual_seed(seed + 7))
     try:
         try:
-            with model_mode(s64, train=training):
-                dmap = _map(s64, x, result.exact, seed, result.shard)
+            dmap, inputs = _map_within_memory(s64, result, training, seed, inputs, probes, timing)
         except ModelError as exc:
             if s64 is subject:
                 raise
             # The float64 copy does not run (a dtype fixed inside the model): its own dtype.
-            with model_mode(subject, train=training):
-                dmap = _map(subject, x, result.exact, seed, result.shard)
+            dmap, inputs = _map_within_memory(
+                subject, result, training, seed, inputs, probes, timing
+            )
             result.evidence_notes.append(
                 f"the float64 copy of the model raised ({exc.problem}): gradients taken in "
                 f"{subject.dtype}"
             )
-    except (GradientUnavailable, ModelError) as exc:
+    except (GradientUnavailable, ModelError, MemoryBudgetError) as exc:
         why = exc.problem if isinstance(exc, ModelError) else exc
+        if isinstance(exc, MemoryBudgetError):
+            why = f"{exc.problem} ({exc.fix})"
         result.evidence_notes.append(f"gradient evidence unavailable in {label}: {why}")
         result.coverage.setdefault("gradient", {})[label] = "unavailable"
         return
+    finally:
+        del s64  # the float64 copy of a big model is as big as two of it: free it now
     if dmap.probe_silent:  # round, argmax, thresholds: the gradient says nothing at all
         result.evidence_notes.append(
             f"gradient evidence unavailable in {label}: the gradients are zero everywhere "
@@ -394,22 +487,59 @@ def _gradient_evidence(subject: Subject, result: AuditResult, training: bool, se
         "outputs_total": subject.n_positions,
         "method": dmap.method,
         "passes": dmap.passes,
-        "inputs": MAP_INPUTS,
+        "inputs": inputs,
     }
+    if dmap.method == "sampled" and dmap.row_inputs < inputs:
+        result.coverage["gradient"][label]["sampled_row_inputs"] = dmap.row_inputs
 
 
-def _map(subject: Subject, x: torch.Tensor, exact: bool, seed: int, shard) -> DependencyMap:
-    grid = subject.grid
-    probe = gradients.plain_map(subject, x, outputs=gradients.probe_positions(grid), seed=seed)
+def _map_within_memory(subject, result, training, seed, inputs, probes, timing):
+    """The map on ``inputs`` random inputs, or on one when a VJP of that many does not fit the
+    memory budget (a MemoryBudgetError when not even one does)."""
+    try:
+        x = subject.draw_inputs(inputs, torch.Generator().manual_seed(seed + 7))[:inputs]
+        with model_mode(subject, train=training):
+            return _map(subject, x, result, seed, probes, timing), inputs
+    except MemoryBudgetError:
+        if inputs == 1:
+            raise
+    x = subject.draw_inputs(MAP_INPUTS, torch.Generator().manual_seed(seed + 7))[:1]
+    with model_mode(subject, train=training):
+        return _map(subject, x, result, seed, probes, timing), 1
+
+
+def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timing):
+    grid, shard, exact = subject.grid, result.shard, result.exact
+    positions = gradients.probe_positions(grid)
+    if probes < len(positions):  # a budget: the first, the last, then evenly spread
+        positions = torch.tensor(stratified(len(positions), max(0, probes - 2), seed))
+        positions = gradients.probe_positions(grid)[positions][:probes]
+        result.coverage["budgeted"] = True
+    bars.phase("map: probe rows", len(positions))
+    started = time.perf_counter()
+    probe = gradients.plain_map(subject, x, outputs=positions, seed=seed)
+    row = (time.perf_counter() - started) / max(1, len(positions))  # measured: seconds per row
     colors = gradients.color_count(probe, grid)
-    if exact or probe.passes + 2 * colors <= MAX_MAP_PASSES:
+    affordable = None if timing is None else timing.affordable(plan.MAP_SHARE, row)
+    if exact or (
+        probe.passes + 2 * colors <= MAX_MAP_PASSES
+        and (affordable is None or 2 * colors <= affordable)
+    ):
+        bars.phase("map: colors", 2 * colors)
         dmap = gradients.colored_map(subject, x, seed=seed, probe=probe, shard=shard)
     else:
-        sampled = stratified(subject.n_positions, SAMPLED_OUTPUTS, seed)
+        count = SAMPLED_OUTPUTS
+        if affordable is not None and affordable < count + 2:
+            count = max(0, affordable - 2)
+            result.coverage["budgeted"] = True
+        sampled = stratified(subject.n_positions, count, seed) if affordable != 0 else []
         outputs = torch.tensor(sorted(set(probe.outputs.tolist()) | set(sampled)))
-        dmap = gradients.plain_map(subject, x, outputs=outputs, seed=seed, shard=shard)
+        bars.phase("map: sampled rows", len(outputs) - len(probe.outputs))
+        big = gradients.vjp_bytes(subject, x) > BIG_VJP * len(x)
+        rows = x[:SAMPLED_INPUTS] if big else x
+        dmap = gradients.plain_map_around(subject, rows, outputs, probe, seed, shard=shard)
         dmap.method = "sampled"
-        dmap.passes += probe.passes if leads(shard) else 0
+        dmap.row_inputs = len(rows)
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     dmap.probe_silent = not probe.seen.any()
@@ -417,7 +547,7 @@ def _map(subject: Subject, x: torch.Tensor, exact: bool, seed: int, shard) -> De
 
 
 def _perturbation_evidence(
-    subject: Subject, result: AuditResult, training: bool, seed: int, examples: int
+    subject: Subject, result: AuditResult, training: bool, seed: int, examples: int, timing=None
 ) -> None:
     """The sweep (and, for the causality check, the Hypothesis search); in inference its
     forward passes also give the loss check's rows."""
@@ -426,6 +556,15 @@ def _perturbation_evidence(
         cut_list = list(range(n))
     else:
         cut_list = stratified(n, SAMPLED_CUTS, seed + 1)
+    if timing is not None:
+        overhead = plan.NOISE_FLOOR_PASSES * timing.forward
+        affordable = timing.affordable(plan.SWEEP_SHARE, timing.forward, overhead=overhead)
+        if affordable < len(cut_list):
+            cut_list = stratified(n, max(0, affordable - 2), seed + 1)
+            result.coverage["budgeted"] = True
+            result.coverage["cuts_stratified"] = True
+    elif len(cut_list) < n:
+        result.coverage["cuts_stratified"] = True
     observers: list[LossRows] = []
 
     def observe(x, y_full, tolerance):
@@ -443,6 +582,7 @@ def _perturbation_evidence(
             shard=result.shard,
             search="causality" in result.checks,
             observe=observe if wants_loss else None,
+            timing=timing,
         )
     if "causality" in result.checks:
         result.perturbations[MODES[training][0]] = report

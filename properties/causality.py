@@ -27,8 +27,8 @@ import torch
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
-from . import strategies
-from .chunks import chunked, copies_per_pass, leads, share
+from . import memory, progress, strategies
+from .chunks import chunked, copies_per_pass, share, spread
 from .errors import ModelError
 from .perturbations import ZEROS, Perturbation, apply, replace_one
 from .running import check_outputs_finite, float64_copy, forward
@@ -39,6 +39,13 @@ BATCH_DEPENDENCE = 1e-4  # slot differences above this (relative) mean samples i
 LOCALIZE_LIMIT = 64  # positions tried one by one to name the input behind a leak
 BATCH_BUDGET = 1 << 16  # positions x samples in one stacked forward pass
 CONFIRM_RATIO = 1e-3  # float64 change / float32 change below this: rounding, not dependency
+# A float32 change above this fraction of the outputs' scale is no rounding (that would need
+# intermediates 1e5 times larger than the outputs): it counts without a float64 pass.
+OBVIOUS = 1e-2
+# Output bytes one stacked pass may produce: beyond that a pass is bound by memory traffic (the
+# logits of a language model) and stacking more copies saves nothing.
+OUTPUT_PER_PASS = 256 << 20
+SEARCH_COST = 2.0  # forward passes per Hypothesis example, for planning (shrinking, confirming)
 
 
 @dataclass
@@ -63,6 +70,7 @@ class PerturbationReport:
     cuts_swept: int = 0
     examples: int = 0
     rounding: int = 0  # float32 changes dismissed as rounding
+    unconfirmed: str = ""  # why small changes were counted without a float64 confirmation
 
     def violations(self, subject: Subject) -> list[Violation]:
         """Hypothesis' minimal violations first, then the sweep's, by output rank."""
@@ -81,6 +89,11 @@ class PerturbationReport:
                 "in arithmetic where the future cancels only on paper (x_t subtracted back out "
                 "of a sum, a kernel that mixes neighbouring inputs), not a dependency; not counted"
             )
+        if self.unconfirmed:
+            notes.append(
+                "small float32 changes counted without a float64 confirmation, so rounding may "
+                f"count: on the float64 copy, {self.unconfirmed}"
+            )
         return notes
 
 
@@ -88,16 +101,21 @@ def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
     """One report from the reports of shards that swept disjoint cuts (the first shard ran the
     Hypothesis search): the same report one process would have made."""
     first = reports[0]
+    order = ("future", "present")  # the order one process searches in
+    found = sorted((v for r in reports for v in r.found), key=lambda v: order.index(v.kind))
     merged = PerturbationReport(
         evidence=first.evidence,
-        found=list(first.found),
-        counterexamples=dict(first.counterexamples),
+        found=found,
+        counterexamples={
+            k: p for k in order for r in reports for kk, p in r.counterexamples.items() if kk == k
+        },
         noise_floor=max(r.noise_floor for r in reports),
         tolerance=max(r.tolerance for r in reports),
         batch_independent=all(r.batch_independent for r in reports),
         cuts_swept=sum(r.cuts_swept for r in reports),
         examples=sum(r.examples for r in reports),
         rounding=sum(r.rounding for r in reports),
+        unconfirmed=next((r.unconfirmed for r in reports if r.unconfirmed), ""),
     )
     for report in reports:
         for t, (cut, effect, kind) in report.sweep.items():
@@ -123,6 +141,9 @@ class Runner:
         self._confirm = confirm and subject.dtype != torch.float64
         self._double: Runner | None = None
         self.rounding = 0  # violations dismissed as rounding
+        self.cost: memory.PassCost | None = None  # of one pool, measured on its first pass
+        self.scale = 0.0  # largest |output| of the first pool
+        self.unconfirmed = ""  # why small float32 changes could not be confirmed in float64
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return forward(self.subject, x, seed=self.seed).detach()
@@ -132,10 +153,21 @@ class Runner:
             generator = torch.Generator().manual_seed(self.seed * 1000 + index)
             # class-valued subjects get class values: the loss check reads its targets here
             x = self.subject.draw_inputs(self.pool_size, generator, integral=True)
-            y = self.run(x)
+            if self.cost is None:  # the first pass is the probe that sizes every later one
+                y, self.cost = memory.measure(lambda: self.run(x))
+                self.scale = float(y.abs().max()) if y.numel() else 0.0
+                self.copies(cap=1)  # not even one pool fits: say so before going on
+            else:
+                y = self.run(x)
             check_outputs_finite(y)
             self._pools[index] = (x, y)
         return self._pools[index]
+
+    def copies(self, cap: int) -> int:
+        """Pools one stacked forward pass may hold within the memory budget (at most ``cap``)."""
+        self.pool(0)
+        what = f"one forward pass of {self.pool_size} sample(s)"
+        return memory.copies(self.cost.per_copy, cap, what=what)
 
     def changes(self, y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
         """(N,) largest change per position over samples and outputs (NaN-aware)."""
@@ -156,6 +188,8 @@ class Runner:
         """The ``outputs`` whose change survives in float64 (all of them for float64 models)."""
         if not self._confirm or len(outputs) == 0:
             return outputs
+        if bool((changes[outputs] > OBVIOUS * self.scale).all()):
+            return outputs
         try:
             double = self._float64()
             if double is None:
@@ -163,6 +197,10 @@ class Runner:
             changes64 = double.changes_at(pool, x1)
         except ModelError:  # the float64 copy does not run (a dtype fixed inside the model)
             self._confirm = False
+            return outputs
+        except memory.MemoryBudgetError as exc:  # counted unconfirmed, and said so
+            self._confirm = False
+            self.unconfirmed = f"{exc.problem} ({exc.fix})"
             return outputs
         keep = changes64[outputs] > torch.maximum(
             torch.full_like(changes64[outputs], double.tolerance),
@@ -233,7 +271,11 @@ def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
 
     A NaN on one side only is an infinite change; NaN on both sides is none. The common case
     (no NaN) takes one subtraction in the outputs' own dtype: this runs on every forward pass.
+    Stacked copies are reduced one at a time, so the comparison holds one copy's difference (a
+    language model's logits are positions x vocabulary), never the whole stack's, nor in float64.
     """
+    if y1.dim() > y0.dim() and y1.shape[0] > 1:
+        return torch.stack([_changes(y0, one) for one in y1])
     fast = (y1 - y0).abs().amax(dim=(-3, -1))
     if not torch.isnan(fast).any():
         return fast.double()
@@ -264,12 +306,18 @@ def _position_of_rank(subject: Subject, rank: int) -> int:
 # The sweep
 
 
-def chunk_copies(batch: int, subject: Subject) -> int:
-    """How many perturbed copies of a batch one stacked forward pass holds."""
-    return copies_per_pass(batch, subject.n_positions, BATCH_BUDGET)
+def chunk_copies(runner: Runner, items: int) -> int:
+    """How many perturbed copies of the pool one stacked forward pass holds: as many as the
+    memory budget allows (measured on the pool's own pass), at most ``BATCH_BUDGET``
+    position-samples (beyond that a bigger batch is no faster), and few enough that ``items``
+    cuts make ``MIN_CHUNKS`` chunks (for shards to share)."""
+    cap = copies_per_pass(runner.pool_size, runner.subject.n_positions, BATCH_BUDGET)
+    runner.pool(0)
+    cap = min(cap, max(1, OUTPUT_PER_PASS // max(1, runner.cost.output)))
+    return runner.copies(spread(cap, items))
 
 
-def sweep(runner: Runner, cut_list: list[int], *, batched: bool, shard=None, observe=None) -> dict:
+def sweep(runner: Runner, cut_list: list[int], *, per_chunk: int, shard=None, observe=None) -> dict:
     """At each cut, the future replaced by the lecture's zeros (wide values are the Hypothesis
     search's job). Returns ``{output: (cut, effect, kind)}``: for each output seen to move, the
     furthest cut that moved it (its furthest future input), or its own cut when it only sees
@@ -277,10 +325,10 @@ def sweep(runner: Runner, cut_list: list[int], *, batched: bool, shard=None, obs
     subject = runner.subject
     x, y0 = runner.pool(0)
     records: dict[int, tuple[int, float, str]] = {}
-    per_chunk = chunk_copies(x.shape[0], subject) if batched else 1
     for chunk in chunked(cut_list, per_chunk, shard):
         perturbed = [apply(subject, x, Perturbation(c, ZEROS, 0.0, seed=c)) for c in chunk]
         y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
+        progress.advance(len(chunk))
         if observe is not None:
             for c, y in zip(chunk, y1, strict=True):
                 observe(c, y)
@@ -330,18 +378,23 @@ def hypothesis_search(
     max_examples: int,
     seed: int,
     evidence: str = "perturbation",
+    over=None,
 ) -> tuple[Violation | None, Perturbation | None, int]:
     """Find, then shrink, a perturbation that shows a ``kind`` ("future"/"present") violation.
 
     Returns the violation (output, localized input, effect), the minimal perturbation and the
-    number of examples tried.
+    number of examples tried. ``over()``: true once the time budget is spent; the search then
+    stops trying new examples (a shrink in progress keeps what it has).
     """
     subject = runner.subject
     test = _future if kind == "future" else _present
     calls = [0]
 
     def shows_violation(p: Perturbation) -> bool:
+        if over is not None and over():
+            return False
         calls[0] += 1
+        progress.advance()
         changes, x1 = runner.evaluate(p)
         moved = test(subject, changes, p.cut, runner.tolerance)
         return len(runner.genuine(p.pool, x1, changes, moved)) > 0
@@ -364,7 +417,7 @@ def hypothesis_search(
     output = (
         int(outputs[torch.argmax(subject.ranks[outputs])]) if kind == "future" else int(outputs[0])
     )
-    source = _localize(runner, p, x1, output)
+    source = _localize(runner, p, x1, output, over)
     violation = Violation(
         output=output,
         input=source,
@@ -376,7 +429,7 @@ def hypothesis_search(
     return violation, p, calls[0]
 
 
-def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int) -> int:
+def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int, over=None) -> int:
     """The first position (in rank order, from the cut) whose lone replacement moves ``output``;
     the cut's own position when no single position does (the leak needs several at once)."""
     subject = runner.subject
@@ -384,6 +437,8 @@ def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int) ->
     order = torch.argsort(subject.ranks)
     candidates = order[p.cut : p.cut + LOCALIZE_LIMIT].tolist()
     for position in candidates:
+        if over is not None and over():
+            break
         x_one = replace_one(subject, x, x1, position)
         changes = runner.changes(y0, runner.run(x_one))
         moved = torch.tensor([output]) if changes[output] > runner.tolerance else torch.tensor([])
@@ -406,33 +461,50 @@ def perturbation_evidence(
     shard: tuple[int, int] | None = None,
     search: bool = True,
     observe=None,
+    timing=None,
 ) -> PerturbationReport:
     """Sweep the given cuts, then (``search``) let Hypothesis search and shrink, in one mode. A
-    ``shard`` sweeps its chunks of cuts only, and only shard 0 runs the search. ``observe``: a
-    callable made with the pool and its outputs, ``observe(x, y0)``, that returns the sweep's
-    observer (see :func:`sweep`)."""
+    ``shard`` sweeps its chunks of cuts only; the search for future leaks runs on shard 0, the
+    one for the present on shard 1 (mod n). ``observe``: a callable made with the pool and its
+    outputs, ``observe(x, y0)``, that returns the sweep's observer (see :func:`sweep`).
+    ``timing``: a :class:`~properties.plan.Plan` whose deadline the searches respect."""
     # One base sample per pool in inference (samples are independent there, and every forward
     # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
     # couple the samples and a batch of one would hide that.
     runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
     report = PerturbationReport(evidence="perturbation/train" if train else "perturbation")
-    copies = chunk_copies(runner.pool_size, subject)
+    copies = chunk_copies(runner, len(cut_list))
     floor, independent = runner.noise_floor(copies, stacked=not train)
     runner.tolerance = SAFETY * floor
     report.noise_floor, report.tolerance = floor, runner.tolerance
     report.batch_independent = independent
     batched = independent and not train
     observer = None if observe is None else observe(*runner.pool(0), runner.tolerance)
-    report.sweep = sweep(runner, cut_list, batched=batched, shard=shard, observe=observer)
-    per_chunk = chunk_copies(runner.pool_size, subject) if batched else 1
+    per_chunk = copies if batched else 1
+    progress.phase("sweep", len(share(cut_list, per_chunk, shard)))
+    report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=observer)
     report.cuts_swept = len(share(cut_list, per_chunk, shard))
-    for kind in ("future", "present") if search and leads(shard) else ():
+    kinds = [
+        k for i, k in enumerate(("future", "present")) if shard is None or i % shard[1] == shard[0]
+    ]
+    if timing is not None and search:
+        # Every example costs a forward pass or more (shrinking, a float64 confirmation).
+        cost = SEARCH_COST * timing.forward * len(kinds)
+        max_examples = min(max_examples, timing.affordable(1.0, cost))
+    for kind in kinds if search and max_examples > 0 else ():
+        progress.phase(f"hypothesis: {kind}", max_examples)
         found, p, n = hypothesis_search(
-            runner, kind, max_examples=max_examples, seed=seed, evidence=report.evidence
+            runner,
+            kind,
+            max_examples=max_examples,
+            seed=seed,
+            evidence=report.evidence,
+            over=None if timing is None else timing.over,
         )
         report.examples += n
         if found is not None:
             report.found.append(found)
             report.counterexamples[kind] = p
     report.rounding = runner.rounding
+    report.unconfirmed = runner.unconfirmed
     return report

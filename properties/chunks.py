@@ -7,7 +7,12 @@ composition included, so float32 rounding is the same and the shards' results me
 unsharded result bit for bit.
 """
 
+import math
 from collections.abc import Iterator, Sequence
+
+# Every phase with at least this many items is cut in at least this many chunks, so that a small
+# audit spreads over up to this many shards (and a shard is never the whole audit by accident).
+MIN_CHUNKS = 8
 
 
 def chunked(items: Sequence, size: int, shard: tuple[int, int] | None = None) -> Iterator:
@@ -22,6 +27,12 @@ def copies_per_pass(batch: int, positions: int, budget: int) -> int:
     """How many copies of a ``(batch, positions)`` input one stacked forward pass holds, so
     that a pass carries about ``budget`` position-samples (this bounds its memory)."""
     return max(1, budget // max(1, batch * positions))
+
+
+def spread(size: int, items: int) -> int:
+    """A chunk size of at most ``size`` that cuts ``items`` items in ``MIN_CHUNKS`` chunks or
+    more (where there are that many items)."""
+    return max(1, min(size, math.ceil(items / MIN_CHUNKS)))
 
 
 def leads(shard: tuple[int, int] | None) -> bool:

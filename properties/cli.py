@@ -5,6 +5,7 @@ says what is wrong and how to fix it; never a traceback).
 """
 
 import argparse
+import json
 import math
 import os
 import sys
@@ -88,9 +89,42 @@ def build_parser() -> argparse.ArgumentParser:
     )
     a.add_argument("--json", metavar="PATH", help="write the JSON report here")
     a.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="I/N",
+        help="audit only the I-th of N disjoint parts (0 <= I < N); --json then also holds the "
+        "evidence that `merge` needs",
+    )
+    a.add_argument(
         "--pictures",
         metavar="DIR",
         help="draw PNG pictures of what each prediction sees into DIR (needs matplotlib)",
+    )
+    a.add_argument(
+        "--memory",
+        type=_positive_float,
+        metavar="GB",
+        help="memory the audit's stacked passes may hold (default: a quarter of the available "
+        "memory, at most 1.5; the model and its float64 copy come on top)",
+    )
+    a.add_argument(
+        "--budget",
+        type=_positive_float,
+        metavar="SECONDS",
+        help="end within this time (+10%%): cover what fits, and say what was covered",
+    )
+    shown = a.add_mutually_exclusive_group()
+    shown.add_argument(
+        "--progress",
+        action="store_true",
+        default=None,
+        help="progress bars on stderr even when it is not a terminal",
+    )
+    shown.add_argument("--quiet", action="store_true", help="no progress bars")
+    a.add_argument(
+        "--json-full",
+        action="store_true",
+        help="per-position lists in full in the JSON (default: summarized, worst positions)",
     )
     a.add_argument(
         "--device",
@@ -98,7 +132,29 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DEVICE",
         help="run the model there (cpu, cuda, cuda:1...); default: where its parameters are",
     )
+    m = sub.add_parser(
+        "merge",
+        help="merge the --json files of an audit's shards",
+        description="Merge the --json files of `audit --shard I/N`, one per shard: the verdict, "
+        "report and exit code of the unsharded audit.",
+    )
+    m.add_argument("parts", nargs="+", metavar="PART.json", help="one --json file per shard")
+    m.add_argument("--json", metavar="PATH", help="write the merged JSON report here")
+    m.add_argument("--json-full", action="store_true", help="per-position lists in full")
     return parser
+
+
+def _shard(text: str) -> tuple[int, int]:
+    index, _, count = text.partition("/")
+    try:
+        shard = (int(index), int(count))
+    except ValueError:
+        shard = None
+    if shard is None or not 0 <= shard[0] < shard[1]:
+        raise argparse.ArgumentTypeError(
+            f"expected I/N with 0 <= I < N (e.g. 0/4 for the first of four shards), got {text!r}"
+        )
+    return shard
 
 
 def _device(text: str):
@@ -131,6 +187,18 @@ def _integer(what: str, low: int, high: int | None = None):
 
 
 _positive = _integer("a positive integer", 1)
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
 _seed = _integer("an integer seed in [0, 2**32)", 0, 2**32)
 
 
@@ -242,16 +310,25 @@ def run_one(args, target: str) -> tuple[dict, str]:
         exact=args.exact,
         seed=args.seed,
         max_examples=args.max_examples,
+        shard=args.shard,
+        memory=args.memory,
+        budget=args.budget,
+        progress=False if args.quiet else args.progress,
     )
     if target.startswith("zoo:"):
         declared = zoo.compare(zoo.declared_facts(target[4:], subject.grid), result)
-    data = to_dict(result, target, declared)
+    data = to_dict(result, target, declared, full=args.json_full)
     paths = None
     if args.pictures:
         from . import pictures
 
         paths = [str(p) for p in pictures.draw(result, args.pictures, target=target)]
         data["pictures"] = paths
+    if args.shard is not None:
+        from . import evidence, memory
+
+        with memory.limited(args.memory or memory.DEFAULT_CAP / memory.GIB):
+            data["shard_evidence"] = evidence.dump(result, memory.budget())
     return data, render_text(result, target, declared, pictures=paths)
 
 
@@ -263,6 +340,8 @@ def command_audit(args) -> int:
 
         require_matplotlib()
     if args.target == "zoo":
+        if args.shard is not None:
+            raise UsageError("--shard applies to one target, not the whole zoo", "use zoo:NAME")
         if _grid(args):
             raise UsageError("--length/--shape cannot apply to every zoo model", "use zoo:NAME")
         rows = []
@@ -275,6 +354,52 @@ def command_audit(args) -> int:
         return 0 if all(r["passed"] for r in rows) else 1
     data, text = run_one(args, args.target)
     print(text)
+    _write_json(args.json, data)
+    return 0 if data["passed"] else 1
+
+
+def command_merge(args) -> int:
+    """Merge shards' --json files: the unsharded audit's report and exit code."""
+    from . import evidence, zoo
+    from .audit import merge
+
+    parts, targets, memories = [], set(), set()
+    for path in args.parts:
+        try:
+            with open(path) as f:
+                data = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise UsageError(
+                f"cannot read {path}: {exc}", "give the --json files of the shards"
+            ) from None
+        if not isinstance(data, dict) or "shard_evidence" not in data:
+            raise UsageError(
+                f"{path} is not the --json of an audit run with --shard",
+                "run `audit ... --shard I/N --json PART.json` for every I",
+            )
+        parts.append(evidence.load(data["shard_evidence"], path))
+        targets.add(data["target"])
+        memories.add(data["shard_evidence"]["memory_bytes"])
+    counts = {p.shard[1] for p in parts}
+    indexes = sorted(p.shard[0] for p in parts)
+    if len(targets) > 1 or len(counts) != 1 or indexes != list(range(next(iter(counts)))):
+        raise UsageError(
+            f"the parts are not the shards 0..N-1 of one audit (targets {sorted(targets)}, "
+            f"shards {indexes} of {sorted(counts)})",
+            "give exactly one --json file per shard of the same audit",
+        )
+    if len(memories) > 1:
+        raise UsageError(
+            "the shards ran with different --memory budgets, so their chunks differ",
+            "run every shard with the same --memory",
+        )
+    target = targets.pop()
+    result = merge(parts)
+    declared = None
+    if target.startswith("zoo:"):
+        declared = zoo.compare(zoo.declared_facts(target[4:], result.subject.grid), result)
+    data = to_dict(result, target, declared, full=args.json_full)
+    print(render_text(result, target, declared))
     _write_json(args.json, data)
     return 0 if data["passed"] else 1
 
@@ -294,7 +419,7 @@ def _write_json(path: str | None, data) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return command_audit(args)
+        return command_merge(args) if args.command == "merge" else command_audit(args)
     except BrokenPipeError:  # `audit ... | head`: the reader left; say nothing more
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (interpreter exit flushes it)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115

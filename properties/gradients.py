@@ -26,13 +26,14 @@ the length of the sequence.
 """
 
 import math
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from . import batching
-from .chunks import chunked, copies_per_pass, leads
+from . import batching, memory, progress
+from .chunks import chunked, copies_per_pass, leads, spread
 from .errors import describe
 from .running import seeded
 from .subject import Subject
@@ -43,6 +44,10 @@ from .subject import Subject
 RATIO_TOLERANCE = 1e-6
 STRENGTH = torch.bfloat16
 DEFAULT_BUDGET = 1 << 14  # positions x samples per forward pass: bounds the memory of a chunk
+
+
+# Measured VJP costs by model and input shape: every map of one audit reuses its probe's.
+_COSTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 class GradientUnavailable(Exception):
@@ -59,6 +64,7 @@ class DependencyMap:
     passes: int  # VJP passes spent (one pass = one backward over one copy of the inputs)
     method: str
     probe_silent: bool = False  # the probed outputs have no gradient at all
+    row_inputs: int = 0  # inputs the sampled rows were taken on (0: all of the map's)
 
     def row_of(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.outputs)}
@@ -105,10 +111,36 @@ class DifferentiableInput:
         self.inputs = inputs
         self.seed = seed
         self.embedding = find_token_embedding(subject, inputs) if subject.tokens else None
+        self._cost: int | None = None
 
     @property
     def batch(self) -> int:
         return self.inputs.shape[0]
+
+    def cost(self) -> int:
+        """Bytes one copy of the inputs holds in a VJP pass: measured on a probe pass of one
+        input (what autograd saves, the largest intermediate, the output), times the batch;
+        plus the cotangents and the gradient."""
+        module = self.subject.module
+        key = (tuple(self.inputs.shape), self.subject.dtype, module.training if module else None)
+        known = _COSTS.get(module, {}) if module is not None else {}
+        if self._cost is None and key in known:
+            self._cost = known[key]
+        if self._cost is None:
+            one = DifferentiableInput.__new__(DifferentiableInput)
+            one.subject, one.inputs, one.seed, one.embedding = (
+                self.subject,
+                self.inputs[:1],
+                self.seed,
+                self.embedding,
+            )
+            module = self.subject.module
+            exclude = tuple(module.parameters()) + tuple(module.buffers()) if module else ()
+            _, cost = memory.measure(lambda: one.run(1), saved=True, exclude=exclude)
+            self._cost = self.batch * (cost.per_copy + 2 * cost.output)
+            if module is not None:
+                _COSTS.setdefault(module, {})[key] = self._cost
+        return self._cost
 
     def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
         reps = (copies,) + (1,) * (self.inputs.dim() - 1)
@@ -184,7 +216,13 @@ def weighted_vjps(
     batch, n = source.batch, source.subject.n_positions
     rows: list[int] = []
     results: list[list[torch.Tensor]] = [[] for _ in weight_sets]
-    for chunk in chunked(range(n_rows), copies_per_pass(batch, n, budget), shard):
+    # Each gradient is one input's size per row; the cotangents are the output's.
+    size = memory.copies(
+        source.cost(),
+        spread(copies_per_pass(batch, n, budget), n_rows),
+        what=f"one VJP pass ({batch} input(s), {source.subject.dtype})",
+    )
+    for chunk in chunked(range(n_rows), size, shard):
         start, stop = chunk[0], chunk[-1] + 1
         rows.extend(chunk)
         leaf, y = source.run(stop - start)
@@ -203,6 +241,8 @@ def weighted_vjps(
                     "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
                 )
             results[i].append(g.detach().reshape(stop - start, batch, n, -1))
+        del leaf, y
+        progress.advance(stop - start)
     empty = torch.zeros(0, batch, n, 1, dtype=torch.float64)
     return rows, [torch.cat(parts) if parts else empty for parts in results]
 
@@ -238,6 +278,34 @@ def plain_map(
     return DependencyMap(
         outputs[rows], magnitude > 0, magnitude.to(STRENGTH), passes=len(rows), method="plain"
     )
+
+
+def vjp_bytes(subject: Subject, inputs: torch.Tensor) -> int:
+    """Measured bytes one VJP pass over one copy of ``inputs`` holds (see :mod:`.memory`)."""
+    return DifferentiableInput(subject, inputs).cost()
+
+
+def plain_map_around(
+    subject: Subject,
+    inputs: torch.Tensor,
+    outputs: torch.Tensor,
+    probe: DependencyMap,
+    seed: int,
+    budget: int = DEFAULT_BUDGET,
+    shard: tuple[int, int] | None = None,
+) -> DependencyMap:
+    """The plain map of ``outputs``, reusing the rows the probe already computed (the probe is
+    every shard's; its rows go to the first shard's part, as its passes do)."""
+    done = set(probe.outputs.tolist())
+    rest = torch.tensor([t for t in outputs.tolist() if t not in done], dtype=torch.long)
+    dmap = plain_map(subject, inputs, outputs=rest, seed=seed, budget=budget, shard=shard)
+    if leads(shard):
+        keep = torch.tensor([t in set(outputs.tolist()) for t in probe.outputs.tolist()])
+        kept = DependencyMap(
+            probe.outputs[keep], probe.seen[keep], probe.strength[keep], probe.passes, "plain"
+        )
+        dmap = merge_maps([kept, dmap])
+    return dmap
 
 
 def _directions(source: DifferentiableInput, seed: int) -> torch.Tensor:
@@ -309,9 +377,7 @@ def colored_map(
     periods = offset_periods(probe, grid)
     n_colors = math.prod(periods)
     if n_colors >= max_colors_fraction * n:  # two passes per color: no cheaper than plain
-        full = plain_map(subject, inputs, seed=seed, budget=budget, shard=shard)
-        full.passes += probe_passes
-        return full
+        return plain_map_around(subject, inputs, torch.arange(n), probe, seed, budget, shard)
 
     coords = coordinates(grid)
     color = torch.zeros(n, dtype=torch.long)

@@ -5,7 +5,9 @@ JSON keys (one object per target; a list for ``zoo``): ``target``, ``grid``, ``p
 effect, detail}``, the first ``MAX_VIOLATIONS``) and ``violations_total``, ``receptive_field``
 ``{size, span, holes, position, max_span}``, ``blind_spot`` ``{size, position}`` (null in 1D),
 ``loss_equivalence`` ``{max_abs_diff, max_loss_diff, one_pass_loss, masked_loss, holds,
-tolerance, positions}``, ``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``,
+tolerance, positions, positions_total, positions_listed}`` (``positions``: the
+``MAX_POSITIONS`` worst rows, worst first, unless ``full``: then every row, by position),
+``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``,
 ``declared``, ``notes``, ``seconds``, and ``pictures`` (paths) when the CLI drew them. Keys of
 checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 """
@@ -18,6 +20,7 @@ from .causality import Violation
 from .subject import Subject
 
 MAX_VIOLATIONS = 100
+MAX_POSITIONS = 20  # per-position rows listed in the JSON unless it is asked in full
 
 
 def _finite(x: float) -> float | str:
@@ -37,7 +40,11 @@ def violation_dict(subject: Subject, v: Violation) -> dict:
     }
 
 
-def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> dict:
+def to_dict(
+    result: AuditResult, target: str, declared: dict | None = None, *, full: bool = False
+) -> dict:
+    """The JSON report. ``full``: every per-position row (else the worst ``MAX_POSITIONS``, so
+    that the report stays small at any grid size)."""
     s = result.subject
     rf, bs, loss = result.receptive_field, result.blind_spot, result.loss
     eval_report = result.perturbations.get("eval")
@@ -66,7 +73,7 @@ def to_dict(result: AuditResult, target: str, declared: dict | None = None) -> d
             "size": bs.size,
             "position": None if bs.position is None else s.position(bs.position),
         },
-        "loss_equivalence": None if loss is None else _loss_dict(s, loss),
+        "loss_equivalence": None if loss is None else _loss_dict(s, loss, full),
         "coverage": _coverage(result),
         "noise_floor": None if eval_report is None else eval_report.noise_floor,
         "tolerance": None if eval_report is None else eval_report.tolerance,
@@ -130,7 +137,12 @@ def certificate_line(data: dict) -> str:
     return text + f" [{c['seconds']:.1f} s]"
 
 
-def _loss_dict(subject: Subject, loss) -> dict:
+def _loss_dict(subject: Subject, loss, full: bool) -> dict:
+    rows = loss.positions
+    if not full and len(rows) > MAX_POSITIONS:
+        rows = sorted(
+            rows, key=lambda r: (-r["max_abs_diff"], -r.get("loss_diff", 0.0), r["position"])
+        )[:MAX_POSITIONS]
     return {
         "max_abs_diff": loss.max_abs_diff,
         "max_loss_diff": loss.max_loss_diff,
@@ -138,9 +150,9 @@ def _loss_dict(subject: Subject, loss) -> dict:
         "masked_loss": loss.masked_loss,
         "holds": loss.holds,
         "tolerance": loss.tolerance,
-        "positions": [
-            {**row, "position": subject.position(row["position"])} for row in loss.positions
-        ],
+        "positions": [{**row, "position": subject.position(row["position"])} for row in rows],
+        "positions_total": len(loss.positions),
+        "positions_listed": "all" if len(rows) == len(loss.positions) else "worst",
     }
 
 
@@ -358,7 +370,7 @@ def render_text(
         le = data["loss_equivalence"]
         text = (
             f"  loss equivalence: {'holds' if le['holds'] else 'FAILS'}: max |prediction diff| "
-            f"{le['max_abs_diff']:.3g} over {len(le['positions'])} positions"
+            f"{le['max_abs_diff']:.3g} over {le['positions_total']} positions"
         )
         if le["one_pass_loss"] is not None:
             text += (
@@ -372,6 +384,7 @@ def render_text(
         lines.append(f"  declared {fact}: {d['declared']}, measured {d['measured']}: {mark}")
     if result.maps or result.perturbations or result.losses:
         lines.append("  evidence: " + _evidence_line(data["coverage"], data["noise_floor"]))
+        lines.append("  coverage: " + coverage_line(data["coverage"]))
     for note in data["notes"]:
         lines.append(f"  note: {note}")
     if pictures:
@@ -404,6 +417,11 @@ def _evidence_line(coverage: dict, floor) -> str:
             parts.append(
                 f"gradients ({mode}): {g['method']} map, {g['outputs_mapped']}/{g['outputs_total']}"
                 f" outputs, {g['passes']} VJP passes, union of {g['inputs']} inputs"
+                + (
+                    f" (sampled rows: {g['sampled_row_inputs']} input)"
+                    if "sampled_row_inputs" in g
+                    else ""
+                )
             )
     for mode, p in coverage.get("perturbation", {}).items():
         if p == "unavailable":
@@ -415,6 +433,30 @@ def _evidence_line(coverage: dict, floor) -> str:
         )
     if floor is not None:
         parts.append(f"noise floor {floor:.3g}")
+    return "; ".join(parts)
+
+
+def coverage_line(coverage: dict) -> str:
+    """What was covered, in one line: "swept 212 of 1024 cuts, stratified; Hypothesis 180
+    examples; map: 40 outputs" (and the budget, when one was given)."""
+    parts = []
+    for mode, p in coverage.get("perturbation", {}).items():
+        if p == "unavailable":
+            continue
+        how = ", stratified" if coverage.get("cuts_stratified") else ""
+        where = "" if mode == "eval" else f" ({mode})"
+        parts.append(f"swept {p['cuts_swept']} of {p['cuts_total']} cuts{how}{where}")
+        parts.append(f"Hypothesis {p['hypothesis_examples']} examples{where}")
+    for mode, g in coverage.get("gradient", {}).items():
+        where = "" if mode == "inference" else f" ({mode})"
+        if isinstance(g, dict):
+            parts.append(f"map{where}: {g['outputs_mapped']} outputs")
+        else:
+            parts.append(f"map{where}: {g}")
+    if "budget_seconds" in coverage:
+        parts.append(f"within a budget of {coverage['budget_seconds']:g} s")
+    elif coverage.get("exhaustive"):
+        parts.append("exhaustive")
     return "; ".join(parts)
 
 

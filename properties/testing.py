@@ -46,6 +46,8 @@ def assert_causal(
     max_examples=None,
     shard=None,
     prove=False,
+    memory=None,
+    budget=None,
     **subject_options,
 ):
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
@@ -59,7 +61,10 @@ def assert_causal(
     ``shard=(i, n)``: audit only the i-th of n disjoint parts (see :func:`shards`): the model
     passes when every shard passes. ``prove=True``: the static certificate must *prove* the
     mode ``predicts`` needs (alone, in a few forward passes, unless ``checks`` asks for more:
-    then the dynamic evidence must also agree with the proof).
+    then the dynamic evidence must also agree with the proof). ``memory``: gigabytes the audit's
+    stacked passes may hold (default: a quarter of the available memory, at most 1.5);
+    ``budget``: seconds the audit may take (it then covers what fits, and ``result.coverage``
+    says what).
 
     Returns the :class:`~properties.audit.AuditResult` when the model passes.
     """
@@ -80,6 +85,9 @@ def assert_causal(
         seed=seed,
         max_examples=max_examples,
         shard=shard,
+        memory=memory,
+        budget=budget,
+        progress=False,  # pytest owns the terminal
         **subject_options,
     )
     cert = result.certificate
@@ -98,7 +106,8 @@ def shards(count: int) -> list:
             assert_causal(model, grid=(8192,), layout="BCT->BTC", shard=shard)
 
     Each shard runs its own chunks of the sweep's cuts, of the map's colors and of the loss
-    positions (shard 0 also runs the Hypothesis searches); xdist spreads the shards over workers.
+    positions (shard 0 also runs the search for future leaks, shard 1 the one for the present);
+    xdist spreads the shards over workers.
     The shards together run exactly the forward passes of the whole audit, and
     :func:`properties.audit.merge` turns their results into the whole audit's result.
     """

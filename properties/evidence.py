@@ -1,0 +1,218 @@
+"""A shard's evidence as JSON, so that shards run anywhere can be merged by the CLI.
+
+``python -m properties audit ... --shard I/N --json part.json`` writes, besides the usual report,
+a ``shard_evidence`` object: everything :func:`properties.audit.merge` needs (dependency-map rows,
+sweep records, Hypothesis' findings, loss rows, coverage, notes) and the few facts of the subject
+that concluding reads (grid, order, convention). ``python -m properties merge part*.json`` loads
+them, merges and concludes: the verdict, the report and the exit code of the unsharded audit.
+
+Floats are written as JSON numbers (Python writes the shortest repr that reads back to the same
+double) or as ``"inf"``/``"nan"``; boolean and bfloat16 maps as base64 of their zlib-compressed
+bytes. Nothing is lost: the merged report equals the unsharded one bit for bit.
+"""
+
+import base64
+import math
+import zlib
+
+import torch
+
+from .audit import AuditResult
+from .causality import PerturbationReport, Violation
+from .errors import AdapterError
+from .gradients import STRENGTH, DependencyMap
+from .layout import parse_layout_pair
+from .loss import LossEquivalence
+from .perturbations import Perturbation
+from .subject import Subject
+
+VERSION = 1
+
+
+def _float(x: float):
+    return x if math.isfinite(x) else str(x)
+
+
+def _unfloat(x) -> float:
+    return float(x)
+
+
+def _pack(t: torch.Tensor) -> dict:
+    raw = t.contiguous().view(torch.uint8) if t.dtype != torch.bool else t.to(torch.uint8)
+    data = zlib.compress(raw.numpy().tobytes(), 6)
+    return {"shape": list(t.shape), "bytes": base64.b64encode(data).decode("ascii")}
+
+
+def _unpack(d: dict, dtype: torch.dtype) -> torch.Tensor:
+    raw = bytearray(zlib.decompress(base64.b64decode(d["bytes"])))
+    flat = torch.frombuffer(raw, dtype=torch.uint8) if raw else torch.zeros(0, dtype=torch.uint8)
+    if dtype == torch.bool:
+        return flat.to(torch.bool).reshape(d["shape"])
+    return flat.view(dtype).reshape(d["shape"])
+
+
+def _violation(v: Violation) -> dict:
+    return {**vars(v), "effect": _float(v.effect)}
+
+
+def _unviolation(d: dict) -> Violation:
+    return Violation(**{**d, "effect": _unfloat(d["effect"])})
+
+
+def dump(result: AuditResult, memory_bytes: int) -> dict:
+    """The ``shard_evidence`` object of a shard's result."""
+    s = result.subject
+    return {
+        "version": VERSION,
+        "shard": list(result.shard) if result.shard else None,
+        "memory_bytes": memory_bytes,
+        "subject": {
+            "grid": list(s.grid),
+            "ranks": None if s.is_raster else s.ranks.tolist(),
+            "predicts": s.predicts,
+            "layout": s.layout_in.letters,
+            "name": s.name,
+        },
+        "checks": list(result.checks),
+        "train": result.train,
+        "exact": result.exact,
+        "maps": {
+            mode: {
+                "outputs": m.outputs.tolist(),
+                "seen": _pack(m.seen),
+                "strength": _pack(m.strength),
+                "passes": m.passes,
+                "method": m.method,
+                "probe_silent": m.probe_silent,
+            }
+            for mode, m in result.maps.items()
+        },
+        "perturbations": {
+            mode: {
+                "evidence": r.evidence,
+                "sweep": [[t, c, _float(e), k] for t, (c, e, k) in r.sweep.items()],
+                "found": [_violation(v) for v in r.found],
+                "counterexamples": {k: vars(p) for k, p in r.counterexamples.items()},
+                "noise_floor": r.noise_floor,
+                "tolerance": r.tolerance,
+                "batch_independent": r.batch_independent,
+                "cuts_swept": r.cuts_swept,
+                "examples": r.examples,
+                "rounding": r.rounding,
+                "unconfirmed": r.unconfirmed,
+            }
+            for mode, r in result.perturbations.items()
+        },
+        "losses": {
+            convention: {
+                "rows": [{k: _float(v) for k, v in row.items()} for row in loss.positions],
+                "tolerance": loss.tolerance,
+            }
+            for convention, loss in result.losses.items()
+        },
+        "certificate": None if result.certificate is None else _certificate(result.certificate),
+        "coverage": result.coverage,
+        "notes": result.evidence_notes,
+        "seconds": result.seconds,
+    }
+
+
+def _certificate(cert) -> dict:
+    """Shard 0's certificate, whole: the merged audit cross-checks it with every shard's map."""
+    rf = cert.receptive_field
+    return {
+        **{k: getattr(cert, k) for k in SCALARS},
+        "bound": None if cert.bound is None else _pack(cert.bound),
+        "receptive_field": None
+        if rf is None
+        else {
+            **{k: getattr(rf, k) for k in ("size", "span", "holes", "position", "max_span")},
+            "sizes": _pack(rf.sizes),
+            "spans": _pack(rf.spans),
+            "dtypes": [str(rf.sizes.dtype), str(rf.spans.dtype)],
+        },
+        "forbidden": [vars(f) for f in cert.forbidden],
+        "lost_precision": list(cert.lost_precision),
+    }
+
+
+def _uncertificate(d: dict | None):
+    if d is None:
+        return None
+    from .certificate import Certificate, Forbidden
+    from .facts import ReceptiveField
+
+    rf = d["receptive_field"]
+    if rf is not None:
+        sizes, spans = (getattr(torch, t.split(".")[-1]) for t in rf["dtypes"])
+        rf = ReceptiveField(
+            **{k: rf[k] for k in ("size", "span", "holes", "position", "max_span")},
+            sizes=_unpack(rf["sizes"], sizes),
+            spans=_unpack(rf["spans"], spans),
+        )
+    return Certificate(
+        **{k: d[k] for k in SCALARS},
+        bound=None if d["bound"] is None else _unpack(d["bound"], torch.bool),
+        receptive_field=rf,
+        forbidden=[Forbidden(**f) for f in d["forbidden"]],
+        lost_precision=list(d["lost_precision"]),
+    )
+
+
+SCALARS = ("status", "reason", "mode", "forbidden_count", "path_dependent", "seconds", "train")
+
+
+def load(data: dict, where: str) -> AuditResult:
+    """A shard's :class:`AuditResult` (evidence only; :func:`properties.audit.merge` concludes)."""
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        raise AdapterError(
+            f"{where} holds no shard evidence this version can read",
+            "write it with `python -m properties audit ... --shard I/N --json PATH`",
+        )
+    d = data["subject"]
+    grid = tuple(d["grid"])
+    subject = Subject(
+        model=None,
+        grid=grid,
+        layout_in=parse_layout_pair(d["layout"], len(grid))[0],
+        predicts=d["predicts"],
+        name=d["name"],
+        ranks=None if d["ranks"] is None else torch.tensor(d["ranks"]),
+    )
+    shard = tuple(data["shard"]) if data["shard"] else None
+    result = AuditResult(subject, tuple(data["checks"]), data["train"], data["exact"], shard)
+    for mode, m in data["maps"].items():
+        result.maps[mode] = DependencyMap(
+            outputs=torch.tensor(m["outputs"], dtype=torch.long),
+            seen=_unpack(m["seen"], torch.bool),
+            strength=_unpack(m["strength"], STRENGTH),
+            passes=m["passes"],
+            method=m["method"],
+            probe_silent=m["probe_silent"],
+        )
+    for mode, r in data["perturbations"].items():
+        report = PerturbationReport(
+            evidence=r["evidence"],
+            found=[_unviolation(v) for v in r["found"]],
+            counterexamples={k: Perturbation(**p) for k, p in r["counterexamples"].items()},
+            noise_floor=r["noise_floor"],
+            tolerance=r["tolerance"],
+            batch_independent=r["batch_independent"],
+            cuts_swept=r["cuts_swept"],
+            examples=r["examples"],
+            rounding=r["rounding"],
+            unconfirmed=r["unconfirmed"],
+        )
+        report.sweep = {t: (c, _unfloat(e), k) for t, c, e, k in r["sweep"]}
+        result.perturbations[mode] = report
+    for convention, loss in data["losses"].items():
+        rows = [
+            {k: (v if k == "position" else _unfloat(v)) for k, v in row.items()}
+            for row in loss["rows"]
+        ]
+        result.losses[convention] = LossEquivalence.from_rows(rows, loss["tolerance"])
+    result.certificate = _uncertificate(data.get("certificate"))
+    result.coverage = data["coverage"]
+    result.evidence_notes = list(data["notes"])
+    result.seconds = data["seconds"]
+    return result
