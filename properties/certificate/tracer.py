@@ -68,6 +68,30 @@ class Tracer(TorchDispatchMode):
         leaves, _ = tree_flatten((args, kwargs))
         return [x for x in leaves if isinstance(x, torch.Tensor)]
 
+    def read_outside(self, t: torch.Tensor) -> None:
+        """``t``'s values were read by Python (``numpy()``, ``tolist()``: no ATen op sees it):
+        whatever is built from them may depend on anything ``t`` depends on."""
+        d = self.deps(t)
+        if d is None:
+            return
+        self.path_dependent = True
+        row = everything(d)
+        self.escaped = row if self.escaped is None else self.escaped | row
+
+    def __enter__(self):
+        self._patched = _patch_reads(self)
+        try:
+            return super().__enter__()
+        except BaseException:
+            _unpatch(self._patched)
+            raise
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            _unpatch(self._patched)
+
     # -- bookkeeping ---------------------------------------------------------------------------
     def track_input(self, t: torch.Tensor, d: torch.Tensor) -> None:
         self._register(t)
@@ -82,12 +106,14 @@ class Tracer(TorchDispatchMode):
             self.table[t] = d
         self.future.pop(t, None)
 
-    def _register(self, t: torch.Tensor) -> None:
-        if t in self.registered:
+    def _register(self, t: torch.Tensor, rekey: bool = False) -> None:
+        if t in self.registered and not rekey:
             return
         try:
             key = t.untyped_storage()._cdata
         except Exception:  # no storage (sparse, nested): writes through it are not aliased
+            return
+        if self.registered.get(t) == key:
             return
         self.registered[t] = key
         refs = self.storages.setdefault(key, [])
@@ -153,6 +179,8 @@ class Tracer(TorchDispatchMode):
             return out
         if not tracked and not any(self.deps(w) is not None for w in written):
             out = func(*args, **kwargs)
+            for w in written:  # ``set_`` moves a tensor onto another storage: a new alias
+                self._register(w, rekey=True)
             for o in _tensors(out):
                 self._register(o)
             return out
@@ -161,6 +189,7 @@ class Tracer(TorchDispatchMode):
             new = self._apply(func, args, kwargs, written, tracked)
             out = func(*args, **kwargs)
             for w, d in zip(written, new, strict=True):
+                self._register(w, rekey=True)  # after ``set_``, ``w`` shares another storage
                 self._write(w, d)
             outs = _tensors(out)
             for o in outs:
@@ -222,6 +251,36 @@ class Tracer(TorchDispatchMode):
             result = False
         self.future[t] = result
         return result
+
+
+# Tensor methods that hand values to Python without an ATen op (``item`` and ``bool`` do
+# dispatch ``_local_scalar_dense``, which READS catches): numpy and from_numpy round trips.
+OUTSIDE_READS = ("numpy", "tolist", "__array__", "__dlpack__")
+
+
+def _patch_reads(tracer: Tracer) -> list:
+    saved = []
+    for name in OUTSIDE_READS:
+        original = torch.Tensor.__dict__.get(name)
+        if original is None and not hasattr(torch.Tensor, name):
+            continue
+        method = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, __method=method, **kwargs):
+            tracer.read_outside(self)
+            return __method(self, *args, **kwargs)
+
+        saved.append((name, original))
+        setattr(torch.Tensor, name, wrapper)
+    return saved
+
+
+def _unpatch(saved: list) -> None:
+    for name, original in saved:
+        if original is None:
+            delattr(torch.Tensor, name)
+        else:
+            setattr(torch.Tensor, name, original)
 
 
 def _elements(t: torch.Tensor, size: int) -> torch.Tensor:
