@@ -106,20 +106,37 @@ class Tracer(TorchDispatchMode):
             self.table[t] = d
         self.future.pop(t, None)
 
-    def _register(self, t: torch.Tensor, rekey: bool = False) -> None:
+    def _register(self, t: torch.Tensor, rekey: bool = False) -> bool:
+        """Note ``t``'s storage (``rekey``: again, it may have moved); whether it is new."""
         if t in self.registered and not rekey:
-            return
+            return False
         try:
-            key = t.untyped_storage()._cdata
+            key = _storage(t)._cdata
         except Exception:  # no storage (sparse, nested): writes through it are not aliased
-            return
+            return False
         if self.registered.get(t) == key:
-            return
+            return False
         self.registered[t] = key
         refs = self.storages.setdefault(key, [])
         refs.append(weakref.ref(t))
         if len(refs) > 64:
             refs[:] = [r for r in refs if r() is not None]
+        return True
+
+    def _adopt(self, t: torch.Tensor) -> None:
+        """``t`` was moved onto a storage other tensors may have written (``set_``): it may
+        hold any of their values."""
+        rows = [everything(self.deps(u)) for u in self._aliases(t)]
+        rows = [r for r in rows if r is not None]
+        if rows:
+            self.lost[self._where(f"{self.op_name} (a tensor moved onto another storage)")] += 1
+            row = torch.stack(rows).any(0)
+            self._set(t, row.reshape((1,) * t.dim() + (-1,)))
+
+    def set_data(self, t: torch.Tensor, value: torch.Tensor) -> None:
+        """``t.data = value``: no ATen op runs, ``t`` now is ``value``'s alias."""
+        self._register(t, rekey=True)
+        self._set(t, self.deps(value))
 
     def _aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
         key = self.registered.get(t)
@@ -146,7 +163,7 @@ class Tracer(TorchDispatchMode):
             for u in others + [t]:
                 self._set(u, row.reshape((1,) * u.dim() + (-1,)))
             return
-        size = t.untyped_storage().nbytes() // t.element_size()
+        size = _storage(t).nbytes() // t.element_size()
         storage = torch.zeros(size, self.n, dtype=torch.uint8)
         for u in others:
             du = self.deps(u)
@@ -180,7 +197,8 @@ class Tracer(TorchDispatchMode):
         if not tracked and not any(self.deps(w) is not None for w in written):
             out = func(*args, **kwargs)
             for w in written:  # ``set_`` moves a tensor onto another storage: a new alias
-                self._register(w, rekey=True)
+                if self._register(w, rekey=True):
+                    self._adopt(w)
             for o in _tensors(out):
                 self._register(o)
             return out
@@ -255,11 +273,34 @@ class Tracer(TorchDispatchMode):
 
 # Tensor methods that hand values to Python without an ATen op (``item`` and ``bool`` do
 # dispatch ``_local_scalar_dense``, which READS catches): numpy and from_numpy round trips.
-OUTSIDE_READS = ("numpy", "tolist", "__array__", "__dlpack__")
+# The storage is the other way out: pickle, ``copy.deepcopy``, ``bytes(...)``, ``set_(storage)``
+# all start from it (the tracer itself calls :func:`_storage`, the unpatched method).
+OUTSIDE_READS = ("numpy", "tolist", "__array__", "__dlpack__", "untyped_storage", "storage",
+                 "_typed_storage")
+_DATA = torch._C.TensorBase.data  # the ``.data`` descriptor: its setter runs no ATen op
+
+
+def _storage(t: torch.Tensor):
+    return torch._C.TensorBase.untyped_storage(t)
 
 
 def _patch_reads(tracer: Tracer) -> list:
-    saved = []
+    saved = [(torch.Tensor, "data", torch.Tensor.__dict__.get("data"))]
+
+    def set_data(self, value):
+        _DATA.__set__(self, value)
+        tracer.set_data(self, value)
+
+    torch.Tensor.data = property(_DATA.__get__, set_data)
+    for module in (torch.utils.dlpack, torch):  # to_dlpack(x): a capsule of x's memory
+        original = getattr(module, "to_dlpack", None)
+        if original is not None:
+            def to_dlpack(t, *args, __original=original, **kwargs):
+                tracer.read_outside(t)
+                return __original(t, *args, **kwargs)
+
+            saved.append((module, "to_dlpack", original))
+            module.to_dlpack = to_dlpack
     for name in OUTSIDE_READS:
         original = torch.Tensor.__dict__.get(name)
         if original is None and not hasattr(torch.Tensor, name):
@@ -270,17 +311,17 @@ def _patch_reads(tracer: Tracer) -> list:
             tracer.read_outside(self)
             return __method(self, *args, **kwargs)
 
-        saved.append((name, original))
+        saved.append((torch.Tensor, name, original))
         setattr(torch.Tensor, name, wrapper)
     return saved
 
 
 def _unpatch(saved: list) -> None:
-    for name, original in saved:
+    for owner, name, original in reversed(saved):
         if original is None:
-            delattr(torch.Tensor, name)
+            delattr(owner, name)
         else:
-            setattr(torch.Tensor, name, original)
+            setattr(owner, name, original)
 
 
 def _elements(t: torch.Tensor, size: int) -> torch.Tensor:

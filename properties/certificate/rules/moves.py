@@ -253,14 +253,15 @@ def index_select(ctx, args, kwargs, outs):
 def index(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
     idx_deps = [_spread(ctx.deps(i), outs[0]) for i in args[1] if i is not None]
+    if any(i is not None and i.dtype in (torch.bool, torch.uint8) and ctx.deps(i) is not None
+           for i in args[1]):
+        ctx.path_dependent = True  # the output's shape counts the mask's true entries
     if any(x is not None for x in idx_deps):  # the k-th element picked varies with the input
         return _anywhere(ctx, args[0], [ctx.deps(i) for i in args[1] if i is not None],
                          outs[0])
     indices = []
     for i in args[1]:
         if i is not None and i.dtype in (torch.bool, torch.uint8):
-            if ctx.deps(i) is not None:
-                ctx.path_dependent = True  # the output's shape counts the mask's true entries
             indices.extend(i.bool().nonzero(as_tuple=True))
         else:
             indices.append(slice(None) if i is None else i)  # aten's None: the whole axis
