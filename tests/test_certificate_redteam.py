@@ -126,7 +126,13 @@ def _index_put_input_index(s, x):
     return out
 
 
+def _map(s, x):
+    z = torch.zeros_like(x)
+    return z.map_(x.flip(1), lambda a, b: b)  # a Python function of the values: no ATen op
+
+
 ONCE_UNSOUND = {
+    "map_": _map,
     "numpy_round_trip": lambda s, x: torch.from_numpy(x.numpy()[:, ::-1].copy()),
     "tolist_round_trip": lambda s, x: torch.tensor(x.tolist(), dtype=x.dtype).flip(1),
     "np_asarray": lambda s, x: torch.as_tensor(np.asarray(x.flip(1))).clone(),
@@ -219,8 +225,24 @@ def _crop(s, x):
     return s.conv(x.transpose(1, 2))[..., :T].transpose(1, 2)
 
 
+def _unsqueeze_(s, x):
+    v = x[:, :, 0].clone()
+    v.unsqueeze_(-1)  # ruled on the old shape: the summary must follow the new one
+    return v * 1
+
+
+def _squeeze_(s, x):
+    v = x[:, :, :1].clone()
+    v.squeeze_(-1)
+    return v.unsqueeze(-1) * 1
+
+
 FUTURE = torch.ones(T, T, dtype=torch.bool).triu(1)
 HANDLED = {  # name: (forward, init, proved)
+    "unsqueeze_in_place": (_unsqueeze_, None, True),
+    "squeeze_in_place": (_squeeze_, None, True),
+    "vector_times_triangle": (lambda s, x: (x[0, :, 0] @ torch.ones(T, T).triu().to(x.dtype))
+                              .reshape(1, T, 1), None, True),  # matmul's squeeze_
     "inplace_flip_add": (_inplace_flip_add, None, False),
     "copy_into_view": (_copy_into_view, None, False),
     "write_into_input": (_write_into_input, None, False),

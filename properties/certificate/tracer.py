@@ -14,6 +14,7 @@ storage, so the tracer keeps, per storage, the tensors it has seen on it, and af
 recomputes their summaries element by element from the storage's.
 """
 
+import math
 import weakref
 from collections import Counter
 
@@ -205,7 +206,10 @@ class Tracer(TorchDispatchMode):
         self.ops += 1
         if written:  # ruled before the op runs: the rule reads the old values
             new = self._apply(func, args, kwargs, written, tracked)
+            shapes = [tuple(w.shape) for w in written]
             out = func(*args, **kwargs)
+            new = [self._reshaped_in_place(func, w, d, shape)
+                   for w, d, shape in zip(written, new, shapes, strict=True)]
             for w, d in zip(written, new, strict=True):
                 self._register(w, rekey=True)  # after ``set_``, ``w`` shares another storage
                 self._write(w, d)
@@ -224,6 +228,18 @@ class Tracer(TorchDispatchMode):
             self._set(o, d)
         self._check_blame(outs, tracked)
         return out
+
+    def _reshaped_in_place(self, func, w: torch.Tensor, d, shape: tuple):
+        """An in-place op that changed ``w``'s shape (``squeeze_``, ``unsqueeze_``,
+        ``resize_``...) was ruled on the old shape: a summary laid out for it would be read
+        at the wrong elements."""
+        if d is None or tuple(w.shape) == shape:
+            return d
+        name = func._schema.name.split("::")[-1]
+        if name in ("squeeze_", "unsqueeze_") and w.numel() == math.prod(shape):
+            return compress(expanded(aligned(d, len(shape)), shape).reshape(*w.shape, self.n))
+        self.lost[self._where(f"{func} (changed the shape in place)")] += 1
+        return everything(d).reshape((1,) * w.dim() + (-1,))
 
     def _apply(self, func, args, kwargs, outs, tracked):
         name = func._schema.name.split("::")[-1]
@@ -275,8 +291,9 @@ class Tracer(TorchDispatchMode):
 # dispatch ``_local_scalar_dense``, which READS catches): numpy and from_numpy round trips.
 # The storage is the other way out: pickle, ``copy.deepcopy``, ``bytes(...)``, ``set_(storage)``
 # all start from it (the tracer itself calls :func:`_storage`, the unpatched method).
+# ``map_``, ``map2_`` and ``apply_`` call a Python function on values, element by element.
 OUTSIDE_READS = ("numpy", "tolist", "__array__", "__dlpack__", "untyped_storage", "storage",
-                 "_typed_storage")
+                 "_typed_storage", "map_", "map2_", "apply_")
 _DATA = torch._C.TensorBase.data  # the ``.data`` descriptor: its setter runs no ATen op
 
 
@@ -308,7 +325,9 @@ def _patch_reads(tracer: Tracer) -> list:
         method = getattr(torch.Tensor, name)
 
         def wrapper(self, *args, __method=method, **kwargs):
-            tracer.read_outside(self)
+            for t in [self, *args]:
+                if isinstance(t, torch.Tensor):
+                    tracer.read_outside(t)
             return __method(self, *args, **kwargs)
 
         saved.append((torch.Tensor, name, original))
