@@ -133,6 +133,9 @@ def _map(s, x):
 
 ONCE_UNSOUND = {
     "map_": _map,
+    "as_subclass": lambda s, x: x.flip(1).as_subclass(torch.Tensor) * 1,
+    "parameter_over_future": lambda s, x: nn.Parameter(x.flip(1), requires_grad=False) * 1,
+    "make_subclass": lambda s, x: torch.Tensor._make_subclass(torch.Tensor, x.flip(1)) * 1,
     "numpy_round_trip": lambda s, x: torch.from_numpy(x.numpy()[:, ::-1].copy()),
     "tolist_round_trip": lambda s, x: torch.tensor(x.tolist(), dtype=x.dtype).flip(1),
     "np_asarray": lambda s, x: torch.as_tensor(np.asarray(x.flip(1))).clone(),
@@ -156,7 +159,8 @@ ONCE_UNSOUND = {
 }
 
 
-EXACT = {"set_alias", "dot_data_assignment"}  # followed exactly: no fallback involved
+EXACT = {"set_alias", "dot_data_assignment", "as_subclass", "parameter_over_future",
+         "make_subclass"}  # followed exactly, no fallback
 
 
 @pytest.mark.parametrize("name", sorted(ONCE_UNSOUND))
@@ -308,7 +312,7 @@ def test_the_tracer_puts_back_what_it_patched():
     """The reads it watches (numpy, storages, ``.data``, dlpack) are patched on torch only
     while a trace runs, even when the model raises."""
     before = {name: torch.Tensor.__dict__.get(name)
-              for name in ("numpy", "tolist", "untyped_storage", "data")}
+              for name in ("numpy", "tolist", "untyped_storage", "data", "_make_subclass")}
     to_dlpack = torch.utils.dlpack.to_dlpack
 
     def broken(s, x):

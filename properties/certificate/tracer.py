@@ -80,12 +80,13 @@ class Tracer(TorchDispatchMode):
         self.escaped = row if self.escaped is None else self.escaped | row
 
     def __enter__(self):
+        # torch imports torch._dynamo lazily, inside the first traced op, and dynamo records
+        # some of torch.Tensor's methods as they are then: import it before they are patched
+        import torch._dynamo  # noqa: F401
+
+        mode = super().__enter__()
         self._patched = _patch_reads(self)
-        try:
-            return super().__enter__()
-        except BaseException:
-            _unpatch(self._patched)
-            raise
+        return mode
 
     def __exit__(self, *exc):
         try:
@@ -133,6 +134,22 @@ class Tracer(TorchDispatchMode):
             self.lost[self._where(f"{self.op_name} (a tensor moved onto another storage)")] += 1
             row = torch.stack(rows).any(0)
             self._set(t, row.reshape((1,) * t.dim() + (-1,)))
+
+    def see(self, t: torch.Tensor) -> None:
+        """Register a tensor met for the first time. One on a storage that tracked tensors
+        share, yet made by no op the tracer saw, is a new Python object over their memory
+        (``as_subclass``, a zero-copy ``from_dlpack``): the table is keyed by object, so it
+        gets their summary (``nn.Parameter(x)`` may outlive ``x``: :func:`_patch_reads`)."""
+        if not self._register(t) or self.deps(t) is not None:
+            return
+        for u in self._aliases(t):
+            d = self.deps(u)
+            if d is not None and (u.shape, u.stride(), u.storage_offset(), u.dtype) == (
+                t.shape, t.stride(), t.storage_offset(), t.dtype
+            ):
+                self._set(t, d)
+                return
+        self._adopt(t)
 
     def set_data(self, t: torch.Tensor, value: torch.Tensor) -> None:
         """``t.data = value``: no ATen op runs, ``t`` now is ``value``'s alias."""
@@ -183,8 +200,9 @@ class Tracer(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         inputs = self.tensors_in(args, kwargs)
+        self.op_name = str(func)
         for x in inputs:
-            self._register(x)
+            self.see(x)
         tracked = [x for x in inputs if self.deps(x) is not None]
         written = _written(func, args, kwargs)
         self.op_name = str(func)
@@ -294,6 +312,7 @@ class Tracer(TorchDispatchMode):
 # ``map_``, ``map2_`` and ``apply_`` call a Python function on values, element by element.
 OUTSIDE_READS = ("numpy", "tolist", "__array__", "__dlpack__", "untyped_storage", "storage",
                  "_typed_storage", "map_", "map2_", "apply_")
+_MAKE_SUBCLASS = torch._C.TensorBase._make_subclass
 _DATA = torch._C.TensorBase.data  # the ``.data`` descriptor: its setter runs no ATen op
 
 
@@ -318,6 +337,16 @@ def _patch_reads(tracer: Tracer) -> list:
 
             saved.append((module, "to_dlpack", original))
             module.to_dlpack = to_dlpack
+    def make_subclass(*args, **kwargs):  # nn.Parameter(x): a new object over x's tensor
+        out = _MAKE_SUBCLASS(*args, **kwargs)
+        data = args[1] if len(args) > 1 else kwargs.get("data")
+        if isinstance(data, torch.Tensor) and tracer.deps(data) is not None:
+            tracer._register(out)
+            tracer._set(out, tracer.deps(data))
+        return out
+
+    saved.append((torch.Tensor, "_make_subclass", torch.Tensor.__dict__.get("_make_subclass")))
+    torch.Tensor._make_subclass = staticmethod(make_subclass)
     for name in OUTSIDE_READS:
         original = torch.Tensor.__dict__.get(name)
         if original is None and not hasattr(torch.Tensor, name):
