@@ -53,6 +53,11 @@ def add(ctx, args, kwargs, outs):
         if d is None:
             continue
         dead = _dead_logits(other, ctx.deps(other))
+        if dead is not None and torch.finfo(other.dtype).max < 1e30:
+            # float16: finfo.min + x moves with x once |x| > 16 (its spacing there is 32),
+            # so only -inf swallows every finite term
+            dead = dead & (other == float("-inf"))
+            dead = dead if bool(dead.any()) else None
         if dead is not None:
             d = aligned(d, nd) & ~aligned(dead.unsqueeze(-1), nd)
         parts.append(d)
