@@ -160,6 +160,7 @@ def _trace(
     finally:
         for h in hooks:
             h.remove()
+    tracer.see(y)  # an output no op made (a new object over a tracked tensor)
     d = tracer.deps(y)
     bound = torch.zeros(n, n, dtype=torch.bool)
     if d is not None:

@@ -14,6 +14,7 @@ storage, so the tracer keeps, per storage, the tensors it has seen on it, and af
 recomputes their summaries element by element from the storage's.
 """
 
+import math
 import weakref
 from collections import Counter
 
@@ -68,6 +69,31 @@ class Tracer(TorchDispatchMode):
         leaves, _ = tree_flatten((args, kwargs))
         return [x for x in leaves if isinstance(x, torch.Tensor)]
 
+    def read_outside(self, t: torch.Tensor) -> None:
+        """``t``'s values were read by Python (``numpy()``, ``tolist()``: no ATen op sees it):
+        whatever is built from them may depend on anything ``t`` depends on."""
+        d = self.deps(t)
+        if d is None:
+            return
+        self.path_dependent = True
+        row = everything(d)
+        self.escaped = row if self.escaped is None else self.escaped | row
+
+    def __enter__(self):
+        # torch imports torch._dynamo lazily, inside the first traced op, and dynamo records
+        # some of torch.Tensor's methods as they are then: import it before they are patched
+        import torch._dynamo  # noqa: F401
+
+        mode = super().__enter__()
+        self._patched = _patch_reads(self)
+        return mode
+
+    def __exit__(self, *exc):
+        try:
+            return super().__exit__(*exc)
+        finally:
+            _unpatch(self._patched)
+
     # -- bookkeeping ---------------------------------------------------------------------------
     def track_input(self, t: torch.Tensor, d: torch.Tensor) -> None:
         self._register(t)
@@ -82,18 +108,53 @@ class Tracer(TorchDispatchMode):
             self.table[t] = d
         self.future.pop(t, None)
 
-    def _register(self, t: torch.Tensor) -> None:
-        if t in self.registered:
-            return
+    def _register(self, t: torch.Tensor, rekey: bool = False) -> bool:
+        """Note ``t``'s storage (``rekey``: again, it may have moved); whether it is new."""
+        if t in self.registered and not rekey:
+            return False
         try:
-            key = t.untyped_storage()._cdata
+            key = _storage(t)._cdata
         except Exception:  # no storage (sparse, nested): writes through it are not aliased
-            return
+            return False
+        if self.registered.get(t) == key:
+            return False
         self.registered[t] = key
         refs = self.storages.setdefault(key, [])
         refs.append(weakref.ref(t))
         if len(refs) > 64:
             refs[:] = [r for r in refs if r() is not None]
+        return True
+
+    def _adopt(self, t: torch.Tensor) -> None:
+        """``t`` was moved onto a storage other tensors may have written (``set_``): it may
+        hold any of their values."""
+        rows = [everything(self.deps(u)) for u in self._aliases(t)]
+        rows = [r for r in rows if r is not None]
+        if rows:
+            self.lost[self._where(f"{self.op_name} (a tensor moved onto another storage)")] += 1
+            row = torch.stack(rows).any(0)
+            self._set(t, row.reshape((1,) * t.dim() + (-1,)))
+
+    def see(self, t: torch.Tensor) -> None:
+        """Register a tensor met for the first time. One on a storage that tracked tensors
+        share, yet made by no op the tracer saw, is a new Python object over their memory
+        (``as_subclass``, a zero-copy ``from_dlpack``): the table is keyed by object, so it
+        gets their summary (``nn.Parameter(x)`` may outlive ``x``: :func:`_patch_reads`)."""
+        if not self._register(t) or self.deps(t) is not None:
+            return
+        for u in self._aliases(t):
+            d = self.deps(u)
+            if d is not None and (u.shape, u.stride(), u.storage_offset(), u.dtype) == (
+                t.shape, t.stride(), t.storage_offset(), t.dtype
+            ):
+                self._set(t, d)
+                return
+        self._adopt(t)
+
+    def set_data(self, t: torch.Tensor, value: torch.Tensor) -> None:
+        """``t.data = value``: no ATen op runs, ``t`` now is ``value``'s alias."""
+        self._register(t, rekey=True)
+        self._set(t, self.deps(value))
 
     def _aliases(self, t: torch.Tensor) -> list[torch.Tensor]:
         key = self.registered.get(t)
@@ -120,7 +181,7 @@ class Tracer(TorchDispatchMode):
             for u in others + [t]:
                 self._set(u, row.reshape((1,) * u.dim() + (-1,)))
             return
-        size = t.untyped_storage().nbytes() // t.element_size()
+        size = _storage(t).nbytes() // t.element_size()
         storage = torch.zeros(size, self.n, dtype=torch.uint8)
         for u in others:
             du = self.deps(u)
@@ -139,8 +200,9 @@ class Tracer(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         inputs = self.tensors_in(args, kwargs)
+        self.op_name = str(func)
         for x in inputs:
-            self._register(x)
+            self.see(x)
         tracked = [x for x in inputs if self.deps(x) is not None]
         written = _written(func, args, kwargs)
         self.op_name = str(func)
@@ -153,14 +215,21 @@ class Tracer(TorchDispatchMode):
             return out
         if not tracked and not any(self.deps(w) is not None for w in written):
             out = func(*args, **kwargs)
+            for w in written:  # ``set_`` moves a tensor onto another storage: a new alias
+                if self._register(w, rekey=True):
+                    self._adopt(w)
             for o in _tensors(out):
                 self._register(o)
             return out
         self.ops += 1
         if written:  # ruled before the op runs: the rule reads the old values
             new = self._apply(func, args, kwargs, written, tracked)
+            shapes = [tuple(w.shape) for w in written]
             out = func(*args, **kwargs)
+            new = [self._reshaped_in_place(func, w, d, shape)
+                   for w, d, shape in zip(written, new, shapes, strict=True)]
             for w, d in zip(written, new, strict=True):
+                self._register(w, rekey=True)  # after ``set_``, ``w`` shares another storage
                 self._write(w, d)
             outs = _tensors(out)
             for o in outs:
@@ -177,6 +246,18 @@ class Tracer(TorchDispatchMode):
             self._set(o, d)
         self._check_blame(outs, tracked)
         return out
+
+    def _reshaped_in_place(self, func, w: torch.Tensor, d, shape: tuple):
+        """An in-place op that changed ``w``'s shape (``squeeze_``, ``unsqueeze_``,
+        ``resize_``...) was ruled on the old shape: a summary laid out for it would be read
+        at the wrong elements."""
+        if d is None or tuple(w.shape) == shape:
+            return d
+        name = func._schema.name.split("::")[-1]
+        if name in ("squeeze_", "unsqueeze_") and w.numel() == math.prod(shape):
+            return compress(expanded(aligned(d, len(shape)), shape).reshape(*w.shape, self.n))
+        self.lost[self._where(f"{func} (changed the shape in place)")] += 1
+        return everything(d).reshape((1,) * w.dim() + (-1,))
 
     def _apply(self, func, args, kwargs, outs, tracked):
         name = func._schema.name.split("::")[-1]
@@ -222,6 +303,73 @@ class Tracer(TorchDispatchMode):
             result = False
         self.future[t] = result
         return result
+
+
+# Tensor methods that hand values to Python without an ATen op (``item`` and ``bool`` do
+# dispatch ``_local_scalar_dense``, which READS catches): numpy and from_numpy round trips.
+# The storage is the other way out: pickle, ``copy.deepcopy``, ``bytes(...)``, ``set_(storage)``
+# all start from it (the tracer itself calls :func:`_storage`, the unpatched method).
+# ``map_``, ``map2_`` and ``apply_`` call a Python function on values, element by element.
+OUTSIDE_READS = ("numpy", "tolist", "__array__", "__dlpack__", "untyped_storage", "storage",
+                 "_typed_storage", "map_", "map2_", "apply_")
+_MAKE_SUBCLASS = torch._C.TensorBase._make_subclass
+_DATA = torch._C.TensorBase.data  # the ``.data`` descriptor: its setter runs no ATen op
+
+
+def _storage(t: torch.Tensor):
+    return torch._C.TensorBase.untyped_storage(t)
+
+
+def _patch_reads(tracer: Tracer) -> list:
+    saved = [(torch.Tensor, "data", torch.Tensor.__dict__.get("data"))]
+
+    def set_data(self, value):
+        _DATA.__set__(self, value)
+        tracer.set_data(self, value)
+
+    torch.Tensor.data = property(_DATA.__get__, set_data)
+    for module in (torch.utils.dlpack, torch):  # to_dlpack(x): a capsule of x's memory
+        original = getattr(module, "to_dlpack", None)
+        if original is not None:
+            def to_dlpack(t, *args, __original=original, **kwargs):
+                tracer.read_outside(t)
+                return __original(t, *args, **kwargs)
+
+            saved.append((module, "to_dlpack", original))
+            module.to_dlpack = to_dlpack
+    def make_subclass(*args, **kwargs):  # nn.Parameter(x): a new object over x's tensor
+        out = _MAKE_SUBCLASS(*args, **kwargs)
+        data = args[1] if len(args) > 1 else kwargs.get("data")
+        if isinstance(data, torch.Tensor) and tracer.deps(data) is not None:
+            tracer._register(out)
+            tracer._set(out, tracer.deps(data))
+        return out
+
+    saved.append((torch.Tensor, "_make_subclass", torch.Tensor.__dict__.get("_make_subclass")))
+    torch.Tensor._make_subclass = staticmethod(make_subclass)
+    for name in OUTSIDE_READS:
+        original = torch.Tensor.__dict__.get(name)
+        if original is None and not hasattr(torch.Tensor, name):
+            continue
+        method = getattr(torch.Tensor, name)
+
+        def wrapper(self, *args, __method=method, **kwargs):
+            for t in [self, *args]:
+                if isinstance(t, torch.Tensor):
+                    tracer.read_outside(t)
+            return __method(self, *args, **kwargs)
+
+        saved.append((torch.Tensor, name, original))
+        setattr(torch.Tensor, name, wrapper)
+    return saved
+
+
+def _unpatch(saved: list) -> None:
+    for owner, name, original in reversed(saved):
+        if original is None:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, original)
 
 
 def _elements(t: torch.Tensor, size: int) -> torch.Tensor:

@@ -53,6 +53,11 @@ def add(ctx, args, kwargs, outs):
         if d is None:
             continue
         dead = _dead_logits(other, ctx.deps(other))
+        if dead is not None and torch.finfo(other.dtype).max < 1e30:
+            # float16: finfo.min + x moves with x once |x| > 16 (its spacing there is 32),
+            # so only -inf swallows every finite term
+            dead = dead & (other == float("-inf"))
+            dead = dead if bool(dead.any()) else None
         if dead is not None:
             d = aligned(d, nd) & ~aligned(dead.unsqueeze(-1), nd)
         parts.append(d)
@@ -130,6 +135,12 @@ def index_put(ctx, args, kwargs, outs):
     accumulate = args[3] if len(args) > 3 else kwargs.get("accumulate", False)
     d, dv = ctx.deps(x), ctx.deps(values)
     n = ctx.n
+    idx_deps = [ctx.deps(i) for i in indices if i is not None]
+    if any(i is not None for i in idx_deps):
+        # indices from the input may write any element, with any value, at another input:
+        # every element keeps its own dependencies and gets the values' and the indices'
+        ctx.lost[ctx._where(f"{ctx.op_name} (input-dependent index)")] += 1
+        return [union([d] + [_spread(p, outs[0]) for p in [dv] + idx_deps], outs[0].dim())]
     full = torch.zeros(*x.shape, n, dtype=torch.bool) if d is None else expanded(d, x.shape).clone()
     new = torch.zeros(1, dtype=torch.bool).expand(*values.shape, n) if dv is None else \
         expanded(aligned(dv, values.dim()), values.shape)

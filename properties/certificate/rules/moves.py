@@ -230,10 +230,20 @@ def unfold(ctx, args, kwargs, outs):
     return [compress(d.unfold(axis, args[2], args[3]).movedim(-1, -2))]
 
 
+def _anywhere(ctx, source, index_deps, out):
+    """An index computed from the input may pick any element of ``source`` for another input:
+    every output element gets all of ``source``'s dependencies (and the index's)."""
+    ctx.lost[ctx._where(f"{ctx.op_name} (input-dependent index)")] += 1
+    return [union([_spread(ctx.deps(source), out)] + [_spread(d, out) for d in index_deps],
+                  out.dim())]
+
+
 @rule(aten.index_select.default)
 def index_select(ctx, args, kwargs, outs):
     d, idx = ctx.deps(args[0]), ctx.deps(args[2])
     axis = _dim(args[1], args[0].dim())
+    if idx is not None:
+        return _anywhere(ctx, args[0], [idx], outs[0])
     if d is not None:
         d = d if d.shape[axis] == 1 else d.index_select(axis, args[2])
     return [union([d, _spread(idx, outs[0])], outs[0].dim())]
@@ -243,11 +253,15 @@ def index_select(ctx, args, kwargs, outs):
 def index(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
     idx_deps = [_spread(ctx.deps(i), outs[0]) for i in args[1] if i is not None]
+    if any(i is not None and i.dtype in (torch.bool, torch.uint8) and ctx.deps(i) is not None
+           for i in args[1]):
+        ctx.path_dependent = True  # the output's shape counts the mask's true entries
+    if any(x is not None for x in idx_deps):  # the k-th element picked varies with the input
+        return _anywhere(ctx, args[0], [ctx.deps(i) for i in args[1] if i is not None],
+                         outs[0])
     indices = []
     for i in args[1]:
         if i is not None and i.dtype in (torch.bool, torch.uint8):
-            if ctx.deps(i) is not None:
-                ctx.path_dependent = True  # the output's shape counts the mask's true entries
             indices.extend(i.bool().nonzero(as_tuple=True))
         else:
             indices.append(slice(None) if i is None else i)  # aten's None: the whole axis
@@ -261,6 +275,8 @@ def gather(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
     axis = _dim(args[1], args[0].dim())
     index_ = args[2]
+    if ctx.deps(index_) is not None:
+        return _anywhere(ctx, args[0], [ctx.deps(index_)], outs[0])
     if d is not None:
         full = expanded(d, args[0].shape)
         d = compress(full.gather(axis, index_.unsqueeze(-1).expand(*index_.shape, d.shape[-1])))
