@@ -251,18 +251,32 @@ def measure_noise_floor(
         return forward(subject, inputs, seed=seed).detach()
 
     floor = _changes(y0, run(x)).max()
-    fresh = subject.draw_inputs(len(x), torch.Generator().manual_seed(seed + 99))
-    alongside_self = run(torch.cat([x, x]))[: len(x)]
-    alongside_other = run(torch.cat([x, fresh.to(x.dtype)]))[: len(x)]
-    interaction = float(_changes(alongside_self, alongside_other).max())
-    scale = float(y0.abs().max().clamp_min(1e-30))
-    independent = interaction <= BATCH_DEPENDENCE * scale
+    alongside_self, independent = batch_interaction(subject, x, seed=seed)
     if stacked and independent:
         floor = torch.maximum(floor, _changes(y0, alongside_self).max())
         if copies > 2:
             reps = run(x.repeat(copies, *([1] * (x.dim() - 1)))).reshape(copies, *y0.shape)
             floor = torch.maximum(floor, _changes(y0, reps).max())
     return float(floor), independent
+
+
+def batch_interaction(
+    subject: Subject, x: torch.Tensor, *, seed: int
+) -> tuple[torch.Tensor, bool]:
+    """Whether the samples of ``x`` are independent of the other samples of their batch: their
+    outputs alongside a copy of ``x`` and alongside fresh samples (same slots, same RNG state)
+    differ by at most ``BATCH_DEPENDENCE`` of the outputs' scale. Also returns the first
+    outputs, ``x``'s alongside its copy. Two forward passes of ``2 * len(x)`` samples."""
+
+    def run(inputs):
+        return forward(subject, inputs, seed=seed).detach()
+
+    fresh = subject.draw_inputs(len(x), torch.Generator().manual_seed(seed + 99))
+    alongside_self = run(torch.cat([x, x]))[: len(x)]
+    alongside_other = run(torch.cat([x, fresh.to(x.dtype)]))[: len(x)]
+    interaction = float(_changes(alongside_self, alongside_other).max())
+    scale = float(alongside_self.abs().max().clamp_min(1e-30))
+    return alongside_self, interaction <= BATCH_DEPENDENCE * scale
 
 
 def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:

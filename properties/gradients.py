@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from . import batching, memory, progress
+from .causality import batch_interaction
 from .chunks import chunked, copies_per_pass, leads, spread
 from .errors import describe
 from .running import seeded
@@ -46,8 +47,9 @@ STRENGTH = torch.bfloat16
 DEFAULT_BUDGET = 1 << 14  # positions x samples per forward pass: bounds the memory of a chunk
 
 
-# Measured VJP costs by model and input shape: every map of one audit reuses its probe's.
-_COSTS: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+# Measured VJP costs and batch interactions by model and input shape: every map of one audit
+# reuses its probe's.
+_MEASURED: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 class GradientUnavailable(Exception):
@@ -112,18 +114,37 @@ class DifferentiableInput:
         self.seed = seed
         self.embedding = find_token_embedding(subject, inputs) if subject.tokens else None
         self._cost: int | None = None
+        self._interacts: bool | None = None
 
     @property
     def batch(self) -> int:
         return self.inputs.shape[0]
 
+    def _known(self, what: str):
+        """A measurement (``"cost"``, ``"interacts"``) already made for this model and shape."""
+        module = self.subject.module
+        training = module.training if module is not None else None
+        key = (what, tuple(self.inputs.shape), self.subject.dtype, training)
+        return key, (_MEASURED.setdefault(module, {}) if module is not None else {})
+
+    def interacts(self) -> bool:
+        """Whether a sample's outputs move with the other samples of its batch (batch statistics,
+        a mean over the batch), measured as the perturbation evidence measures it. Copies stacked
+        for different outputs must then not share a pass: the backward of one copy's output
+        would reach the inputs of another copy and be read as that copy's output's dependency."""
+        key, known = self._known("interacts")
+        if self._interacts is None and key in known:
+            self._interacts = known[key]
+        if self._interacts is None:
+            _, independent = batch_interaction(self.subject, self.inputs, seed=self.seed)
+            self._interacts = known[key] = not independent
+        return self._interacts
+
     def cost(self) -> int:
         """Bytes one copy of the inputs holds in a VJP pass: measured on a probe pass of one
         input (what autograd saves, the largest intermediate, the output), times the batch;
         plus the cotangents and the gradient."""
-        module = self.subject.module
-        key = (tuple(self.inputs.shape), self.subject.dtype, module.training if module else None)
-        known = _COSTS.get(module, {}) if module is not None else {}
+        key, known = self._known("cost")
         if self._cost is None and key in known:
             self._cost = known[key]
         if self._cost is None:
@@ -137,9 +158,7 @@ class DifferentiableInput:
             module = self.subject.module
             exclude = tuple(module.parameters()) + tuple(module.buffers()) if module else ()
             _, cost = memory.measure(lambda: one.run(1), saved=True, exclude=exclude)
-            self._cost = self.batch * (cost.per_copy + 2 * cost.output)
-            if module is not None:
-                _COSTS.setdefault(module, {})[key] = self._cost
+            self._cost = known[key] = self.batch * (cost.per_copy + 2 * cost.output)
         return self._cost
 
     def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -222,6 +241,10 @@ def weighted_vjps(
         spread(copies_per_pass(batch, n, budget), n_rows),
         what=f"one VJP pass ({batch} input(s), {source.subject.dtype})",
     )
+    # Measured only where copies would be stacked; two no-grad passes of two copies cost less
+    # than the two VJP copies that fit.
+    if size > 1 and source.interacts():
+        size = 1
     for chunk in chunked(range(n_rows), size, shard):
         start, stop = chunk[0], chunk[-1] + 1
         rows.extend(chunk)

@@ -23,7 +23,8 @@ from properties.causality import (
     merge_reports,
     perturbation_evidence,
 )
-from properties.gradients import DependencyMap
+from properties.chunks import MIN_CHUNKS
+from properties.gradients import DependencyMap, dependency_map
 from properties.loss import LossEquivalence, LossRows, _compare, merge_losses
 from properties.perturbations import (
     FLOAT_KINDS,
@@ -269,15 +270,73 @@ def test_interacting_samples_are_swept_one_cut_per_pass(train):
     assert "depend on the other samples" in report.notes(train)[0]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="known bug: the gradient map stacks copies of the inputs for different outputs in one "
-    "pass, so a model whose samples interact (batch statistics) shows false future pairs",
+class WidePastOfOthers(nn.Module):
+    """Causal in both modes, samples interact: output (b, t) reads every sample's x_{<t}. Its
+    receptive field is too wide to colour, so its map is the plain one: one row per output."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("weight", torch.ones((), dtype=torch.float64))
+
+    def forward(self, x):
+        past = torch.cumsum(shifted(x, -1), 1) * self.weight
+        return past + past.mean(0, keepdim=True)
+
+
+class MixedPast(nn.Module):
+    """``cumsum(x_{<t})`` plus ``mix`` times its batch mean, recording the batch size of every
+    pass that builds a graph (the VJP passes)."""
+
+    def __init__(self, mix):
+        super().__init__()
+        self.mix, self.sizes = mix, []
+
+    def forward(self, x):
+        if torch.is_grad_enabled():
+            self.sizes.append(x.shape[0])
+        past = torch.cumsum(shifted(x, -1), 1)
+        return past + self.mix * past.mean(0, keepdim=True)
+
+
+@pytest.mark.parametrize(
+    "model, pairs",
+    [
+        pytest.param(PastOfOthers, lambda t, s: s == t - 1, id="colored"),  # one color
+        pytest.param(WidePastOfOthers, lambda t, s: s < t, id="plain"),
+    ],
 )
-def test_interacting_samples_give_no_false_gradient_pairs():
-    subject = make_subject(PastOfOthers().double(), grid=(10,), layout="BTC", predicts="current")
+@pytest.mark.parametrize("n", [10, 40])
+def test_interacting_samples_give_no_false_gradient_pairs(model, pairs, n):
+    """A map that stacked copies of the inputs for different outputs in one pass would hand
+    one copy's gradient the dependencies of another copy's output through the batch mean: false
+    future pairs. At 40 positions the probe's 9 rows and the plain map's 32 would stack
+    (chunks of ceil(rows / MIN_CHUNKS)); the map measures the interaction and does not."""
+    subject = make_subject(model().double(), grid=(n,), layout="BTC", predicts="current")
     result = audit(subject, checks=("causality",), max_examples=10)
-    assert (result.mode, result.causal) == ("strict", True)
+    assert (result.mode, result.causal, result.violations) == ("strict", True, [])
+    assert result.perturbations["eval"].batch_independent is False
+    expected = torch.tensor([[bool(pairs(t, s)) for s in range(n)] for t in range(n)])
+    assert torch.equal(result.maps["eval"].seen, expected)
+    x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+    plain = dependency_map(subject, x, method="plain")
+    assert torch.equal(plain.seen, expected)
+
+
+def test_independent_samples_still_share_vjp_passes():
+    """The interaction decides the stacking: 40 plain rows of 3 inputs go 5 copies to a pass
+    (15 samples) when the samples are independent, one copy (3 samples) when they interact.
+    Passes of 1 sample: the cost probe; of 3: the random directions' pass."""
+    n = 40
+    sizes = {}
+    for mix in (0.0, 1.0):
+        model = MixedPast(mix).double()
+        subject = make_subject(model, grid=(n,), layout="BTC", predicts="current")
+        x = subject.draw_inputs(3, torch.Generator().manual_seed(0))
+        dmap = dependency_map(subject, x, method="plain")
+        assert torch.equal(dmap.seen, torch.ones(n, n, dtype=torch.bool).tril(-1))
+        assert dmap.passes == n
+        sizes[mix] = set(model.sizes)
+    assert sizes == {0.0: {1, 3, 15}, 1.0: {1, 3}}
 
 
 class Scaled(nn.Module):
@@ -311,25 +370,35 @@ def test_batch_independence_is_relative_to_the_outputs(scale, mix, independent):
 
 
 def test_noise_floor_counts_stacked_copies():
-    """A float32 model whose outputs differ with the batch size: the floor includes the stacked
-    difference when the sweep stacks, and not when it does not."""
+    """A float32 model whose outputs differ from three stacked samples on: the floor includes
+    that difference exactly when the sweep stacks three cuts or more in one pass. The sweep's
+    chunks hold ``ceil(cuts / MIN_CHUNKS)`` cuts (here the memory budget and BATCH_BUDGET are
+    far away), so 16 cuts stack 2 per pass and 17 cuts 3; training mode sweeps one cut per
+    pass, so the stacked differences are never its noise."""
 
     class BatchRounding(nn.Module):
         def forward(self, x):
             return shifted(x, -1) * (1 + 1e-6 * (x.shape[0] > 2))
 
-    subject = make_subject(BatchRounding(), grid=(8,), layout="BTC")
+    subject = make_subject(BatchRounding(), grid=(24,), layout="BTC")
     x = subject.draw_inputs(1, torch.Generator().manual_seed(0))
     y0 = forward(subject, x, seed=0)
     stacked, independent = measure_noise_floor(subject, x, y0, 4, seed=0)
     alone, _ = measure_noise_floor(subject, x, y0, 4, seed=0, stacked=False)
     assert independent and alone == 0.0
     assert stacked == pytest.approx(float((y0 * 1e-6).abs().max()), rel=0.1)
-    report = perturbation_evidence(subject, cut_list=[0], max_examples=1, search=False)
-    assert report.tolerance == 4.0 * report.noise_floor > 0
-    # training mode sweeps one cut per pass: the stacked differences are not its noise
-    trained = perturbation_evidence(subject, cut_list=[0], max_examples=1, search=False, train=True)
-    assert trained.noise_floor == 0.0
+
+    def floor(cuts, train=False):
+        report = perturbation_evidence(
+            subject, cut_list=list(range(cuts)), max_examples=1, search=False, train=train
+        )
+        assert report.tolerance == 4.0 * report.noise_floor
+        return report.noise_floor
+
+    assert MIN_CHUNKS == 8
+    assert (floor(1), floor(16)) == (0.0, 0.0)
+    assert floor(17) == pytest.approx(stacked, rel=1e-6) and floor(24) == floor(17)
+    assert floor(24, train=True) == 0.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -382,7 +451,8 @@ def test_record_keeps_a_future_over_a_present_and_the_furthest_cut():
 @pytest.mark.parametrize("count", [2, 3, 4])
 def test_sharded_perturbation_evidence_merges_to_the_whole(count):
     """Training mode sweeps one cut per pass, so shards interleave cuts: the merge must rebuild
-    the whole sweep, the search of shard 0, and every count."""
+    the whole sweep, the searches (future leaks on shard 0, the present on shard 1), and every
+    count."""
     subject = taps_subject("both", 12)
 
     def gather(shard):
@@ -394,7 +464,10 @@ def test_sharded_perturbation_evidence_merges_to_the_whole(count):
     whole = gather(None)
     parts = [gather((i, count)) for i in range(count)]
     assert [p.cuts_swept for p in parts] == [len(range(i, 12, count)) for i in range(count)]
-    assert all(p.found == [] and p.examples == 0 for p in parts[1:])
+    searched = [[v.kind for v in p.found] for p in parts]
+    assert searched == [["future"], ["present"]] + [[]] * (count - 2)
+    assert [sorted(p.counterexamples) for p in parts[:2]] == [["future"], ["present"]]
+    assert all(p.examples > 0 for p in parts[:2]) and all(p.examples == 0 for p in parts[2:])
     merged = merge_reports(parts)
     assert merged.sweep == whole.sweep
     assert [(v.output, v.input, v.kind) for v in merged.found] == [
@@ -750,27 +823,37 @@ class BatchSizes(nn.Module):
         return shifted(x, -1)
 
 
-@pytest.mark.parametrize("train, sizes", [(False, {1, 2, 8, 65536 // 8}), (True, {2, 4})])
-def test_samples_per_forward_pass(train, sizes):
-    """One base sample per pool in inference, cuts stacked (here all 8 in one pass; the noise
-    floor stacks as many copies as a pass may hold); two in
-    training mode, one cut per pass (and the noise floor's pair of batches)."""
+@pytest.mark.parametrize(
+    "train, n, sizes",
+    [
+        # MIN_CHUNKS = 8 chunks of ceil(n / 8) cuts, at most BATCH_BUDGET // n: pool and floor
+        # passes (1, 2), the floor's stack and full chunks (copies), a shorter last chunk
+        (False, 8, {1, 2}),  # chunks of 1: the floor stacks nothing more either
+        (False, 38, {1, 2, 5, 3}),  # chunks of 5: 7 x 5 + 3
+        (False, 800, {1, 2, 65536 // 800, 800 - 9 * 81}),  # BATCH_BUDGET: 9 x 81 + 71
+        (True, 8, {2, 4}),  # two samples, one cut per pass; the floor's pair of batches
+    ],
+)
+def test_samples_per_forward_pass(train, n, sizes):
+    """One base sample per pool in inference, cuts stacked in chunks (the noise floor stacks as
+    many copies as a chunk holds); two in training mode, one cut per pass."""
     model = BatchSizes().double()
-    subject = make_subject(model, grid=(8,), layout="BTC", predicts="current")
+    subject = make_subject(model, grid=(n,), layout="BTC", predicts="current")
     model.sizes.clear()
     with model_mode(subject, train=train):
         report = perturbation_evidence(
-            subject, cut_list=list(range(8)), max_examples=1, train=train, search=False
+            subject, cut_list=list(range(n)), max_examples=1, train=train, search=False
         )
     assert set(model.sizes) == sizes and report.batch_independent
+    assert report.cuts_swept == n
 
 
-def test_sharded_inference_sweeps_its_own_chunks_of_stacked_cuts():
-    """300 positions: a stacked pass holds 218 cuts, so two chunks; shard i sweeps chunk i
+@pytest.mark.parametrize("n, per_pass", [(300, 38), (800, 81)])
+def test_sharded_inference_sweeps_its_own_chunks_of_stacked_cuts(n, per_pass):
+    """A stacked pass holds ceil(n / MIN_CHUNKS) cuts (300 positions: 38), at most
+    BATCH_BUDGET // n (800 positions: 81, not 100); shard i of 2 sweeps chunks i, i + 2, ...
     only, and says how many cuts it swept."""
-    n = 300
     subject = taps_subject("present", n)
-    per_pass = 65536 // n
     whole = perturbation_evidence(subject, cut_list=list(range(n)), max_examples=1, search=False)
     parts = [
         perturbation_evidence(
@@ -778,12 +861,14 @@ def test_sharded_inference_sweeps_its_own_chunks_of_stacked_cuts():
         )
         for i in range(2)
     ]
-    chunks = [set(range(per_pass)), set(range(per_pass, n))]
-    for part, chunk in zip(parts, chunks, strict=True):
+    starts = range(0, n, per_pass)
+    assert len(starts) >= MIN_CHUNKS
+    for i, part in enumerate(parts):
+        chunk = {c for start in starts[i::2] for c in range(start, min(n, start + per_pass))}
         swept = {c for c, _, _ in part.sweep.values()}  # every cut records its own output
         assert swept == chunk and part.cuts_swept == len(chunk)
     assert merge_reports(parts).sweep == whole.sweep
-    assert whole.cuts_swept == n
+    assert whole.cuts_swept == n and len(whole.sweep) == n
 
 
 def test_perturbation_evidence_defaults_search_with_seed_zero():
