@@ -104,12 +104,13 @@ def test_sweep_alone(case, training):
 
 @pytest.mark.parametrize("case", CASES)
 def test_sweep_on_some_cuts_records_only_those(case):
-    """The sampled path: a sweep over some cuts only, stacked or one cut per pass."""
+    """The sampled path: a sweep over some cuts only, all stacked in one pass, in chunks with a
+    shorter last one, or one cut per pass."""
     subject = taps_subject(case, LENGTH)
     cuts = [0, 3, 4, 9]
-    for batched in (True, False):
+    for per_chunk in (len(cuts), 3, 1):
         runner = Runner(subject, seed=0, pool_size=1)
-        records = sweep(runner, cuts, batched=batched)
+        records = sweep(runner, cuts, per_chunk=per_chunk)
         assert {t: (c, kind) for t, (c, _, kind) in records.items()} == expected_sweep(
             case, LENGTH, cuts
         )
