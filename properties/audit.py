@@ -302,9 +302,9 @@ def _cross_check(result: AuditResult) -> None:
         return
     s = result.subject
     for mode, dmap in result.maps.items():
-        # The training-mode map stacks copies of the input in one batch: a layer that mixes
-        # the batch (BatchNorm) hands one copy's output the gradient of another's, so its rows
-        # are not per-output dependencies; the perturbations of training mode are checked.
+        # The training-mode map runs its inputs in one batch: a layer that mixes the batch
+        # gives an output dependencies through the other samples, which the batch-1 bound need
+        # not have; the perturbations of training mode are checked.
         if mode == "train":
             continue
         outside = cert.outside(dmap.seen, dmap.outputs)
