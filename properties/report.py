@@ -134,7 +134,7 @@ def certificate_line(data: dict) -> str:
         text += f"; {c['reason']}"
     if c["path_dependent"]:
         text += "; holds for the control-flow path taken (the model reads input values)"
-    return text + f" [{c['seconds']:.1f} s]"
+    return text + f" [{c['seconds']:.2f} s]"
 
 
 def _loss_dict(subject: Subject, loss, full: bool) -> dict:
@@ -460,11 +460,20 @@ def coverage_line(coverage: dict) -> str:
     return "; ".join(parts)
 
 
+def _certificate_cell(c: dict | None) -> str:
+    """``proved, exact`` (the bound equals the measured map), ``proved``, ``not proved``..."""
+    if c is None:
+        return "-"
+    if c["status"] != "proved":
+        return c["status"].replace("_", " ")
+    return "proved, exact" if c["exact"] else "proved"
+
+
 def render_table(rows: list[dict]) -> str:
     """The zoo: one line per model."""
     header = (
         f"{'target':28} {'verdict':7} {'mode':9} {'RF size':>7} {'span':>5} {'holes':>5} "
-        f"{'blind':>5} {'loss':>6} {'time':>6}"
+        f"{'blind':>5} {'loss':>6} {'certificate':>13} {'time':>6}"
     )
     lines = [header, "-" * len(header)]
     for d in rows:
@@ -476,6 +485,7 @@ def render_table(rows: list[dict]) -> str:
             f"{rf.get('size', '-'):>7} {rf.get('span', '-'):>5} "
             f"{'-' if rf.get('holes') is None else rf['holes']:>5} "
             f"{'-' if bs is None else bs['size']:>5} "
-            f"{'-' if le is None else ('ok' if le['holds'] else 'FAIL'):>6} {d['seconds']:>5.1f}s"
+            f"{'-' if le is None else ('ok' if le['holds'] else 'FAIL'):>6} "
+            f"{_certificate_cell(d.get('certificate')):>13} {d['seconds']:>5.1f}s"
         )
     return "\n".join(lines)
