@@ -497,7 +497,7 @@ def _map_within_memory(subject, result, training, seed, inputs, probes, timing):
     """The map on ``inputs`` random inputs, or on one when a VJP of that many does not fit the
     memory budget (a MemoryBudgetError when not even one does)."""
     try:
-        x = subject.draw_inputs(inputs, torch.Generator().manual_seed(seed + 7))[:inputs]
+        x = subject.draw_inputs(inputs, torch.Generator().manual_seed(seed + 7))
         with model_mode(subject, train=training):
             return _map(subject, x, result, seed, probes, timing), inputs
     except MemoryBudgetError:
@@ -512,8 +512,8 @@ def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timi
     grid, shard, exact = subject.grid, result.shard, result.exact
     positions = gradients.probe_positions(grid)
     if probes < len(positions):  # a budget: the first, the last, then evenly spread
-        positions = torch.tensor(stratified(len(positions), max(0, probes - 2), seed))
-        positions = gradients.probe_positions(grid)[positions][:probes]
+        picks = torch.tensor(stratified(len(positions), max(0, probes - 2), seed))
+        positions = positions[picks][:probes]
         result.coverage["budgeted"] = True
     bars.phase("map: probe rows", len(positions))
     started = time.perf_counter()

@@ -27,7 +27,7 @@ import torch
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
-from . import memory, progress, strategies
+from . import memory, plan, progress, strategies
 from .chunks import chunked, copies_per_pass, share, spread
 from .errors import ModelError
 from .perturbations import ZEROS, Perturbation, apply, replace_one
@@ -45,7 +45,6 @@ OBVIOUS = 1e-2
 # Output bytes one stacked pass may produce: beyond that a pass is bound by memory traffic (the
 # logits of a language model) and stacking more copies saves nothing.
 OUTPUT_PER_PASS = 256 << 20
-SEARCH_COST = 2.0  # forward passes per Hypothesis example, for planning (shrinking, confirming)
 
 
 @dataclass
@@ -107,7 +106,7 @@ def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
         evidence=first.evidence,
         found=found,
         counterexamples={
-            k: p for k in order for r in reports for kk, p in r.counterexamples.items() if kk == k
+            k: r.counterexamples[k] for k in order for r in reports if k in r.counterexamples
         },
         noise_floor=max(r.noise_floor for r in reports),
         tolerance=max(r.tolerance for r in reports),
@@ -495,15 +494,15 @@ def perturbation_evidence(
     batched = independent and not train
     observer = None if observe is None else observe(*runner.pool(0), runner.tolerance)
     per_chunk = copies if batched else 1
-    progress.phase("sweep", len(share(cut_list, per_chunk, shard)))
-    report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=observer)
     report.cuts_swept = len(share(cut_list, per_chunk, shard))
+    progress.phase("sweep", report.cuts_swept)
+    report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=observer)
     kinds = [
         k for i, k in enumerate(("future", "present")) if shard is None or i % shard[1] == shard[0]
     ]
     if timing is not None and search:
         # Every example costs a forward pass or more (shrinking, a float64 confirmation).
-        cost = SEARCH_COST * timing.forward * len(kinds)
+        cost = plan.SEARCH_FACTOR * timing.forward * len(kinds)
         max_examples = min(max_examples, timing.affordable(1.0, cost))
     for kind in kinds if search and max_examples > 0 else ():
         progress.phase(f"hypothesis: {kind}", max_examples)

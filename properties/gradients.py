@@ -25,6 +25,7 @@ Cost of ``colored``: about ``2 * prod(period_d)`` passes, which follows the rece
 the length of the sequence.
 """
 
+import copy
 import math
 import weakref
 from dataclasses import dataclass
@@ -113,53 +114,49 @@ class DifferentiableInput:
         self.inputs = inputs
         self.seed = seed
         self.embedding = find_token_embedding(subject, inputs) if subject.tokens else None
-        self._cost: int | None = None
-        self._interacts: bool | None = None
+        self._local: dict = {}  # measurements, for a model that is not an nn.Module
 
     @property
     def batch(self) -> int:
         return self.inputs.shape[0]
 
-    def _known(self, what: str):
-        """A measurement (``"cost"``, ``"interacts"``) already made for this model and shape."""
+    def _measured(self, what: str, compute):
+        """A measurement (``"cost"``, ``"interacts"``), made once per model, input shape, dtype
+        and mode: every map of one audit reuses its probe's."""
         module = self.subject.module
         training = module.training if module is not None else None
         key = (what, tuple(self.inputs.shape), self.subject.dtype, training)
-        return key, (_MEASURED.setdefault(module, {}) if module is not None else {})
+        known = _MEASURED.setdefault(module, {}) if module is not None else self._local
+        if key not in known:
+            known[key] = compute()
+        return known[key]
 
     def interacts(self) -> bool:
         """Whether a sample's outputs move with the other samples of its batch (batch statistics,
         a mean over the batch), measured as the perturbation evidence measures it. Copies stacked
         for different outputs must then not share a pass: the backward of one copy's output
         would reach the inputs of another copy and be read as that copy's output's dependency."""
-        key, known = self._known("interacts")
-        if self._interacts is None and key in known:
-            self._interacts = known[key]
-        if self._interacts is None:
+
+        def measure() -> bool:
             _, independent = batch_interaction(self.subject, self.inputs, seed=self.seed)
-            self._interacts = known[key] = not independent
-        return self._interacts
+            return not independent
+
+        return self._measured("interacts", measure)
 
     def cost(self) -> int:
         """Bytes one copy of the inputs holds in a VJP pass: measured on a probe pass of one
         input (what autograd saves, the largest intermediate, the output), times the batch;
         plus the cotangents and the gradient."""
-        key, known = self._known("cost")
-        if self._cost is None and key in known:
-            self._cost = known[key]
-        if self._cost is None:
-            one = DifferentiableInput.__new__(DifferentiableInput)
-            one.subject, one.inputs, one.seed, one.embedding = (
-                self.subject,
-                self.inputs[:1],
-                self.seed,
-                self.embedding,
-            )
+
+        def measure() -> int:
+            one = copy.copy(self)
+            one.inputs = self.inputs[:1]
             module = self.subject.module
             exclude = tuple(module.parameters()) + tuple(module.buffers()) if module else ()
             _, cost = memory.measure(lambda: one.run(1), saved=True, exclude=exclude)
-            self._cost = known[key] = self.batch * (cost.per_copy + 2 * cost.output)
-        return self._cost
+            return self.batch * (cost.per_copy + 2 * cost.output)
+
+        return self._measured("cost", measure)
 
     def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
         reps = (copies,) + (1,) * (self.inputs.dim() - 1)
@@ -319,11 +316,11 @@ def plain_map_around(
 ) -> DependencyMap:
     """The plain map of ``outputs``, reusing the rows the probe already computed (the probe is
     every shard's; its rows go to the first shard's part, as its passes do)."""
-    done = set(probe.outputs.tolist())
+    done, wanted = set(probe.outputs.tolist()), set(outputs.tolist())
     rest = torch.tensor([t for t in outputs.tolist() if t not in done], dtype=torch.long)
     dmap = plain_map(subject, inputs, outputs=rest, seed=seed, budget=budget, shard=shard)
     if leads(shard):
-        keep = torch.tensor([t in set(outputs.tolist()) for t in probe.outputs.tolist()])
+        keep = torch.tensor([t in wanted for t in probe.outputs.tolist()])
         kept = DependencyMap(
             probe.outputs[keep], probe.seen[keep], probe.strength[keep], probe.passes, "plain"
         )

@@ -117,8 +117,8 @@ def measure(run, *, saved: bool = False, exclude: tuple = ()) -> tuple[object, P
     """Run ``run()`` (a probe pass over one copy of the inputs) and measure what it holds.
 
     ``saved``: also count what autograd saves for the backward (``exclude``: tensors whose
-    storage is not the pass's own, e.g. the parameters). Returns ``run()``'s value, whose first
-    tensor (or itself) is taken as the output, and the cost."""
+    storage is not the pass's own, e.g. the parameters). Returns ``run()``'s value, whose last
+    item (or itself, when not a tuple) is taken as the output, and the cost."""
     own = {t.untyped_storage().data_ptr() for t in exclude}
     stored: dict[int, int] = {}
 

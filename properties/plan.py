@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 MAP_SHARE = 0.3
 SWEEP_SHARE = 0.55
 VJP_FACTOR = 6.0  # a float64 VJP of one sample, in forward passes of one float32 sample (prior)
-SEARCH_FACTOR = 2.0  # forward passes per Hypothesis example (shrinking, localizing)
+SEARCH_FACTOR = 2.0  # forward passes per Hypothesis example (shrinking, localizing, confirming)
 SLACK = 0.92  # plan to end a little early: the last pass of a phase runs over its share
 
 
