@@ -264,8 +264,7 @@ def failure_summary(result: AuditResult) -> str:
                      + (f"; lost precision at {', '.join(cert.lost_precision[:3])}"
                         if cert.lost_precision else ""))
     if result.mode is not None:
-        need = "strict" if s.predicts == "current" else "strict or inclusive"
-        lines.append(f"Mode: {result.mode} (predicts={s.predicts!r} needs {need})")
+        lines.append(f"Mode: {result.mode} (predicts={s.predicts!r} needs {_need(s)})")
     if result.violations:
         kinds = {k: sum(v.kind == k for v in result.violations) for k in ("future", "present")}
         evidence = sorted({v.evidence for v in result.violations})
@@ -285,9 +284,19 @@ def failure_summary(result: AuditResult) -> str:
             lines.append(line)
     if result.loss is not None and not result.loss.holds:
         lines.append(f"Loss equivalence: {_loss_sentence(result)}")
-    if result.maps or result.perturbations or result.losses:
+    if _gathered(result):
         lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
     return "\n".join(lines)
+
+
+def _need(subject: Subject) -> str:
+    """The modes the subject's convention accepts (:func:`properties.facts.passes`)."""
+    return "strict" if subject.predicts == "current" else "strict or inclusive"
+
+
+def _gathered(result: AuditResult) -> bool:
+    """Whether any dynamic evidence was gathered (not the certificate alone)."""
+    return bool(result.maps or result.perturbations or result.losses)
 
 
 def _floor(result: AuditResult):
@@ -309,23 +318,21 @@ def _loss_sentence(result: AuditResult) -> str:
 def verdict_line(result: AuditResult, passed: bool) -> str:
     s = result.subject
     cert = result.certificate
+    verdict = "PASS" if passed else "FAIL"
     if result.mode is None and cert is not None and cert.mode is not None:
-        need = "strict" if s.predicts == "current" else "strict or inclusive"
         proof = "proved" if cert.proved else "not proved"
         return (
-            f"{'PASS' if passed else 'FAIL'}: {proof} by the certificate, best mode "
-            f"{cert.mode} (--predicts {s.predicts} needs {need})"
+            f"{verdict}: {proof} by the certificate, best mode {cert.mode} "
+            f"(--predicts {s.predicts} needs {_need(s)})"
         )
     if result.mode is None:
-        return ("PASS" if passed else "FAIL") + ": causality not checked"
+        return verdict + ": causality not checked"
     words = {
         "strict": "strictly causal: no prediction sees the present or the future",
         "inclusive": "causal, inclusive: predictions see the present, never the future",
         "none": "NOT causal: some predictions see the future",
     }[result.mode]
-    need = {"current": "strict", "next": "strict or inclusive", "auto": "strict or inclusive"}
-    verdict = "PASS" if passed else "FAIL"
-    return f"{verdict}: {words} (--predicts {s.predicts} needs {need[s.predicts]})"
+    return f"{verdict}: {words} (--predicts {s.predicts} needs {_need(s)})"
 
 
 def render_text(
@@ -382,7 +389,7 @@ def render_text(
     for fact, d in (declared or {}).items():
         mark = "ok" if d["ok"] else "MISMATCH"
         lines.append(f"  declared {fact}: {d['declared']}, measured {d['measured']}: {mark}")
-    if result.maps or result.perturbations or result.losses:
+    if _gathered(result):
         lines.append("  evidence: " + _evidence_line(data["coverage"], data["noise_floor"]))
         lines.append("  coverage: " + coverage_line(data["coverage"]))
     for note in data["notes"]:
