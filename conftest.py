@@ -34,13 +34,7 @@ settings.register_profile(
 )
 # mutation testing (tox -e mutation): every mutant reruns the tests that reach it, so fewer
 # examples; derandomized, so that a mutant is killed by the tests, not by the draw.
-settings.register_profile(
-    "mutation",
-    parent=settings.get_profile("ci"),
-    max_examples=8,
-    deadline=None,
-    suppress_health_check=_SLOW_OK,
-)
+settings.register_profile("mutation", parent=settings.get_profile("ci"), max_examples=8)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
 
