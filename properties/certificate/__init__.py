@@ -197,12 +197,7 @@ def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certi
     present = bound & (in_r == out_r)
     mode = "none" if bool(future.any()) else "inclusive" if bool(present.any()) else "strict"
     ok = facts.passes(mode, subject.predicts)
-    forbidden_pairs = future | present if subject.predicts == "current" or mode == "none" \
-        else future
-    if subject.predicts != "current" and mode == "none":
-        forbidden_pairs = future
-    elif subject.predicts == "current":
-        forbidden_pairs = future | present
+    forbidden_pairs = future | present if subject.predicts == "current" else future
     pairs = forbidden_pairs.nonzero()
     order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None
     rows = pairs[order[:LISTED]].tolist() if order is not None else []
