@@ -23,14 +23,6 @@ from .base import _dim, _reshaped, _spread, aten, rule
     aten.contiguous.default,
     aten.positive.default,
     aten.native_dropout.default,
-)
-def same(ctx, args, kwargs, outs):
-    d = ctx.deps(args[0])
-    return [aligned(d, o.dim()) if d is not None and o.shape == args[0].shape else
-            (None if d is None else _reshaped(d, args[0].shape, o.shape)) for o in outs]
-
-
-@rule(
     aten.view.default,
     aten._unsafe_view.default,
     aten.reshape.default,
@@ -43,9 +35,13 @@ def same(ctx, args, kwargs, outs):
     aten.view_copy.default,
     aten._reshape_alias.default,
 )
-def reshape(ctx, args, kwargs, outs):
+def same(ctx, args, kwargs, outs):
+    """The elements, in row-major order, at each output's shape."""
     d = ctx.deps(args[0])
-    return [None if d is None else _reshaped(d, args[0].shape, outs[0].shape)]
+    if d is None:
+        return [None] * len(outs)
+    return [aligned(d, o.dim()) if o.shape == args[0].shape else
+            _reshaped(d, args[0].shape, o.shape) for o in outs]
 
 
 @rule(aten.expand.default, aten.expand_copy.default)
