@@ -205,7 +205,6 @@ class Tracer(TorchDispatchMode):
             self.see(x)
         tracked = [x for x in inputs if self.deps(x) is not None]
         written = _written(func, args, kwargs)
-        self.op_name = str(func)
         if func in READS:
             out = func(*args, **kwargs)
             if tracked:
@@ -298,9 +297,7 @@ class Tracer(TorchDispatchMode):
         if t in self.future:
             return self.future[t]
         d = self.deps(t)
-        result = None if d is None else _future(t, d, self.grid, self.ranks)
-        if d is None:
-            result = False
+        result = False if d is None else _future(t, d, self.grid, self.ranks)
         self.future[t] = result
         return result
 
