@@ -94,10 +94,11 @@ def mm(ctx, args, kwargs, outs):
 def addmm(ctx, args, kwargs, outs):
     bias, a, b = args[0], args[1], args[2]
     beta = kwargs.get("beta", 1)
-    prod = mm(ctx, (a, b), {}, outs)[0]
-    if "addbmm" in ctx.op_name:
+    if "addbmm" in ctx.op_name:  # a sum of batch products
         prod = any_over(mm(ctx, (a, b), {}, [torch.empty(a.shape[0], a.shape[1], b.shape[2])])[0],
                         [0], keepdim=False)
+    else:
+        prod = mm(ctx, (a, b), {}, outs)[0]
     db = ctx.deps(bias) if beta != 0 else None
     return [union([prod, db], outs[0].dim())]
 
