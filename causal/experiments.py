@@ -49,11 +49,11 @@ from .train import (
     METRICS_NAME,
     TrainConfig,
     bits_per_dim,
-    build_model,
     checkpoint_config,
     load_checkpoint,
     nll_nats,
     save_checkpoint,
+    seeded_model,
     train,
 )
 
@@ -145,9 +145,7 @@ def run_task(task: Task) -> dict:
     with deterministic():
         dataset = load_data(task.data)
         config = TrainConfig(model=task.model, data=task.data, steps=task.steps, seed=task.seed)
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(task.seed)
-            model = build_model(task.model, dataset.nb_classes, dataset.grid)
+        model = seeded_model(task.model, dataset, task.seed)
         result = train(model, dataset, config, progress=False)
         test_nll = nll_nats(result.model, dataset.test, config.eval_batch_size)
         # the cached sampler: one new position per step (causal.incremental)

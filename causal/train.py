@@ -294,6 +294,14 @@ def evaluate(model: nn.Module, data: Dataset, batch_size=500) -> dict:
     return metrics
 
 
+def seeded_model(name: str, data: Dataset, seed: int) -> nn.Module:
+    """A registry model for ``data``, initialised under ``seed`` without touching the caller's
+    global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build_model(name, data.nb_classes, data.grid)
+
+
 def run(config: TrainConfig, data: Dataset, out_dir, progress=True) -> dict:
     """Builds, trains, evaluates and saves: ``out_dir/checkpoint.pt`` and ``out_dir/metrics.json``.
 
@@ -302,9 +310,7 @@ def run(config: TrainConfig, data: Dataset, out_dir, progress=True) -> dict:
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        model = build_model(config.model, data.nb_classes, data.grid)
+    model = seeded_model(config.model, data, config.seed)
     result = train(model, data, config, progress=progress)
     save_checkpoint(out_dir / CHECKPOINT_NAME, result.model, checkpoint_config(config.model, data))
     metrics = {
