@@ -256,10 +256,10 @@ def _rgb_bound(bound: np.ndarray, seen: np.ndarray | None, measured=None) -> np.
     """White: proved independent; grey: the bound allows it; black: measured and allowed;
     red: measured outside the bound; pale blue: a row the gradients did not measure."""
     image = np.ones(bound.shape + (3,))
-    image[bound] = (0.72, 0.72, 0.72)
     if seen is None:
         image[bound] = (0.15, 0.15, 0.15)
         return image
+    image[bound] = (0.72, 0.72, 0.72)
     if measured is not None:
         image[~measured] = (0.88, 0.93, 1.0)
     image[seen & bound] = (0.1, 0.1, 0.1)
