@@ -21,7 +21,7 @@ from .audit import AuditResult
 from .causality import PerturbationReport, Violation
 from .errors import AdapterError
 from .gradients import STRENGTH, DependencyMap
-from .layout import parse_layout_pair
+from .layout import parse_layout
 from .loss import LossEquivalence
 from .perturbations import Perturbation
 from .subject import Subject
@@ -174,7 +174,7 @@ def load(data: dict, where: str) -> AuditResult:
     subject = Subject(
         model=None,
         grid=grid,
-        layout_in=parse_layout_pair(d["layout"], len(grid))[0],
+        layout_in=parse_layout(d["layout"], len(grid)),
         predicts=d["predicts"],
         name=d["name"],
         ranks=None if d["ranks"] is None else torch.tensor(d["ranks"]),
