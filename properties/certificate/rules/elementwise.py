@@ -148,5 +148,4 @@ def index_put(ctx, args, kwargs, outs):
         full.index_put_(tuple(indices), new, accumulate=True)
     else:
         full[tuple(indices)] = new
-    idx = [_spread(ctx.deps(i), outs[0]) for i in indices if i is not None]
-    return [union([compress(full)] + idx, outs[0].dim())]
+    return [compress(full)]

@@ -240,21 +240,20 @@ def index_select(ctx, args, kwargs, outs):
     axis = _dim(args[1], args[0].dim())
     if idx is not None:
         return _anywhere(ctx, args[0], [idx], outs[0])
-    if d is not None:
-        d = d if d.shape[axis] == 1 else d.index_select(axis, args[2])
-    return [union([d, _spread(idx, outs[0])], outs[0].dim())]
+    if d is not None and d.shape[axis] > 1:
+        d = d.index_select(axis, args[2])
+    return [d]
 
 
 @rule(aten.index.Tensor)
 def index(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    idx_deps = [_spread(ctx.deps(i), outs[0]) for i in args[1] if i is not None]
+    idx_deps = [ctx.deps(i) for i in args[1] if i is not None]
     if any(i is not None and i.dtype in (torch.bool, torch.uint8) and ctx.deps(i) is not None
            for i in args[1]):
         ctx.path_dependent = True  # the output's shape counts the mask's true entries
     if any(x is not None for x in idx_deps):  # the k-th element picked varies with the input
-        return _anywhere(ctx, args[0], [ctx.deps(i) for i in args[1] if i is not None],
-                         outs[0])
+        return _anywhere(ctx, args[0], idx_deps, outs[0])
     indices = []
     for i in args[1]:
         if i is not None and i.dtype in (torch.bool, torch.uint8):
@@ -263,7 +262,7 @@ def index(ctx, args, kwargs, outs):
             indices.append(slice(None) if i is None else i)  # aten's None: the whole axis
     if d is not None:
         d = compress(expanded(d, args[0].shape)[tuple(indices)])
-    return [union([d] + idx_deps, outs[0].dim())]
+    return [d]
 
 
 @rule(aten.gather.default)
@@ -276,7 +275,7 @@ def gather(ctx, args, kwargs, outs):
     if d is not None:
         full = expanded(d, args[0].shape)
         d = compress(full.gather(axis, index_.unsqueeze(-1).expand(*index_.shape, d.shape[-1])))
-    return [union([d, _spread(ctx.deps(index_), outs[0])], outs[0].dim())]
+    return [d]
 
 
 @rule(aten.embedding.default)
