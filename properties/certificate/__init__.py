@@ -209,12 +209,12 @@ def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certi
         t, s = row
         kind = "future" if ranks[s] > ranks[t] else "present"
         listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
-    dmap = DependencyMap(torch.arange(n), bound, bound.to(torch.bfloat16), 0, "certificate")
-    rf = facts.receptive_field(subject, dmap) if bool(bound.any()) else None
     cert = Certificate(
-        "proved" if ok else "not_proved", mode=mode, bound=bound, receptive_field=rf,
-        forbidden=listed, forbidden_count=len(pairs),
+        "proved" if ok else "not_proved", mode=mode, bound=bound, forbidden=listed,
+        forbidden_count=len(pairs),
     )
+    if bool(bound.any()):
+        cert.receptive_field = facts.receptive_field(subject, cert.as_map())
     if not ok:
         first = listed[0]
         where = f", entering at {first.op}" if first.op else ""
