@@ -72,6 +72,13 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
             "predicts": s.predicts,
             "layout": s.layout_in.letters,
             "name": s.name,
+            # what concluding and the report read besides: the facts of a sub-pixel subject,
+            # the wording of a token counterexample
+            "features": s.features,
+            "vocab": s.vocab,
+            "classes": s.classes,
+            "value_range": None if s.value_range is None else list(s.value_range),
+            "subpixel_axis": s.subpixel_axis,
         },
         "checks": list(result.checks),
         "train": result.train,
@@ -178,6 +185,11 @@ def load(data: dict, where: str) -> AuditResult:
         predicts=d["predicts"],
         name=d["name"],
         ranks=None if d["ranks"] is None else torch.tensor(d["ranks"]),
+        features=d["features"],
+        vocab=d["vocab"],
+        classes=d["classes"],
+        value_range=None if d["value_range"] is None else tuple(d["value_range"]),
+        subpixel_axis=d["subpixel_axis"],
     )
     shard = tuple(data["shard"]) if data["shard"] else None
     result = AuditResult(subject, tuple(data["checks"]), data["train"], data["exact"], shard)

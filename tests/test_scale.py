@@ -186,6 +186,17 @@ def _report(path):
     [
         ["zoo:nettoy1d"],
         ["tests/targets/leaky.py:same_padding", "--layout", "BCT->BCT", "--length", "24"],
+        # a sub-pixel subject: its blind spot and clipping note read the subject's channel axis
+        [
+            "tests/targets/colour_pixelcnn.py:colour",
+            *("--shape", "5", "5", "--features", "3", "--predicts", "current"),
+            *("--layout", "BCHW->B(SC)HW", "--order", "raster+channels"),
+        ],
+        # tokens: the counterexample names its token
+        [
+            "tests/targets/hf_models.py:gpt2", "--layout", "BT", "--vocab", "50",
+            *("--length", "12", "--output", "logits", "--predicts", "current"),
+        ],
     ],
 )
 def test_cli_shards_merge_into_the_unsharded_report(target, tmp_path, capsys):
