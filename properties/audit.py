@@ -292,6 +292,14 @@ def conclude(result: AuditResult) -> AuditResult:
     return result
 
 
+SOUNDNESS_BUG = "SOUNDNESS BUG of the certificate"  # how the cross-check's note begins
+
+
+def soundness_note(result: AuditResult) -> str | None:
+    """The cross-check's note when the dynamic evidence refutes the certificate."""
+    return next((n for n in result.derived_notes if n.startswith(SOUNDNESS_BUG)), None)
+
+
 def _cross_check(result: AuditResult) -> None:
     """The static upper bound must contain the dynamic lower bound: every gradient dependency
     and every perturbation violation. Where the measured map equals the bound, the receptive
@@ -323,7 +331,7 @@ def _cross_check(result: AuditResult) -> None:
         v = result.unsound[0]
         result.derived_notes.insert(
             0,
-            f"SOUNDNESS BUG of the certificate ({cert.status}): {len(result.unsound)} dynamic "
+            f"{SOUNDNESS_BUG} ({cert.status}): {len(result.unsound)} dynamic "
             f"dependencies lie outside its bound, e.g. output {s.position(v.output)} on input "
             f"{s.position(v.input)} ({v.evidence}); please report it with this model",
         )

@@ -15,7 +15,7 @@ checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 import json
 import math
 
-from .audit import AuditResult
+from .audit import AuditResult, soundness_note
 from .causality import Violation
 from .subject import Subject
 
@@ -257,8 +257,8 @@ def failure_summary(result: AuditResult) -> str:
     else:
         first = _loss_sentence(result)
     lines = [first, ""]
-    if result.unsound:
-        lines.append(result.notes[0])
+    if result.unsound:  # the notes gathered before it may come first in result.notes
+        lines.append(soundness_note(result))
     if cert is not None:
         lines.append(f"Certificate: {cert.status}, best mode {cert.mode}"
                      + (f"; lost precision at {', '.join(cert.lost_precision[:3])}"

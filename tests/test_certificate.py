@@ -14,6 +14,7 @@ from causal.layers import shift_right
 from properties import make_subject, zoo
 from properties.architectures import Architecture
 from properties.certificate import certify
+from properties.report import failure_summary
 
 sys.path.insert(0, str(Path(__file__).parent / "targets"))
 
@@ -279,3 +280,6 @@ def test_the_audit_fails_loudly_when_the_bound_misses_a_dependency(monkeypatch):
     assert result.certificate.proved  # the broken rule proves everything...
     assert result.unsound and not result.passed  # ...and the evidence refutes it
     assert result.notes[0].startswith("SOUNDNESS BUG")
+    # the failure summary shows it even behind a note gathered with the evidence
+    result.evidence_notes.insert(0, "a note gathered while running the model")
+    assert "SOUNDNESS BUG" in failure_summary(result).splitlines()[2]
