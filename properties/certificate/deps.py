@@ -102,18 +102,21 @@ def has_deps(d: Deps) -> torch.Tensor | None:
     return None if d is None else d.any(-1)
 
 
-def constant_zero(value: torch.Tensor, d: Deps) -> torch.Tensor | None:
-    """Elements that are exactly zero *and* constant: structural zeros (``None`` when there are
-    none). A zero computed from the input at this run is not one (another input would make it
-    non-zero)."""
+def constant_where(value: torch.Tensor, d: Deps, test) -> torch.Tensor | None:
+    """Elements where ``test(value)`` holds *and* that are constant (``None`` when there are
+    none). A value computed from the input at this run proves nothing: another input would
+    change it."""
+    if d is not None and all_live(d):
+        return None  # no constant element
+    hit = test(value)
     if d is not None:
-        if all_live(d):
-            return None
-        live = aligned(d, value.dim()).any(-1)
-        zero = (value == 0) & ~live
-    else:
-        zero = value == 0
-    return zero if bool(zero.any()) else None
+        hit = hit & ~aligned(d, value.dim()).any(-1)
+    return hit if bool(hit.any()) else None
+
+
+def constant_zero(value: torch.Tensor, d: Deps) -> torch.Tensor | None:
+    """Elements that are exactly zero *and* constant: structural zeros."""
+    return constant_where(value, d, lambda v: v == 0)
 
 
 def as_float(d: torch.Tensor) -> torch.Tensor:

@@ -2,7 +2,7 @@
 
 import torch
 
-from ..deps import aligned, all_live, compress, everything, expanded
+from ..deps import compress, constant_where, everything, expanded
 
 aten = torch.ops.aten
 RULES: dict = {}
@@ -55,10 +55,4 @@ def _dead_logits(x: torch.Tensor, d) -> torch.Tensor | None:
     if not x.is_floating_point():
         return None
     threshold = DEAD_FRACTION * torch.finfo(x.dtype).min
-    if d is not None and all_live(d):
-        return None  # no constant element
-    live = None if d is None else aligned(d, x.dim()).any(-1)
-    dead = x <= threshold
-    if live is not None:
-        dead = dead & ~live
-    return dead if bool(dead.any()) else None
+    return constant_where(x, d, lambda v: v <= threshold)
