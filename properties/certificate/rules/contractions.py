@@ -12,7 +12,7 @@ from ..deps import (
     full_on,
     union,
 )
-from .base import _reshaped, _spread, aten, fallback, rule
+from .base import _reshaped, aten, fallback, rule
 
 
 def _masked(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -94,7 +94,7 @@ def mm(ctx, args, kwargs, outs):
 def addmm(ctx, args, kwargs, outs):
     bias, a, b = args[0], args[1], args[2]
     beta = kwargs.get("beta", 1)
-    if "addbmm" in ctx.op_name:  # a sum of batch products
+    if ctx.op_name.startswith("aten.addbmm"):  # a sum of batch products (not baddbmm)
         prod = any_over(mm(ctx, (a, b), {}, [torch.empty(a.shape[0], a.shape[1], b.shape[2])])[0],
                         [0], keepdim=False)
     else:
@@ -113,7 +113,9 @@ def convolution(ctx, args, kwargs, outs):
         return fallback(ctx, args, kwargs, outs)
     d = ctx.deps(x)
     out = outs[0]
-    db = _spread(ctx.deps(bias), out) if isinstance(bias, torch.Tensor) else None
+    db = ctx.deps(bias) if isinstance(bias, torch.Tensor) else None
+    if db is not None:  # bias[c] is added to output channel c only
+        db = db.reshape(1, db.shape[0], *([1] * (out.dim() - 2)), db.shape[-1])
     if d is None:
         return [db]
     n = d.shape[-1]

@@ -32,7 +32,8 @@ def _keepdim(args, kwargs, position=2):
       aten.linalg_vector_norm.default, aten.nansum.default, aten.std.correction,
       aten.var.correction, aten.var_mean.correction, aten.std_mean.correction,
       aten.sum.default, aten.mean.default, aten.max.default, aten.min.default,
-      aten.any.default, aten.all.default, aten.count_nonzero.dim_IntList)
+      aten.any.default, aten.all.default, aten.count_nonzero.dim_IntList,
+      aten.count_nonzero.default)
 def reduction(ctx, args, kwargs, outs):
     x = args[0]
     d = ctx.deps(x)
@@ -104,7 +105,8 @@ def batch_norm_eval(ctx, args, kwargs, outs):
 @rule(aten._native_batch_norm_legit.default, aten.native_batch_norm.default,
       aten._native_batch_norm_legit_functional.default)
 def batch_norm_train(ctx, args, kwargs, outs):
-    """Batch statistics mix every sample and position of a channel (training mode)."""
+    """Batch statistics mix every sample and position of a channel (training mode); the
+    statistics it returns, and the running statistics it updates, are per channel."""
     x = args[0]
     training = args[5] if ctx.op_name.startswith("aten._native_batch_norm_legit.") or \
         ctx.op_name.startswith("aten.native_batch_norm") else True
@@ -113,16 +115,26 @@ def batch_norm_train(ctx, args, kwargs, outs):
     d = ctx.deps(x)
     if d is None:
         return [None] * len(outs)
-    if training:
-        d = any_over(d, [a for a in range(x.dim()) if a != 1])
-    return [d] + [None if o.dim() != x.dim() else d for o in outs[1:]]
+    if not training:
+        return [d] + [None] * (len(outs) - 1)
+    d = any_over(d, [a for a in range(x.dim()) if a != 1])
+    channels = any_over(d, [a for a in range(x.dim()) if a != 1], keepdim=False)  # (C, N)
+    for running in args[3:5]:
+        # native_batch_norm updates them in place without saying so in its schema: the
+        # tracer sees no write, the rule says what they now hold
+        if isinstance(running, torch.Tensor) and not any(running is o for o in outs):
+            ctx.assume(running, union([ctx.deps(running), channels], 1))
+    return [d] + [channels] * (len(outs) - 1)
 
 
 @rule(aten.native_group_norm.default)
 def group_norm(ctx, args, kwargs, outs):
+    """Every element of a sample (conservatively: not only its group); the mean and rstd,
+    ``(N, G)``, per sample."""
     x = args[0]
     d = any_over(ctx.deps(x), list(range(1, x.dim())))
-    return [d] + [None] * (len(outs) - 1)
+    stats = None if d is None else any_over(d, list(range(2, x.dim())), keepdim=False)
+    return [d] + [stats] * (len(outs) - 1)
 
 
 @rule(aten._softmax.default, aten._log_softmax.default, aten.softmax.int,
