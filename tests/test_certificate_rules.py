@@ -14,12 +14,14 @@ at a time, by very different values (zeros, large magnitudes, negatives), at thr
 - The op named in the case was ruled, and nothing fell back to the conservative fallback.
 """
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from properties.certificate.deps import expanded
@@ -591,3 +593,142 @@ CONTRACTIONS = {
 @pytest.mark.parametrize("name", sorted(CONTRACTIONS))
 def test_contractions(name):
     check(CONTRACTIONS[name])
+
+
+def attention_bound(q, k, v, allowed=None, n=None, extra=(), logsumexp=False):
+    """The bound attention must prove, from the input columns each element of ``q``, ``k``,
+    ``v`` reads (int tensors of their shapes): ``out[i, e]`` reads every feature of ``q[i]``
+    and of ``k[j]``, and feature ``e`` of ``v[j]``, for each key ``j`` allowed to query ``i``
+    (every key when ``allowed`` is None), and every column in ``extra`` (an input mask)."""
+    b, h, length, _ = q.shape
+    groups = h // k.shape[1]
+    n = n if n is not None else int(max(q.max(), k.max(), v.max())) + 1 + len(extra)
+    allowed = torch.ones(length, k.shape[2], dtype=torch.bool) if allowed is None else allowed
+    out = torch.zeros(b, h, length, v.shape[-1], n, dtype=torch.bool)
+    for bi in range(b):
+        for hi in range(h):
+            for i in range(length):
+                row = out[bi, hi, i]
+                row[:, q[bi, hi, i]] = True
+                row[:, list(extra)] = True
+                for j in allowed[i].nonzero().flatten().tolist():
+                    row[:, k[bi, hi // groups, j]] = True
+                    row[torch.arange(v.shape[-1]), v[bi, hi // groups, j]] = True
+    if logsumexp:
+        out = out.any(3)
+    return out.reshape(-1, n)
+
+
+def columns(*shapes):
+    """The input columns of separate inputs of these shapes, in order."""
+    out, start = [], 0
+    for s in shapes:
+        count = torch.Size(s).numel()
+        out.append(torch.arange(start, start + count).reshape(s))
+        start += count
+    return out
+
+
+def sdpa_case(shapes, allowed=None, extra=0, logsumexp=False, op="flash", **options):
+    """q, k, v (and an input mask) as separate inputs."""
+    def fn(q, k, v, *mask):
+        if mask:
+            options["attn_mask"] = (mask[0] > 0) | torch.eye(*mask[0].shape, dtype=torch.bool)
+        if logsumexp:
+            return aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, 0.0, True)[1]
+        return F.scaled_dot_product_attention(q, k, v, **options)
+
+    cols = columns(*shapes)
+    extra = cols[3].flatten().tolist() if len(cols) > 3 else []
+    n = sum(c.numel() for c in cols)
+    expect = attention_bound(*cols[:3], allowed, n, extra, logsumexp)
+    return Case(fn, shapes, f"aten._scaled_dot_product_{op}_attention_for_cpu.default",
+                expect=lambda truth: expect)
+
+
+QKV = ((1, 1, 3, 2),) * 3
+CAUSAL = torch.ones(3, 3, dtype=torch.bool).tril()
+BAND = CAUSAL & ~torch.ones(3, 3, dtype=torch.bool).tril(-2)  # the key before and the query
+
+
+def float_mask(dtype):
+    """Keys at 0 or -5 are live; -inf, finfo.min and 0.75 finfo.min are masked."""
+    low = torch.finfo(dtype).min
+    return torch.tensor([[0.0, float("-inf"), 0.75 * low], [-5.0, 0.0, low], [0.0, low, 0.0]],
+                        dtype=dtype)
+
+
+def _shifted_values(x):
+    """q and k see the past only; the values are the next position's: a leak through v."""
+    return F.scaled_dot_product_attention(x, x, x.roll(-1, 2), is_causal=True)
+
+
+def _shifted_values_bound(truth):
+    (x,) = columns((1, 1, 4, 2))
+    return attention_bound(x, x, x.roll(-1, 2), torch.ones(4, 4, dtype=torch.bool).tril())
+
+
+torch.manual_seed(0)
+LAYER = nn.TransformerEncoderLayer(4, 2, 8, dropout=0.0, batch_first=True).eval()
+LAYERS = {torch.float32: LAYER, torch.float64: copy.deepcopy(LAYER).double()}
+SQUARE = nn.Transformer.generate_square_subsequent_mask(3)
+
+
+def encoder(mask=None, **options):
+    def fn(x):
+        m = mask(x.dtype) if callable(mask) else mask
+        return LAYERS[x.dtype](x, src_mask=m, **options)
+    return fn
+
+
+ATTENTION = {
+    "sdpa_causal": sdpa_case(QKV, CAUSAL, is_causal=True),
+    "sdpa_no_mask": sdpa_case(QKV),
+    "sdpa_bool_mask": sdpa_case(QKV, BAND, attn_mask=BAND),
+    "sdpa_float_mask": Case(
+        lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=float_mask(q.dtype)),
+        QKV, "aten._scaled_dot_product_flash_attention_for_cpu.default",
+        expect=lambda t: attention_bound(*columns(*QKV), float_mask(torch.float32) > -10)),
+    "sdpa_input_mask": sdpa_case(QKV + ((3, 3),), None),
+    "sdpa_grouped_queries": sdpa_case(((1, 4, 2, 2), (1, 2, 3, 2), (1, 2, 3, 2)),
+                                      CAUSAL[:2], is_causal=True, enable_gqa=True),
+    "sdpa_values_of_the_next_position": Case(
+        _shifted_values, ((1, 1, 4, 2),), "aten._scaled_dot_product_flash_attention_for_cpu"
+        ".default", expect=_shifted_values_bound),
+    "sdpa_logsumexp": sdpa_case(QKV, CAUSAL, logsumexp=True),
+    "encoder_float_mask": Case(encoder(lambda dtype: SQUARE.to(dtype)), ((1, 3, 4),),
+                               "aten._transformer_encoder_layer_fwd.default"),
+    "encoder_bool_mask": Case(encoder(SQUARE.isinf()), ((1, 3, 4),),
+                              "aten._transformer_encoder_layer_fwd.default"),
+    "encoder_bool_mask_per_head": Case(encoder(SQUARE.isinf().expand(2, 3, 3)), ((1, 3, 4),),
+                                       "aten._transformer_encoder_layer_fwd.default"),
+    "encoder_float_mask_per_head": Case(encoder(lambda dtype: SQUARE.to(dtype).expand(2, 3, 3)),
+                                        ((1, 3, 4),), "aten._transformer_encoder_layer_fwd.default"),
+    "encoder_padding_mask_only": Case(
+        encoder(src_key_padding_mask=torch.zeros(1, 3, dtype=torch.bool)), ((1, 3, 4),),
+        "aten._transformer_encoder_layer_fwd.default"),
+    "encoder_no_mask": Case(encoder(), ((1, 3, 4),),
+                            "aten._transformer_encoder_layer_fwd.default"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ATTENTION))
+def test_attention(name):
+    check(ATTENTION[name])
+
+
+def test_efficient_attention_is_ruled_like_flash_attention():
+    """The CUDA kernel's rule, traced on the meta device (shapes only): causal pairs for the
+    output; its other outputs (a padded logsumexp, the RNG state) get everything."""
+    q = torch.empty(1, 1, 3, 2, device="meta")
+
+    def output(i):
+        return lambda q, k, v: aten._scaled_dot_product_efficient_attention(
+            q, k, v, None, True, 0.0, True)[i]
+
+    bound, ops, lost, _ = proved(output(0), [q, q, q])
+    assert "aten._scaled_dot_product_efficient_attention.default" in ops and not lost
+    assert torch.equal(bound, attention_bound(*columns(*QKV), CAUSAL))
+    for i in (1, 2):
+        bound, _, lost, _ = proved(output(i), [q, q, q])
+        assert bound.all() and not lost
