@@ -703,7 +703,8 @@ ATTENTION = {
     "encoder_bool_mask_per_head": Case(encoder(SQUARE.isinf().expand(2, 3, 3)), ((1, 3, 4),),
                                        "aten._transformer_encoder_layer_fwd.default"),
     "encoder_float_mask_per_head": Case(encoder(lambda dtype: SQUARE.to(dtype).expand(2, 3, 3)),
-                                        ((1, 3, 4),), "aten._transformer_encoder_layer_fwd.default"),
+                                        ((1, 3, 4),),
+                                        "aten._transformer_encoder_layer_fwd.default"),
     "encoder_padding_mask_only": Case(
         encoder(src_key_padding_mask=torch.zeros(1, 3, dtype=torch.bool)), ((1, 3, 4),),
         "aten._transformer_encoder_layer_fwd.default"),
