@@ -442,15 +442,28 @@ REDUCTIONS = {
     "layer_norm_two_axes": Case(lambda x: F.layer_norm(x, (2, 2)), ((2, 2, 2),),
                                 "aten.native_layer_norm.default"),
     "layer_norm_computed_weight": Case(lambda x, w: F.layer_norm(x, (3,), w), ((2, 3), (3,)),
-                                       "aten.native_layer_norm.default",
-                                       expect=lambda t: torch.hstack(
-                                           [per_row(2)(t[:, :6]), torch.ones(6, 3).bool()])),
+                                       "aten.native_layer_norm.default"),
     "layer_norm_statistics": Case(lambda x: torch.cat(aten.native_layer_norm(
         x, [3], None, None, 1e-5)[1:]), ((2, 3),), "aten.native_layer_norm.default"),
     "rms_norm": Case(lambda x: rms(x)[0], ((3, 2),), "aten._fused_rms_norm.default"),
+    "rms_norm_computed_weight": Case(lambda x, w: inference(F.rms_norm)(x, (2,), w),
+                                     ((3, 2), (2,)), "aten.rms_norm.default"),
+    "fused_rms_norm_computed_weight": Case(
+        lambda x, w: inference(aten._fused_rms_norm.default)(x, [2], w, 1e-5)[0],
+        ((3, 2), (2,)), "aten._fused_rms_norm.default"),
     "rms_norm_statistics": Case(lambda x: rms(x)[1], ((3, 2),), "aten._fused_rms_norm.default"),
     "batch_norm_eval": Case(lambda x: F.batch_norm(x, like(RM, x), like(RV, x), like(GAMMA, x)),
                             ((2, 3, 2),), "aten.native_batch_norm.default"),
+    "batch_norm_eval_computed_weight_and_mean": Case(
+        lambda x, w, m: F.batch_norm(x, m, like(RV, x), w, like(GAMMA, x)),
+        ((2, 3, 2), (3,), (3,)), "aten.native_batch_norm.default"),
+    "batch_norm_eval_legit_computed_bias": Case(
+        lambda x, b: aten._native_batch_norm_legit_no_training(
+            x, None, b, like(RM, x), like(RV, x), 0.1, 1e-5)[0], ((2, 3, 2), (3,)),
+        "aten._native_batch_norm_legit_no_training.default"),
+    "batch_norm_of_a_constant_computed_weight": Case(
+        lambda w: F.batch_norm(like(W43, w).reshape(2, 3, 2), None, None, w, training=True),
+        ((3,),), "aten.native_batch_norm.default"),
     "batch_norm_eval_legit": Case(lambda x: aten._native_batch_norm_legit_no_training(
         x, None, None, like(RM, x), like(RV, x), 0.1, 1e-5)[0], ((2, 3, 2),),
         "aten._native_batch_norm_legit_no_training.default"),
@@ -473,6 +486,10 @@ REDUCTIONS = {
         "aten._native_batch_norm_legit_functional.default"),
     "group_norm": Case(lambda x: F.group_norm(x, 1), ((2, 2, 2),),
                        "aten.native_group_norm.default"),
+    "group_norm_computed_weight_and_bias": Case(
+        lambda x, w, b: F.group_norm(x, 2, w, b), ((2, 2, 2), (2,), (2,)),
+        "aten.native_group_norm.default", expect=lambda t: torch.hstack(
+            [per_row(2)(t[:, :8]), torch.eye(2).bool().repeat_interleave(2, 0).repeat(2, 2)])),
     "group_norm_statistics": Case(lambda x: torch.cat(aten.native_group_norm(
         x, None, None, 2, 2, 2, 1, 1e-5)[1:]), ((2, 2, 2),), "aten.native_group_norm.default",
         expect=lambda t: per_row(2)(t[:2]).repeat(2, 1)),
@@ -733,3 +750,17 @@ def test_efficient_attention_is_ruled_like_flash_attention():
     for i in (1, 2):
         bound, _, lost, _ = proved(output(i), [q, q, q])
         assert bound.all() and not lost
+
+
+def test_the_fallback_gives_constants_for_constants_and_everything_otherwise():
+    """An op without a rule: each output element may depend on all that any input does."""
+    from properties.certificate.rules import fallback
+
+    tracer = Tracer(3, (3,), torch.arange(3), {}, False)
+    x, c = torch.zeros(2), torch.ones(2)
+    tracer.track_input(x, torch.tensor([[True, False, False], [False, False, True]]))
+    outs = [torch.zeros(2, 2), torch.zeros(())]
+    assert fallback(tracer, (c, 1), {}, outs) == [None, None]
+    found = fallback(tracer, (c,), {"other": x}, outs)
+    assert [tuple(d.shape) for d in found] == [(1, 1, 3), (3,)]
+    assert all(d.reshape(-1).tolist() == [True, False, True] for d in found)

@@ -95,8 +95,6 @@ def masked_fill(ctx, args, kwargs, outs):
 @rule(aten.tril.default, aten.triu.default, aten.tril_.default, aten.triu_.default)
 def triangle(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     rows, cols = args[0].shape[-2:]
     diagonal = args[1] if len(args) > 1 else 0
     ones = torch.ones(rows, cols, dtype=torch.bool)
