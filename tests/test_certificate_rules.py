@@ -764,3 +764,53 @@ def test_the_fallback_gives_constants_for_constants_and_everything_otherwise():
     found = fallback(tracer, (c,), {"other": x}, outs)
     assert [tuple(d.shape) for d in found] == [(1, 1, 3), (3,)]
     assert all(d.reshape(-1).tolist() == [True, False, True] for d in found)
+
+
+def test_a_registered_rule_is_the_one_the_tracer_uses(monkeypatch):
+    """``rule(op)`` registers a function for an op (here a precise rule for ``sort`` along
+    a row, which has none): the tracer then applies it instead of the fallback."""
+    from properties.certificate import rules
+    from properties.certificate.rules import base
+
+    monkeypatch.setattr(base, "RULES", dict(base.RULES))
+    monkeypatch.setattr(rules, "RULES", base.RULES)
+    sort = aten.sort.default
+    x = torch.randn(2, 3)
+
+    def rows(ctx, args, kwargs, outs):  # each row sorted on its own
+        d = ctx.deps(args[0]).any(1, keepdim=True)
+        return [d, d]
+
+    assert base.rule(sort, aten.sort.stable)(rows) is rows
+    assert base.RULES[sort] is rows and base.RULES[aten.sort.stable] is rows
+    bound, ops, lost, _ = proved(lambda x: x.sort(1).values, [x])
+    assert "aten.sort.default" in ops and not lost
+    assert torch.equal(bound, per_row(2)(bound))
+
+
+def summary_shape(fn, x):
+    n = x.numel()
+    tracer = Tracer(n, (n,), torch.arange(n), {}, False)
+    x = x.clone()
+    tracer.track_input(x, torch.eye(n, dtype=torch.bool).reshape(*x.shape, n))
+    with torch.no_grad(), tracer:
+        y = fn(x)
+    return tuple(tracer.deps(y).shape)
+
+
+@pytest.mark.parametrize("fn, shape, summary", [
+    # a dense product: every feature of a row depends on the same inputs: one bit per input
+    (lambda x: x @ like(W43, x), (2, 4), (2, 1, 8)),
+    # structural zeros that leave every output column live: still one row of bits
+    (lambda x: x.expand(2, 3) @ like(WZ[:, :3], x), (2, 1), (2, 1, 2)),
+    (lambda x: like(AZ[:, :2], x) @ x.expand(2, 3), (1, 3), (1, 3, 3)),
+    (lambda x: like(WZ[:, :3].T, x) @ x.expand(3, 2), (1, 2), (1, 2, 2)),
+    (lambda x: F.conv1d(x.expand(1, 2, 4), like(SHARED_W, x), padding=1), (1, 1, 4),
+     (1, 1, 4, 4)),
+])
+def test_summaries_stay_broadcast_where_every_element_is_alike(fn, shape, summary):
+    """The cost of a summary is kept at position granularity (docs of ``deps``): a summary
+    broadcast over features stays broadcast through a product or a convolution that treats
+    every feature alike."""
+    x = torch.randn(shape)
+    assert summary_shape(fn, x) == summary
