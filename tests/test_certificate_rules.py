@@ -669,10 +669,11 @@ BAND = CAUSAL & ~torch.ones(3, 3, dtype=torch.bool).tril(-2)  # the key before a
 
 
 def float_mask(dtype):
-    """Keys at 0 or -5 are live; -inf, finfo.min and 0.75 finfo.min are masked."""
+    """Keys at 0 or -5 are live; -inf, finfo.min, 0.75 and 0.5 (the threshold) finfo.min are
+    masked."""
     low = torch.finfo(dtype).min
-    return torch.tensor([[0.0, float("-inf"), 0.75 * low], [-5.0, 0.0, low], [0.0, low, 0.0]],
-                        dtype=dtype)
+    return torch.tensor([[0.0, float("-inf"), 0.75 * low], [-5.0, 0.0, low],
+                         [0.0, 0.5 * low, 0.0]], dtype=dtype)
 
 
 def _shifted_values(x):
@@ -701,6 +702,7 @@ def encoder(mask=None, **options):
 ATTENTION = {
     "sdpa_causal": sdpa_case(QKV, CAUSAL, is_causal=True),
     "sdpa_no_mask": sdpa_case(QKV),
+    "sdpa_two_samples_two_heads": sdpa_case(((2, 2, 3, 2),) * 3, CAUSAL, is_causal=True),
     "sdpa_bool_mask": sdpa_case(QKV, BAND, attn_mask=BAND),
     "sdpa_float_mask": Case(
         lambda q, k, v: F.scaled_dot_product_attention(q, k, v, attn_mask=float_mask(q.dtype)),
