@@ -296,9 +296,12 @@ SPARSE = torch.zeros(3, 3, dtype=torch.bool).index_put((torch.tensor([0]), torch
 
 
 def inf_and_min(x):
-    """-inf above the diagonal, the dtype's most negative value on the anti-diagonal."""
-    m = minus_inf(x, torch.eye(3, dtype=torch.bool).flip(0), torch.finfo(x.dtype).min)
-    return m.masked_fill(TRI, float("-inf"))
+    """-inf above the diagonal, the dtype's most negative value on the anti-diagonal but
+    for its middle, exactly at the threshold (half of it)."""
+    low = torch.finfo(x.dtype).min
+    m = minus_inf(x, torch.eye(3, dtype=torch.bool).flip(0), low)
+    return m.masked_fill(TRI, float("-inf")).index_put((torch.tensor(1), torch.tensor(1)),
+                                                       torch.tensor(0.5 * low, dtype=x.dtype))
 
 
 ELEMENTWISE = {
@@ -324,6 +327,10 @@ ELEMENTWISE = {
     "add_alpha_zero": Case(lambda x: torch.add(x, inf_and_min(x), alpha=0), ((3, 3),),
                            "aten.add.Tensor", expect=per_element),  # x + 0 * -inf: NaN
     "add_a_scalar": Case(lambda x: x + 2, ((3, 3),), "aten.add.Tensor"),
+    "add_a_negative_constant": Case(lambda x: x + like(-W43[:3].abs(), x), ((3, 3),),
+                                    "aten.add.Tensor"),
+    "pointwise_into_out": Case(lambda x: torch.sin(torch.ones(2, dtype=x.dtype), out=x.clone()),
+                               ((2,),), "aten.sin.out"),
     "add_float16_min_and_inf": Case(lambda x: (x.half() + half_mask(x)).to(x.dtype),
                                     ((3, 3),), "aten.add.Tensor"),
     "add_float16_min_only": Case(lambda x: (half_mask(x, False) + x.half()).to(x.dtype),
@@ -412,6 +419,10 @@ REDUCTIONS = {
     "max_indices_keepdim": Case(lambda x: x.max(0, keepdim=True).indices.float(), ((3, 2),),
                                 "aten.max.dim"),
     "argmax": Case(lambda x: x.argmax(-1).float(), ((2, 3),), "aten.argmax.default"),
+    "argmax_all": Case(lambda x: x.argmax().float(), ((2, 2),), "aten.argmax.default",
+                       expect=everything),  # a change of one element may not move it
+    "sum_over_no_axes_is_over_all": Case(lambda x: x.sum([]), ((2, 3),), "aten.sum.dim_IntList"),
+    "amax_keepdim": Case(lambda x: x.amax(0, keepdim=True), ((2, 3),), "aten.amax.default"),
     "logsumexp_keepdim": Case(lambda x: x.logsumexp(1, True), ((2, 3),),
                               "aten.logsumexp.default"),
     "prod": Case(lambda x: x.prod(0), ((2, 3),), "aten.prod.dim_int"),
@@ -433,6 +444,7 @@ REDUCTIONS = {
                              ((2, 3),), "aten.std_mean.correction"),
     "cumsum": Case(lambda x: x.cumsum(1), ((2, 4),), "aten.cumsum.default"),
     "cumsum_last_axis": Case(lambda x: x.cumsum(-1), ((2, 3),), "aten.cumsum.default"),
+    "cumsum_of_a_vector": Case(lambda x: x.cumsum(-1), ((4,),), "aten.cumsum.default"),
     "cumsum_a_broadcast_axis": Case(lambda x: dense(x).cumsum(-1), ((2, 4),),
                                     "aten.cumsum.default"),
     "cummax": Case(lambda x: x.cummax(0).values, ((3, 2),),

@@ -1,6 +1,7 @@
 """Pointwise ops, where, masks and writes: constants and structural zeros drop dependencies."""
 
 import torch
+from torch.utils._pytree import tree_flatten
 
 from ..deps import (
     aligned,
@@ -13,7 +14,9 @@ from .base import _dead_logits, _spread, aten, rule
 
 
 def pointwise(ctx, args, kwargs, outs):
-    ds = [ctx.deps(x) for x in ctx.tensors_in(args, kwargs)]
+    """The union of the inputs' summaries (broadcast). A pointwise op's only keyword tensor is
+    ``out=``, whose old values it overwrites: it is no input."""
+    ds = [ctx.deps(x) for x in tree_flatten(args)[0]]
     d = union(ds, outs[0].dim())
     return [d] * len(outs)
 

@@ -11,19 +11,14 @@ from ..deps import (
 from .base import _dead_logits, _dim, _reshaped, aten, rule
 
 
-def _reduced_axes(args, kwargs, nd):
-    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+def _reduced_axes(dims, nd):
+    """The axes a reduction's ``dim`` argument names (none, or an empty list: every axis; the
+    dispatcher passes ``dim`` positionally, and leaves it out when it is the default)."""
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         return list(range(nd))
     if isinstance(dims, int):
         dims = [dims]
     return [_dim(a, nd) for a in dims]
-
-
-def _keepdim(args, kwargs, position=2):
-    if len(args) > position and isinstance(args[position], bool):
-        return args[position]
-    return bool(kwargs.get("keepdim", False))
 
 
 @rule(aten.sum.dim_IntList, aten.mean.dim, aten.amax.default, aten.amin.default,
@@ -35,27 +30,15 @@ def _keepdim(args, kwargs, position=2):
       aten.any.default, aten.all.default, aten.count_nonzero.dim_IntList,
       aten.count_nonzero.default)
 def reduction(ctx, args, kwargs, outs):
+    """Every output (values, indices, statistics) depends on every element it reduces; the
+    summary is laid out at each output's shape, whether it keeps the reduced axes or not."""
     x = args[0]
-    d = ctx.deps(x)
     nd = x.dim()
-    if ctx.op_name.endswith(".default") and ctx.op_name.split(".")[1] in (
-        "sum", "mean", "max", "min", "any", "all"
-    ):
-        axes, keep = list(range(nd)), False
-    elif "linalg_vector_norm" in ctx.op_name:
-        axes = _reduced_axes((x, args[2] if len(args) > 2 else kwargs.get("dim")), {}, nd)
-        keep = args[3] if len(args) > 3 else kwargs.get("keepdim", False)
-    elif ctx.op_name.startswith("aten.var") or ctx.op_name.startswith("aten.std"):
-        axes = _reduced_axes(args, kwargs, nd)
-        keep = bool(kwargs.get("keepdim", False))
-    else:
-        axes, keep = _reduced_axes(args, kwargs, nd), _keepdim(args, kwargs)
-    r = any_over(d, axes, keepdim=True)
-    results = []
-    for o in outs:
-        results.append(_reshaped(r, [1 if a in axes else s for a, s in enumerate(x.shape)],
-                                 o.shape) if not keep or o.dim() != nd else r)
-    return results
+    position = 2 if ctx.op_name.startswith("aten.linalg_vector_norm") else 1  # after ``ord``
+    axes = _reduced_axes(args[position] if len(args) > position else None, nd)
+    r = any_over(ctx.deps(x), axes, keepdim=True)
+    reduced = [1 if a in axes else s for a, s in enumerate(x.shape)]
+    return [_reshaped(r, reduced, o.shape) for o in outs]
 
 
 @rule(aten.cumsum.default, aten.cumprod.default, aten.cummax.default, aten.cummin.default,
