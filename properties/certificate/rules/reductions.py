@@ -55,8 +55,8 @@ def cumulative(ctx, args, kwargs, outs):
 def _per_channel(ctx, tensors, nd):
     """Summaries of per-channel tensors (weights, biases, running statistics: ``(C,)``),
     laid along axis 1 of an ``nd``-axis output."""
-    return [None if d is None else d.reshape(1, d.shape[0], *([1] * (nd - 2)), d.shape[-1])
-            for d in (ctx.deps(t) for t in tensors)]
+    return [None if d is None else d.reshape(d.shape[0], *([1] * (nd - 2)), -1)
+            for d in (ctx.deps(t) for t in tensors)]  # leading axes: added by the union
 
 
 @rule(aten.native_layer_norm.default)
