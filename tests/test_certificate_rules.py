@@ -688,6 +688,13 @@ def float_mask(dtype):
                          [0.0, 0.5 * low, 0.0]], dtype=dtype)
 
 
+def _heads_alike_bound():
+    """Four query heads; two key and value heads, both the same input (broadcast heads)."""
+    q, x = columns((1, 4, 3, 2), (1, 1, 3, 2))
+    kv = x.expand(1, 2, 3, 2)
+    return attention_bound(q, kv, kv, CAUSAL)
+
+
 def _shifted_values(x):
     """q and k see the past only; the values are the next position's: a leak through v."""
     return F.scaled_dot_product_attention(x, x, x.roll(-1, 2), is_causal=True)
@@ -723,6 +730,11 @@ ATTENTION = {
     "sdpa_input_mask": sdpa_case(QKV + ((3, 3),), None),
     "sdpa_grouped_queries": sdpa_case(((1, 4, 2, 2), (1, 2, 3, 2), (1, 2, 3, 2)),
                                       CAUSAL[:2], is_causal=True, enable_gqa=True),
+    "sdpa_grouped_queries_heads_alike": Case(
+        lambda q, x: F.scaled_dot_product_attention(
+            q, x.expand(1, 2, 3, 2), x.expand(1, 2, 3, 2), is_causal=True, enable_gqa=True),
+        ((1, 4, 3, 2), (1, 1, 3, 2)), "aten._scaled_dot_product_flash_attention_for_cpu.default",
+        expect=lambda t: _heads_alike_bound()),
     "sdpa_values_of_the_next_position": Case(
         _shifted_values, ((1, 1, 4, 2),), "aten._scaled_dot_product_flash_attention_for_cpu"
         ".default", expect=_shifted_values_bound),

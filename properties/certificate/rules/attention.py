@@ -38,8 +38,8 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
     parts = [dq]
     if kv is not None:
         kv = aligned(kv, v.dim())
-        if kv.dim() >= 4 and kv.shape[-4] > 1 and q.shape[-3] != k.shape[-3]:
-            kv = kv.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-4)  # grouped queries
+        if kv.shape[-4] > 1 and q.shape[-3] != k.shape[-3]:  # grouped queries (heads: -3)
+            kv = kv.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-4)
         kv = full_on(kv, v.shape, [v.dim() - 2])  # (..., S, E', N)
         allowed = _allowed(mask, ctx, q.shape[-2], k.shape[-2], is_causal)
         s, e, n = kv.shape[-3], kv.shape[-2], kv.shape[-1]
