@@ -553,6 +553,9 @@ CONTRACTIONS = {
     "mm_structural_zeros_left": Case(lambda x: like(AZ, x) @ x, ((3, 2),), "aten.mm.default"),
     "mm_dense_left": Case(lambda x: like(W43, x) @ x, ((3, 2),), "aten.mm.default"),
     "mm_two_inputs": Case(lambda x, y: x @ y, ((2, 3), (3, 2)), "aten.mm.default"),
+    # zeros computed from the input (a ReLU's) are zero at this run only: no structure
+    "mm_by_zeros_of_the_input": Case(lambda x, y: F.relu(x) @ F.relu(y), ((2, 3), (3, 2)),
+                                     "aten.mm.default"),
     "mm_rows_alike": Case(lambda x: x.expand(2, 3) @ like(WZ, x), ((2, 1),), "aten.mm.default"),
     "mm_rows_alike_dense": Case(lambda x: x.expand(2, 4) @ like(W43, x), ((2, 1),),
                                 "aten.mm.default"),
