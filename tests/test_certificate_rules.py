@@ -733,6 +733,9 @@ ATTENTION = {
     "sdpa_input_mask": sdpa_case(QKV + ((3, 3),), None),
     "sdpa_grouped_queries": sdpa_case(((1, 4, 2, 2), (1, 2, 3, 2), (1, 2, 3, 2)),
                                       CAUSAL[:2], is_causal=True, enable_gqa=True),
+    "sdpa_grouped_queries_two_samples": sdpa_case(((2, 4, 2, 4), (2, 2, 2, 4), (2, 2, 2, 4)),
+                                                  CAUSAL[:2, :2], is_causal=True,
+                                                  enable_gqa=True),
     "sdpa_grouped_queries_heads_alike": Case(
         lambda q, x: F.scaled_dot_product_attention(
             q, x.expand(1, 2, 3, 2), x.expand(1, 2, 3, 2), is_causal=True, enable_gqa=True),

@@ -14,9 +14,9 @@ from .base import DEAD_FRACTION, _spread, aten, rule
 
 
 def _allowed(mask, ctx, length_q, length_k, is_causal):
-    """(..., L, S) bool: which keys a query may attend to, from a constant mask."""
+    """(..., L, S), bool or 0/1: which keys a query may attend to, from a constant mask."""
     if is_causal:
-        return torch.ones(length_q, length_k, dtype=torch.bool).tril()
+        return torch.ones(length_q, length_k).tril()
     if mask is None:
         return None
     if ctx.deps(mask) is not None:
@@ -32,8 +32,8 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
     out = outs[0]
     nd = out.dim()
     dq, dk, dv = ctx.deps(q), ctx.deps(k), ctx.deps(v)
-    dq = any_over(aligned(dq, q.dim()), [-1]) if dq is not None else None
-    dk = any_over(aligned(dk, k.dim()), [-1]) if dk is not None else None
+    dq = any_over(aligned(dq, q.dim()), [-1])  # (None stays None)
+    dk = any_over(aligned(dk, k.dim()), [-1])
     kv = union([dk, dv], v.dim())
     parts = [dq]
     if kv is not None:
