@@ -733,6 +733,10 @@ ATTENTION = {
     "sdpa_input_mask": sdpa_case(QKV + ((3, 3),), None),
     "sdpa_grouped_queries": sdpa_case(((1, 4, 2, 2), (1, 2, 3, 2), (1, 2, 3, 2)),
                                       CAUSAL[:2], is_causal=True, enable_gqa=True),
+    "sdpa_no_mask_two_heads": sdpa_case(((1, 2, 3, 2),) * 3),
+    "sdpa_grouped_queries_as_many_samples": sdpa_case(
+        ((4, 4, 2, 1), (4, 2, 2, 1), (4, 2, 2, 1)), CAUSAL[:2, :2], is_causal=True,
+        enable_gqa=True),
     "sdpa_grouped_queries_two_samples": sdpa_case(((2, 4, 2, 4), (2, 2, 2, 4), (2, 2, 2, 4)),
                                                   CAUSAL[:2, :2], is_causal=True,
                                                   enable_gqa=True),

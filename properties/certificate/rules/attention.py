@@ -51,11 +51,10 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
         parts.append(reach.reshape(*reach.shape[:-1], e, n))
     if mask is not None:
         parts.append(_spread(ctx.deps(mask), out))
-    d = union([aligned(p, nd) if p is not None else None for p in parts], nd)
-    return [d] + [any_over(d, [-1], keepdim=False) if d is not None and o.dim() == nd - 1 and
-                  o.shape == out.shape[:-1] else
-                  (None if d is None else everything(d).reshape((1,) * o.dim() + (-1,)))
-                  for o in outs[1:]]
+    d = union(parts, nd)  # never None: some input of the op is tracked
+    # the logsumexp, (..., L): per query, over the features; any other output, everything
+    return [d] + [any_over(d, [-1]).squeeze(-2) if o.shape == out.shape[:-1] else
+                  everything(d).reshape((1,) * o.dim() + (-1,)) for o in outs[1:]]
 
 
 @rule(aten._scaled_dot_product_flash_attention_for_cpu.default,
