@@ -36,38 +36,29 @@ def contract(ctx, a: torch.Tensor, b: torch.Tensor, out_shape) -> torch.Tensor |
     ``out[i, j]`` depends on ``a[i, k]`` and ``b[k, j]`` for every ``k`` where neither is a
     structural zero. Broadcast summaries keep it at ``I x N`` (or ``I x J x N`` when needed)."""
     da, db = ctx.deps(a), ctx.deps(b)
+    # (a structural zero has no dependency of its own: ``la``/``lb`` only say which *other*
+    # operand's elements it cuts off)
     la, lb = _live(a, ctx), _live(b, ctx)
-    la_all, lb_all = la.stride() == (0,) * la.dim(), lb.stride() == (0,) * lb.dim()
     nd = len(out_shape)
     parts = []
     if da is not None:
         da = aligned(da, a.dim())
         if da.shape[-2] == 1:  # the same dependencies along k
-            if lb_all and la_all:
-                parts.append(aligned(da, nd))
-            else:
-                reach = (as_float(la) @ as_float(lb)) > 0  # (..., I, J)
-                parts.append(_masked(aligned(da, nd), aligned(reach, nd - 1)))
-        else:
-            masked = aligned(da, a.dim()) & la.unsqueeze(-1)  # (..., I, K, N)
-            if lb_all:
-                parts.append(aligned(masked.any(-2, keepdim=True), nd))
-            else:  # (..., I, N, K) @ (..., K, J) -> (..., I, N, J)
-                prod = as_float(masked.transpose(-1, -2)) @ as_float(lb).unsqueeze(-3)
-                parts.append(aligned((prod > 0).transpose(-1, -2), nd))
+            reach = (as_float(la) @ as_float(lb)) > 0  # (..., I, J)
+            parts.append(_masked(aligned(da, nd), reach))
+        elif lb.stride() == (0,) * lb.dim():  # b has no structural zero
+            parts.append(aligned(da.any(-2, keepdim=True), nd))
+        else:  # (..., I, N, K) @ (..., K, J) -> (..., I, N, J)
+            prod = as_float(da.transpose(-1, -2)) @ as_float(lb).unsqueeze(-3)
+            parts.append(aligned((prod > 0).transpose(-1, -2), nd))
     if db is not None:
         db = aligned(db, b.dim())
-        n = db.shape[-1]
         if db.shape[-3] == 1:  # the same dependencies along k
-            if la_all and lb_all:
-                parts.append(aligned(db, nd))
-            else:
-                reach = (as_float(la) @ as_float(lb)) > 0
-                parts.append(_masked(aligned(db, nd), aligned(reach, nd - 1)))
+            reach = (as_float(la) @ as_float(lb)) > 0
+            parts.append(_masked(aligned(db, nd), reach))
         else:
-            masked = db & lb.unsqueeze(-1) if not lb_all else db  # (..., K, J', N)
-            j = masked.shape[-2]
-            flat = as_float(masked).reshape(*masked.shape[:-2], j * n)
+            j, n = db.shape[-2], db.shape[-1]
+            flat = as_float(db).reshape(*db.shape[:-2], j * n)
             prod = (as_float(la) @ flat) > 0  # (..., I, J' * N)
             parts.append(aligned(prod.reshape(*prod.shape[:-1], j, n), nd))
     return compress(union(parts, nd))
