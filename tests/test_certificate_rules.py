@@ -561,6 +561,8 @@ CONTRACTIONS = {
                                 "aten.mm.default"),
     "mm_columns_alike": Case(lambda y: like(AZ, y) @ y.expand(3, 4), ((1, 4),),
                              "aten.mm.default"),
+    "mm_columns_alike_zero_row": Case(lambda y: like(AZ * torch.tensor([[1.0], [0.0]]), y)
+                                      @ y.expand(3, 4), ((1, 4),), "aten.mm.default"),
     "mm_columns_alike_dense": Case(lambda y: like(W43, y) @ y.expand(3, 2), ((1, 2),),
                                    "aten.mm.default"),
     "mm_columns_alike_zeros_both": Case(lambda y: like(AZ, y) @ (y.expand(3, 4) * like(WZ, y)),
