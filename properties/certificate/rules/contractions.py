@@ -148,7 +148,7 @@ def _shift_or(d, taps, stride, padding, dilation, out_spatial):
     spec = []
     for p in reversed(list(padding)):
         spec += [p, p]
-    padded = F.pad(d, [0, 0] + spec, value=False) if any(spec) else d
+    padded = F.pad(d, [0, 0] + spec)  # with False
     out = torch.zeros(*d.shape[:2], *out_spatial, d.shape[-1], dtype=torch.bool)
     for tap in taps.nonzero().tolist():
         index = [slice(None), slice(None)]
