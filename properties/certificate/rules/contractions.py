@@ -23,10 +23,11 @@ def _masked(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def _live(x: torch.Tensor, ctx) -> torch.Tensor:
-    """Elements that are not structural zeros (a broadcast ``True`` when all are live)."""
+    """Elements that are not structural zeros, bool or 0/1 (a broadcast 1 when all are live):
+    only multiplied, as floats."""
     zero = constant_zero(x, ctx.deps(x))
     if zero is None:
-        return torch.ones((1,) * x.dim(), dtype=torch.bool).expand(x.shape)
+        return torch.ones((1,) * x.dim()).expand(x.shape)
     return ~zero
 
 
