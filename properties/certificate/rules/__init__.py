@@ -8,6 +8,8 @@ drop a dependency (zero at this run is not zero at every run).
 
 Each rule takes ``(ctx, args, kwargs, outs)`` (``outs``: the op's tensor outputs, whose values a
 rule must not read: in-place ops are ruled before they run) and returns one summary per output.
+The tracer runs a rule only when some input of the op depends on the model's input: the rule of
+a one-input op takes that input's summary as given (a rule that raises gets the fallback).
 Ops without a rule get :func:`fallback` (every output element may depend on everything any
 input depends on), and the tracer names them in the certificate's ``lost_precision``.
 """

@@ -14,9 +14,9 @@ from .base import DEAD_FRACTION, _spread, aten, rule
 
 
 def _allowed(mask, ctx, length_q, length_k, is_causal):
-    """(..., L, S) bool: which keys a query may attend to, from a constant mask."""
+    """(..., L, S), bool or 0/1: which keys a query may attend to, from a constant mask."""
     if is_causal:
-        return torch.ones(length_q, length_k, dtype=torch.bool).tril()
+        return torch.ones(length_q, length_k).tril()
     if mask is None:
         return None
     if ctx.deps(mask) is not None:
@@ -32,14 +32,14 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
     out = outs[0]
     nd = out.dim()
     dq, dk, dv = ctx.deps(q), ctx.deps(k), ctx.deps(v)
-    dq = any_over(aligned(dq, q.dim()), [-1]) if dq is not None else None
-    dk = any_over(aligned(dk, k.dim()), [-1]) if dk is not None else None
+    dq = any_over(aligned(dq, q.dim()), [-1])  # (None stays None)
+    dk = any_over(aligned(dk, k.dim()), [-1])
     kv = union([dk, dv], v.dim())
     parts = [dq]
     if kv is not None:
         kv = aligned(kv, v.dim())
-        if kv.dim() >= 4 and kv.shape[-4] > 1 and q.shape[-3] != k.shape[-3]:
-            kv = kv.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-4)  # grouped queries
+        if kv.shape[-4] > 1 and q.shape[-3] != k.shape[-3]:  # grouped queries (heads: -3)
+            kv = kv.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-4)
         kv = full_on(kv, v.shape, [v.dim() - 2])  # (..., S, E', N)
         allowed = _allowed(mask, ctx, q.shape[-2], k.shape[-2], is_causal)
         s, e, n = kv.shape[-3], kv.shape[-2], kv.shape[-1]
@@ -51,11 +51,10 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
         parts.append(reach.reshape(*reach.shape[:-1], e, n))
     if mask is not None:
         parts.append(_spread(ctx.deps(mask), out))
-    d = union([aligned(p, nd) if p is not None else None for p in parts], nd)
-    return [d] + [any_over(d, [-1], keepdim=False) if d is not None and o.dim() == nd - 1 and
-                  o.shape == out.shape[:-1] else
-                  (None if d is None else everything(d).reshape((1,) * o.dim() + (-1,)))
-                  for o in outs[1:]]
+    d = union(parts, nd)  # never None: some input of the op is tracked
+    # the logsumexp, (..., L): per query, over the features; any other output, everything
+    return [d] + [any_over(d, [-1]).squeeze(-2) if o.shape == out.shape[:-1] else
+                  everything(d).reshape((1,) * o.dim() + (-1,)) for o in outs[1:]]
 
 
 @rule(aten._scaled_dot_product_flash_attention_for_cpu.default,

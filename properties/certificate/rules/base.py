@@ -36,12 +36,9 @@ def fallback(ctx, args, kwargs, outs):
 
 
 def _reshaped(d, shape, new_shape):
-    full = expanded(d, shape)
-    try:
-        out = full.view(*new_shape, d.shape[-1])
-    except RuntimeError:
-        out = full.reshape(*new_shape, d.shape[-1])
-    return compress(out)
+    """The summary of a tensor of ``shape`` (row-major order) at ``new_shape`` (a view where
+    the expanded summary allows one, a copy otherwise)."""
+    return compress(expanded(d, shape).reshape(*new_shape, d.shape[-1]))
 
 
 def _spread(d, out):

@@ -12,7 +12,7 @@ from ..deps import (
     full_on,
     union,
 )
-from .base import _reshaped, _spread, aten, fallback, rule
+from .base import _reshaped, aten, fallback, rule
 
 
 def _masked(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
@@ -23,10 +23,11 @@ def _masked(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def _live(x: torch.Tensor, ctx) -> torch.Tensor:
-    """Elements that are not structural zeros (a broadcast ``True`` when all are live)."""
+    """Elements that are not structural zeros, bool or 0/1 (a broadcast 1 when all are live):
+    only multiplied, as floats."""
     zero = constant_zero(x, ctx.deps(x))
     if zero is None:
-        return torch.ones((1,) * x.dim(), dtype=torch.bool).expand(x.shape)
+        return torch.ones((1,) * x.dim()).expand(x.shape)
     return ~zero
 
 
@@ -36,38 +37,29 @@ def contract(ctx, a: torch.Tensor, b: torch.Tensor, out_shape) -> torch.Tensor |
     ``out[i, j]`` depends on ``a[i, k]`` and ``b[k, j]`` for every ``k`` where neither is a
     structural zero. Broadcast summaries keep it at ``I x N`` (or ``I x J x N`` when needed)."""
     da, db = ctx.deps(a), ctx.deps(b)
+    # (a structural zero has no dependency of its own: ``la``/``lb`` only say which *other*
+    # operand's elements it cuts off)
     la, lb = _live(a, ctx), _live(b, ctx)
-    la_all, lb_all = la.stride() == (0,) * la.dim(), lb.stride() == (0,) * lb.dim()
     nd = len(out_shape)
     parts = []
     if da is not None:
         da = aligned(da, a.dim())
         if da.shape[-2] == 1:  # the same dependencies along k
-            if lb_all and la_all:
-                parts.append(aligned(da, nd))
-            else:
-                reach = (as_float(la) @ as_float(lb)) > 0  # (..., I, J)
-                parts.append(_masked(aligned(da, nd), aligned(reach, nd - 1)))
-        else:
-            masked = aligned(da, a.dim()) & la.unsqueeze(-1)  # (..., I, K, N)
-            if lb_all:
-                parts.append(aligned(masked.any(-2, keepdim=True), nd))
-            else:  # (..., I, N, K) @ (..., K, J) -> (..., I, N, J)
-                prod = as_float(masked.transpose(-1, -2)) @ as_float(lb).unsqueeze(-3)
-                parts.append(aligned((prod > 0).transpose(-1, -2), nd))
+            reach = (as_float(la) @ as_float(lb)) > 0  # (..., I, J)
+            parts.append(_masked(aligned(da, nd), reach))
+        elif lb.stride() == (0,) * lb.dim():  # b has no structural zero
+            parts.append(aligned(da.any(-2, keepdim=True), nd))
+        else:  # (..., I, N, K) @ (..., K, J) -> (..., I, N, J)
+            prod = as_float(da.transpose(-1, -2)) @ as_float(lb).unsqueeze(-3)
+            parts.append(aligned((prod > 0).transpose(-1, -2), nd))
     if db is not None:
         db = aligned(db, b.dim())
-        n = db.shape[-1]
         if db.shape[-3] == 1:  # the same dependencies along k
-            if la_all and lb_all:
-                parts.append(aligned(db, nd))
-            else:
-                reach = (as_float(la) @ as_float(lb)) > 0
-                parts.append(_masked(aligned(db, nd), aligned(reach, nd - 1)))
+            reach = (as_float(la) @ as_float(lb)) > 0
+            parts.append(_masked(aligned(db, nd), reach))
         else:
-            masked = db & lb.unsqueeze(-1) if not lb_all else db  # (..., K, J', N)
-            j = masked.shape[-2]
-            flat = as_float(masked).reshape(*masked.shape[:-2], j * n)
+            j, n = db.shape[-2], db.shape[-1]
+            flat = as_float(db).reshape(*db.shape[:-2], j * n)
             prod = (as_float(la) @ flat) > 0  # (..., I, J' * N)
             parts.append(aligned(prod.reshape(*prod.shape[:-1], j, n), nd))
     return compress(union(parts, nd))
@@ -94,7 +86,7 @@ def mm(ctx, args, kwargs, outs):
 def addmm(ctx, args, kwargs, outs):
     bias, a, b = args[0], args[1], args[2]
     beta = kwargs.get("beta", 1)
-    if "addbmm" in ctx.op_name:  # a sum of batch products
+    if ctx.op_name.startswith("aten.addbmm"):  # a sum of batch products (not baddbmm)
         prod = any_over(mm(ctx, (a, b), {}, [torch.empty(a.shape[0], a.shape[1], b.shape[2])])[0],
                         [0], keepdim=False)
     else:
@@ -113,7 +105,9 @@ def convolution(ctx, args, kwargs, outs):
         return fallback(ctx, args, kwargs, outs)
     d = ctx.deps(x)
     out = outs[0]
-    db = _spread(ctx.deps(bias), out) if isinstance(bias, torch.Tensor) else None
+    db = ctx.deps(bias) if isinstance(bias, torch.Tensor) else None
+    if db is not None:  # bias[c] is added to output channel c only
+        db = db.reshape(1, db.shape[0], *([1] * (out.dim() - 2)), db.shape[-1])
     if d is None:
         return [db]
     n = d.shape[-1]
@@ -155,7 +149,7 @@ def _shift_or(d, taps, stride, padding, dilation, out_spatial):
     spec = []
     for p in reversed(list(padding)):
         spec += [p, p]
-    padded = F.pad(d, [0, 0] + spec, value=False) if any(spec) else d
+    padded = F.pad(d, [0, 0] + spec)  # with False
     out = torch.zeros(*d.shape[:2], *out_spatial, d.shape[-1], dtype=torch.bool)
     for tap in taps.nonzero().tolist():
         index = [slice(None), slice(None)]

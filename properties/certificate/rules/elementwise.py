@@ -1,6 +1,7 @@
 """Pointwise ops, where, masks and writes: constants and structural zeros drop dependencies."""
 
 import torch
+from torch.utils._pytree import tree_flatten
 
 from ..deps import (
     aligned,
@@ -13,7 +14,9 @@ from .base import _dead_logits, _spread, aten, rule
 
 
 def pointwise(ctx, args, kwargs, outs):
-    ds = [ctx.deps(x) for x in ctx.tensors_in(args, kwargs)]
+    """The union of the inputs' summaries (broadcast). A pointwise op's only keyword tensor is
+    ``out=``, whose old values it overwrites: it is no input."""
+    ds = [ctx.deps(x) for x in tree_flatten(args)[0]]
     d = union(ds, outs[0].dim())
     return [d] * len(outs)
 
@@ -95,8 +98,6 @@ def masked_fill(ctx, args, kwargs, outs):
 @rule(aten.tril.default, aten.triu.default, aten.tril_.default, aten.triu_.default)
 def triangle(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     rows, cols = args[0].shape[-2:]
     diagonal = args[1] if len(args) > 1 else 0
     ones = torch.ones(rows, cols, dtype=torch.bool)

@@ -38,8 +38,6 @@ from .base import _dim, _reshaped, _spread, aten, rule
 def same(ctx, args, kwargs, outs):
     """The elements, in row-major order, at each output's shape."""
     d = ctx.deps(args[0])
-    if d is None:
-        return [None] * len(outs)
     return [aligned(d, o.dim()) if o.shape == args[0].shape else
             _reshaped(d, args[0].shape, o.shape) for o in outs]
 
@@ -47,8 +45,6 @@ def same(ctx, args, kwargs, outs):
 @rule(aten.expand.default, aten.expand_copy.default)
 def expand(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     return [compress(expanded(aligned(d, outs[0].dim()), outs[0].shape))]
 
 
@@ -73,8 +69,6 @@ def t(ctx, args, kwargs, outs):
 @rule(aten.select.int, aten.select_copy.int)
 def select(ctx, args, kwargs, outs):
     d, nd = ctx.deps(args[0]), args[0].dim()
-    if d is None:
-        return [None]
     axis = _dim(args[1], nd)
     return [d.select(axis, 0 if d.shape[axis] == 1 else args[2])]
 
@@ -82,8 +76,6 @@ def select(ctx, args, kwargs, outs):
 @rule(aten.slice.Tensor, aten.slice_copy.Tensor)
 def slice_(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     nd = args[0].dim()
     axis = _dim(args[1] if len(args) > 1 else 0, nd)
     if d.shape[axis] == 1:
@@ -95,8 +87,6 @@ def slice_(ctx, args, kwargs, outs):
 @rule(aten.narrow.default)
 def narrow(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     axis = _dim(args[1], args[0].dim())
     return [d if d.shape[axis] == 1 else d.narrow(axis, args[2], args[3])]
 
@@ -110,8 +100,6 @@ def narrow(ctx, args, kwargs, outs):
 )
 def split(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None] * len(outs)
     axis = _dim(args[2] if len(args) > 2 else kwargs.get("dim", 0), args[0].dim())
     if d.shape[axis] == 1:
         return [d] * len(outs)
@@ -125,8 +113,6 @@ def split(ctx, args, kwargs, outs):
 @rule(aten.unbind.int)
 def unbind(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None] * len(outs)
     axis = _dim(args[1] if len(args) > 1 else 0, args[0].dim())
     return [d.select(axis, 0 if d.shape[axis] == 1 else i) for i in range(len(outs))]
 
@@ -174,8 +160,6 @@ def stack(ctx, args, kwargs, outs):
 def pad(ctx, args, kwargs, outs):
     """Padding values are constants; negative padding crops (the lecture's shifts)."""
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     spec = list(args[1])
     nd = args[0].dim()
     padded = [nd - 1 - i // 2 for i in range(len(spec))]
@@ -186,8 +170,6 @@ def pad(ctx, args, kwargs, outs):
 @rule(aten.flip.default)
 def flip(ctx, args, kwargs, outs):
     d, nd = ctx.deps(args[0]), args[0].dim()
-    if d is None:
-        return [None]
     axes = [a for a in (_dim(x, nd) for x in args[1]) if d.shape[a] > 1]
     return [d.flip(axes) if axes else d]
 
@@ -195,8 +177,6 @@ def flip(ctx, args, kwargs, outs):
 @rule(aten.roll.default)
 def roll(ctx, args, kwargs, outs):
     d, nd = ctx.deps(args[0]), args[0].dim()
-    if d is None:
-        return [None]
     shifts, dims = list(args[1]), list(args[2]) if len(args) > 2 else []
     if not dims:
         full = expanded(d, args[0].shape).reshape(-1, d.shape[-1])
@@ -208,8 +188,6 @@ def roll(ctx, args, kwargs, outs):
 @rule(aten.repeat.default)
 def repeat(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     reps = list(args[1])
     d = d.reshape((1,) * (len(reps) - args[0].dim()) + tuple(d.shape))
     reps = [1 if d.shape[i] == 1 else r for i, r in enumerate(reps)] + [1]
@@ -219,8 +197,6 @@ def repeat(ctx, args, kwargs, outs):
 @rule(aten.unfold.default)
 def unfold(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
-    if d is None:
-        return [None]
     axis = _dim(args[1], args[0].dim())
     d = full_on(d, args[0].shape, [axis])
     return [compress(d.unfold(axis, args[2], args[3]).movedim(-1, -2))]

@@ -8,22 +8,17 @@ from ..deps import (
     compress,
     union,
 )
-from .base import _dead_logits, _dim, _reshaped, _spread, aten, rule
+from .base import _dead_logits, _dim, _reshaped, aten, rule
 
 
-def _reduced_axes(args, kwargs, nd):
-    dims = args[1] if len(args) > 1 else kwargs.get("dim")
+def _reduced_axes(dims, nd):
+    """The axes a reduction's ``dim`` argument names (none, or an empty list: every axis; the
+    dispatcher passes ``dim`` positionally, and leaves it out when it is the default)."""
     if dims is None or (isinstance(dims, (list, tuple)) and len(dims) == 0):
         return list(range(nd))
     if isinstance(dims, int):
         dims = [dims]
     return [_dim(a, nd) for a in dims]
-
-
-def _keepdim(args, kwargs, position=2):
-    if len(args) > position and isinstance(args[position], bool):
-        return args[position]
-    return bool(kwargs.get("keepdim", False))
 
 
 @rule(aten.sum.dim_IntList, aten.mean.dim, aten.amax.default, aten.amin.default,
@@ -32,31 +27,18 @@ def _keepdim(args, kwargs, position=2):
       aten.linalg_vector_norm.default, aten.nansum.default, aten.std.correction,
       aten.var.correction, aten.var_mean.correction, aten.std_mean.correction,
       aten.sum.default, aten.mean.default, aten.max.default, aten.min.default,
-      aten.any.default, aten.all.default, aten.count_nonzero.dim_IntList)
+      aten.any.default, aten.all.default, aten.count_nonzero.dim_IntList,
+      aten.count_nonzero.default)
 def reduction(ctx, args, kwargs, outs):
+    """Every output (values, indices, statistics) depends on every element it reduces; the
+    summary is laid out at each output's shape, whether it keeps the reduced axes or not."""
     x = args[0]
-    d = ctx.deps(x)
-    if d is None:
-        return [None] * len(outs)
     nd = x.dim()
-    if ctx.op_name.endswith(".default") and ctx.op_name.split(".")[1] in (
-        "sum", "mean", "max", "min", "any", "all"
-    ):
-        axes, keep = list(range(nd)), False
-    elif "linalg_vector_norm" in ctx.op_name:
-        axes = _reduced_axes((x, args[2] if len(args) > 2 else kwargs.get("dim")), {}, nd)
-        keep = args[3] if len(args) > 3 else kwargs.get("keepdim", False)
-    elif ctx.op_name.startswith("aten.var") or ctx.op_name.startswith("aten.std"):
-        axes = _reduced_axes(args, kwargs, nd)
-        keep = bool(kwargs.get("keepdim", False))
-    else:
-        axes, keep = _reduced_axes(args, kwargs, nd), _keepdim(args, kwargs)
-    r = any_over(d, axes, keepdim=True)
-    results = []
-    for o in outs:
-        results.append(_reshaped(r, [1 if a in axes else s for a, s in enumerate(x.shape)],
-                                 o.shape) if not keep or o.dim() != nd else r)
-    return results
+    position = 2 if ctx.op_name.startswith("aten.linalg_vector_norm") else 1  # after ``ord``
+    axes = _reduced_axes(args[position] if len(args) > position else None, nd)
+    r = any_over(ctx.deps(x), axes, keepdim=True)
+    reduced = [1 if a in axes else s for a, s in enumerate(x.shape)]
+    return [_reshaped(r, reduced, o.shape) for o in outs]
 
 
 @rule(aten.cumsum.default, aten.cumprod.default, aten.cummax.default, aten.cummin.default,
@@ -64,65 +46,77 @@ def reduction(ctx, args, kwargs, outs):
 def cumulative(ctx, args, kwargs, outs):
     """Element i of a running sum depends on elements 0..i along the axis."""
     d = ctx.deps(args[0])
-    if d is None:
-        return [None] * len(outs)
     axis = _dim(args[1], args[0].dim())
     if d.shape[axis] == 1:
         return [d] * len(outs)
     return [d.to(torch.uint8).cummax(axis).values.bool()] * len(outs)
 
 
+def _per_channel(ctx, tensors, nd):
+    """Summaries of per-channel tensors (weights, biases, running statistics: ``(C,)``),
+    laid along axis 1 of an ``nd``-axis output."""
+    return [None if d is None else d.reshape(d.shape[0], *([1] * (nd - 2)), -1)
+            for d in (ctx.deps(t) for t in tensors)]  # leading axes: added by the union
+
+
 @rule(aten.native_layer_norm.default)
 def layer_norm(ctx, args, kwargs, outs):
+    """Each element depends on the elements it is normalised with, and on the weight and bias
+    of its feature; the mean and rstd on the normalised elements only."""
     x, shape = args[0], args[1]
     nd = x.dim()
-    axes = list(range(nd - len(shape), nd))
-    d = union([any_over(ctx.deps(x), axes)] + [_spread(ctx.deps(w), x) for w in args[2:4]
-                                                if isinstance(w, torch.Tensor)], nd)
-    results = [d]
-    for o in outs[1:]:  # mean, rstd: (..., 1, 1)
-        results.append(d if d is None or o.dim() == nd else _reshaped(d, d.shape[:-1], o.shape))
-    return results
+    stats = any_over(ctx.deps(x), list(range(nd - len(shape), nd)))
+    d = union([stats] + [ctx.deps(w) for w in args[2:4]], nd)
+    return [d] + [stats] * (len(outs) - 1)
 
 
-@rule(aten._fused_rms_norm.default)
+@rule(aten._fused_rms_norm.default, aten.rms_norm.default)
 def rms_norm(ctx, args, kwargs, outs):
     x = args[0]
     nd = x.dim()
     k = args[1] if isinstance(args[1], int) else len(args[1])
-    d = any_over(ctx.deps(x), list(range(nd - k, nd)))
-    return [d] + [d if d is None or o.dim() == nd else None for o in outs[1:]]
+    stats = any_over(ctx.deps(x), list(range(nd - k, nd)))
+    return [union([stats, ctx.deps(args[2])], nd)] + [stats] * (len(outs) - 1)
 
 
 @rule(aten._native_batch_norm_legit_no_training.default)
 def batch_norm_eval(ctx, args, kwargs, outs):
-    """Running statistics are constants: per element, like a pointwise op."""
-    d = ctx.deps(args[0])
+    """Per element, like a pointwise op, and per channel on the weight, bias and running
+    statistics (constants, unless computed from the input)."""
+    nd = args[0].dim()
+    d = union([ctx.deps(args[0])] + _per_channel(ctx, args[1:5], nd), nd)
     return [d] + [None] * (len(outs) - 1)
 
 
 @rule(aten._native_batch_norm_legit.default, aten.native_batch_norm.default,
       aten._native_batch_norm_legit_functional.default)
 def batch_norm_train(ctx, args, kwargs, outs):
-    """Batch statistics mix every sample and position of a channel (training mode)."""
+    """Batch statistics mix every sample and position of a channel (training mode); the
+    statistics it returns, and the running statistics it updates, are per channel."""
     x = args[0]
-    training = args[5] if ctx.op_name.startswith("aten._native_batch_norm_legit.") or \
-        ctx.op_name.startswith("aten.native_batch_norm") else True
-    if len(args) > 5 and isinstance(args[5], bool):
-        training = args[5]
-    d = ctx.deps(x)
-    if d is None:
-        return [None] * len(outs)
-    if training:
-        d = any_over(d, [a for a in range(x.dim()) if a != 1])
-    return [d] + [None if o.dim() != x.dim() else d for o in outs[1:]]
+    nd = x.dim()
+    training = args[5] if len(args) > 5 and isinstance(args[5], bool) else True
+    if not training:
+        return batch_norm_eval(ctx, args, kwargs, outs)
+    d = any_over(ctx.deps(x), [a for a in range(nd) if a != 1])
+    channels = any_over(d, [a for a in range(nd) if a != 1], keepdim=False)  # (C, N)
+    for running in args[3:5]:
+        # native_batch_norm updates them in place without saying so in its schema: the
+        # tracer sees no write, the rule says what they now hold
+        if isinstance(running, torch.Tensor) and not any(running is o for o in outs):
+            ctx.assume(running, union([ctx.deps(running), channels], 1))
+    return [union([d] + _per_channel(ctx, args[1:3], nd), nd)] + [channels] * (len(outs) - 1)
 
 
 @rule(aten.native_group_norm.default)
 def group_norm(ctx, args, kwargs, outs):
+    """Every element of a sample (conservatively: not only its group) and the weight and bias
+    of its channel; the mean and rstd, ``(N, G)``, per sample."""
     x = args[0]
-    d = any_over(ctx.deps(x), list(range(1, x.dim())))
-    return [d] + [None] * (len(outs) - 1)
+    nd = x.dim()
+    d = any_over(ctx.deps(x), list(range(1, nd)))
+    stats = any_over(d, list(range(2, nd)), keepdim=False)
+    return [union([d] + _per_channel(ctx, args[1:3], nd), nd)] + [stats] * (len(outs) - 1)
 
 
 @rule(aten._softmax.default, aten._log_softmax.default, aten.softmax.int,
@@ -132,8 +126,6 @@ def softmax(ctx, args, kwargs, outs):
     and constant; every other weight of the row depends on the row's live logits."""
     x = args[0]
     d = ctx.deps(x)
-    if d is None:
-        return [None]
     nd = x.dim()
     axis = _dim(args[1], nd)
     dead = _dead_logits(x, d)
