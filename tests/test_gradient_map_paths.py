@@ -1,0 +1,352 @@
+"""The dependency map's paths, each pinned on models whose map is known exactly: the probe
+positions and the coloring periods they give, the fallback from the colored map to the plain
+one (and the passes each spends), stacking copies within the memory budget and not across a
+batch that interacts, the token-embedding input and its shape check, and the error messages
+when there is no gradient to take."""
+
+import re
+
+import pytest
+import torch
+from evidence_models import shifted, taps_subject
+from torch import nn
+
+from properties import gradients, make_subject
+from properties.gradients import (
+    DependencyMap,
+    DifferentiableInput,
+    GradientUnavailable,
+    color_count,
+    colored_map,
+    coordinates,
+    dependency_map,
+    offset_periods,
+    plain_map,
+    plain_map_around,
+    probe_positions,
+)
+
+
+def pairs_of(dmap):
+    return {(int(dmap.outputs[r]), int(s)) for r, s in dmap.seen.nonzero().tolist()}
+
+
+def taps_pairs(offsets, n):
+    return {(t, t + k) for t in range(n) for k in offsets if 0 <= t + k < n}
+
+
+def inputs_of(subject, batch=3):
+    return subject.draw_inputs(batch, torch.Generator().manual_seed(0))
+
+
+def probe(grid, rows):
+    """A probe map whose output ``t`` sees exactly the inputs ``rows[t]``."""
+    n = len(coordinates(grid))
+    seen = torch.zeros(len(rows), n, dtype=torch.bool)
+    for i, deps in enumerate(rows.values()):
+        seen[i, list(deps)] = True
+    outputs = torch.tensor(list(rows), dtype=torch.long)
+    return DependencyMap(outputs, seen, seen.to(torch.bfloat16), passes=len(rows), method="plain")
+
+
+# ---------------------------------------------------------------------------------------------
+# Probe positions and the coloring they give
+
+
+def test_probe_positions_are_the_corners_the_centre_and_an_even_spread():
+    # 99 * i / 7 rounded, for i = 0 .. 7, with the centre 50
+    assert probe_positions((100,)).tolist() == [0, 14, 28, 42, 50, 57, 71, 85, 99]
+    assert probe_positions((3, 4)).tolist() == [0, 2, 3, 5, 6, 8, 9, 11]  # flat, 12 positions
+    assert probe_positions((10,), count=3).tolist() == [0, 4, 5, 9]
+    assert probe_positions((1,)).tolist() == [0]
+    assert probe_positions((2,)).tolist() == [0, 1]
+    assert probe_positions((100,)).dtype == torch.long
+
+
+def test_coordinates_are_row_major():
+    assert coordinates((2, 3)).tolist() == [[0, 0], [0, 1], [0, 2], [1, 0], [1, 1], [1, 2]]
+    assert coordinates((3,)).tolist() == [[0], [1], [2]]
+
+
+def test_offset_periods_are_the_box_of_offsets_including_the_output_itself():
+    # output 5 sees 3 and 4: offsets -2 .. -1, and the box holds offset 0 (the output's color)
+    assert offset_periods(probe((10,), {5: [3, 4]}), (10,)) == (3,)
+    # an output that sees nothing adds nothing, wherever it is
+    assert offset_periods(probe((10,), {0: [], 5: [3, 4, 5]}), (10,)) == (3,)
+    assert offset_periods(probe((10,), {2: [4, 6]}), (10,)) == (5,)  # offsets 0 .. 4
+    # offsets from -9 to 9: the period is at most the grid
+    assert offset_periods(probe((10,), {0: [9], 9: [0]}), (10,)) == (10,)
+    assert offset_periods(probe((10,), {4: []}), (10,)) == (1,)
+
+
+def test_offset_periods_per_axis_of_a_2d_grid():
+    grid = (4, 6)
+    at = {(r, c): r * 6 + c for r in range(4) for c in range(6)}
+    # output (2, 3) sees (1, 1) and (2, 4): rows -1 .. 0, columns -2 .. 1
+    one = probe(grid, {at[2, 3]: [at[1, 1], at[2, 4]]})
+    assert offset_periods(one, grid) == (2, 4)
+    assert color_count(one, grid) == 8
+    # and output (0, 0) sees (3, 0): rows up to +3, the whole height
+    two = probe(grid, {at[2, 3]: [at[1, 1], at[2, 4]], at[0, 0]: [at[3, 0]]})
+    assert offset_periods(two, grid) == (4, 4)
+    assert color_count(two, grid) == 16
+
+
+# ---------------------------------------------------------------------------------------------
+# The colored map, its fallback to the plain map, and the passes each spends
+
+
+def test_colored_map_spends_its_probe_and_two_passes_per_color():
+    """Length 12, taps -1 and 0: 8 probe rows, period 2 (two colors, four passes)."""
+    subject = taps_subject((-1, 0), 12)
+    x = inputs_of(subject)
+    dmap = colored_map(subject, x)
+    assert (dmap.method, dmap.passes) == ("colored", 8 + 2 * 2)
+    assert pairs_of(dmap) == taps_pairs((-1, 0), 12)
+    assert torch.equal(dmap.outputs, torch.arange(12))
+    # the probe passed in is used, not recomputed, and counted once
+    given = plain_map(subject, x, outputs=probe_positions((12,)))
+    assert colored_map(subject, x, probe=given).passes == given.passes + 4
+    # a shard that does not lead spends no probe passes: its colors only
+    second = colored_map(subject, x, shard=(1, 2))
+    first = colored_map(subject, x, shard=(0, 2))
+    assert (first.passes, second.passes) == (8 + 2, 2)
+    assert (len(first.outputs), len(second.outputs)) == (6, 6)
+    assert pairs_of(first) | pairs_of(second) == taps_pairs((-1, 0), 12)
+
+
+@pytest.mark.parametrize(
+    "offsets, fraction, method, passes",
+    [
+        ((-5, 0), 0.5, "plain", 12),  # 6 colors = half of 12 positions: no cheaper, plain
+        ((-4, 0), 0.5, "colored", 8 + 2 * 5),  # 5 colors, below half: colored
+        ((-5, 0), 0.51, "colored", 8 + 2 * 6),
+        ((-4, 0), 5 / 12, "plain", 12),  # the threshold is inclusive
+    ],
+)
+def test_colored_map_falls_back_to_plain_when_colors_are_half_the_positions(
+    offsets, fraction, method, passes
+):
+    subject = taps_subject(offsets, 12)
+    x = inputs_of(subject)
+    dmap = colored_map(subject, x, max_colors_fraction=fraction)
+    assert (dmap.method, dmap.passes) == (method, passes)
+    assert pairs_of(dmap) == taps_pairs(offsets, 12)
+    assert torch.equal(dmap.outputs, torch.arange(12))
+    assert torch.equal(dmap.strength, plain_map(subject, x).strength)
+    if fraction == 0.5:  # the default
+        default = colored_map(subject, x)
+        assert (default.method, default.passes) == (method, passes)
+
+
+def test_fallback_reuses_the_probe_rows_in_the_leading_shard_only():
+    subject = taps_subject((-6, 0), 12)
+    x = inputs_of(subject)
+    whole = plain_map(subject, x)
+    parts = [colored_map(subject, x, shard=(i, 2)) for i in range(2)]
+    assert [p.method for p in parts] == ["plain", "plain"]
+    merged = gradients.merge_maps(parts)
+    assert torch.equal(merged.outputs, torch.arange(12))
+    assert torch.equal(merged.seen, whole.seen) and torch.equal(merged.strength, whole.strength)
+    assert merged.passes == 12
+    assert parts[0].passes == 8 + len(parts[0].outputs) - 8
+    probe_rows = set(probe_positions((12,)).tolist())
+    assert probe_rows <= set(parts[0].outputs.tolist())  # the probe's rows go to shard 0
+    assert not probe_rows & set(parts[1].outputs.tolist())
+
+
+def test_plain_map_around_keeps_only_the_wanted_probe_rows():
+    subject = taps_subject((-1, 2), 12)
+    x = inputs_of(subject)
+    probed = plain_map(subject, x, outputs=torch.tensor([0, 5, 11]))
+    dmap = plain_map_around(subject, x, torch.tensor([5, 6, 7]), probed, seed=0)
+    assert dmap.outputs.tolist() == [5, 6, 7]
+    assert pairs_of(dmap) == {(t, s) for t, s in taps_pairs((-1, 2), 12) if t in (5, 6, 7)}
+    assert dmap.passes == probed.passes + 2  # the probe's passes, and rows 6 and 7
+    assert dmap.method == "plain"
+
+
+def test_dependency_map_of_chosen_outputs_is_plain_whatever_the_method():
+    subject = taps_subject((-1, 2), 12)
+    x = inputs_of(subject)
+    some = dependency_map(subject, x, method="colored", outputs=torch.tensor([4, 9]))
+    assert (some.method, some.outputs.tolist(), some.passes) == ("plain", [4, 9], 2)
+    assert pairs_of(some) == {(4, 3), (4, 6), (9, 8), (9, 11)}
+    assert dependency_map(subject, x).method == "colored"
+
+
+# ---------------------------------------------------------------------------------------------
+# Stacked copies: within the memory budget, and never across a batch that interacts
+
+
+class Recorded(nn.Module):
+    """``y_t = x_{t-1}``, plus the batch mean of ``x_{t-1}`` when ``mixes``; records the batch
+    size of every forward pass."""
+
+    def __init__(self, mixes=False):
+        super().__init__()
+        self.mixes, self.sizes = mixes, []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        y = shifted(x, -1)
+        return y + y.mean(0, keepdim=True) if self.mixes else y
+
+
+def test_copies_are_stacked_in_chunks_of_the_budget():
+    """12 outputs of 3 samples: at most MIN_CHUNKS = 8 chunks (of 2 copies), or fewer copies
+    when the budget of position-samples per pass is smaller."""
+    model = Recorded().double()
+    subject = make_subject(model, grid=(12,), layout="BTC")
+    x = inputs_of(subject)
+    dmap = plain_map(subject, x)
+    assert pairs_of(dmap) == taps_pairs((-1,), 12)
+    model.sizes.clear()
+    plain_map(subject, x)  # measured once per model and shape: no probe passes now
+    assert model.sizes == [3] + [2 * 3] * 6
+    model.sizes.clear()
+    plain_map(subject, x, budget=3 * 12)  # one copy per pass
+    assert model.sizes == [3] * 13
+    model.sizes.clear()
+    plain_map(subject, x, budget=3 * 12 * 5)  # at most 5, spread: 2
+    assert model.sizes == [3] + [6] * 6
+
+
+def test_a_batch_that_interacts_gets_one_copy_per_pass():
+    """Stacked copies of a model that averages over its batch would read one copy's output in
+    another copy's inputs: each copy gets a pass of its own, and the map stays exact."""
+    model = Recorded(mixes=True).double()
+    subject = make_subject(model, grid=(12,), layout="BTC")
+    x = inputs_of(subject)
+    for dmap in (plain_map(subject, x), colored_map(subject, x, max_colors_fraction=1.0)):
+        assert pairs_of(dmap) == taps_pairs((-1,), 12)
+    model.sizes.clear()
+    plain_map(subject, x)
+    assert model.sizes == [3] * 13
+    source = DifferentiableInput(subject, x)
+    assert source.interacts() is True
+    assert (
+        DifferentiableInput(
+            make_subject(Recorded().double(), grid=(12,), layout="BTC"), x
+        ).interacts()
+        is False
+    )
+
+
+def test_measurements_are_made_once_per_model_shape_and_mode():
+    model = Recorded().double().eval()
+    subject = make_subject(model, grid=(12,), layout="BTC")
+    x = inputs_of(subject)
+    first = DifferentiableInput(subject, x)
+    model.sizes.clear()
+    cost = first.cost()
+    assert cost > 0 and model.sizes  # a probe pass
+    model.sizes.clear()
+    assert DifferentiableInput(subject, x).cost() == cost and model.sizes == []
+    # another batch size, another cost (per sample of the batch)
+    assert DifferentiableInput(subject, x[:1]).cost() * 3 == cost
+    assert model.sizes == [1]
+    model.sizes.clear()
+    model.train()
+    DifferentiableInput(subject, x).cost()  # training mode: measured again
+    assert model.sizes == [1]
+    model.eval()
+    assert gradients.vjp_bytes(subject, x) == cost
+
+
+def test_a_model_that_is_a_function_measures_on_its_own():
+    def lagged(x):
+        return shifted(x, -1)
+
+    subject = make_subject(lagged, grid=(12,), layout="BTC")
+    x = inputs_of(subject).double()
+    source = DifferentiableInput(subject, x)
+    assert source.cost() > 0 and source.interacts() is False
+    assert pairs_of(dependency_map(subject, x)) == taps_pairs((-1,), 12)
+
+
+# ---------------------------------------------------------------------------------------------
+# Token models: the embedding's output is the input, of shape (B, positions, D)
+
+
+class Embedded(nn.Module):
+    """Tokens through ``embed`` (an embedding subclass that may reshape), then ``x_{t-1}``."""
+
+    def __init__(self, embed):
+        super().__init__()
+        self.embed, self.head = embed, nn.Linear(4, 5)
+
+    def forward(self, tokens):
+        h = self.embed(tokens)
+        if h.dim() == 3 and h.shape[1] == tokens.shape[1]:
+            h = shifted(h, -1)
+        b, n = tokens.shape
+        return self.head(h.reshape(-1)[: b * n * 4].reshape(b, n, 4))
+
+
+class Pooled(nn.Embedding):
+    def forward(self, x):  # (B, D): no positions
+        return super().forward(x).sum(1).repeat(1, x.shape[1])
+
+
+class Transposed(nn.Embedding):
+    def forward(self, x):  # (T, B, D)
+        return super().forward(x).transpose(0, 1).contiguous()
+
+
+class Dropped(nn.Embedding):
+    def forward(self, x):  # (B, T - 1, D): one position lost, 3 * 6 values per sample
+        return super().forward(x)[:, 1:]
+
+
+@pytest.mark.parametrize(
+    "embed, shape",
+    [
+        (Pooled(5, 4), "(3, 16)"),
+        (Transposed(5, 4), "(4, 3, 4)"),
+        (Dropped(5, 6), "(3, 3, 6)"),
+    ],
+)
+def test_an_embedding_output_without_positions_gives_no_gradient_evidence(embed, shape):
+    model = Embedded(embed).double()
+    subject = make_subject(model, grid=(4,), layout="BT->BTC", vocab=5)
+    x = inputs_of(subject)
+    expected = f"the embedding's output has shape {shape}, not (B, positions, D)"
+    with pytest.raises(GradientUnavailable, match=f"^{re.escape(expected)}$"):
+        plain_map(subject, x)
+
+
+def test_a_token_embedding_of_the_right_shape_is_differentiated():
+    model = Embedded(nn.Embedding(5, 4)).double()
+    subject = make_subject(model, grid=(4,), layout="BT->BTC", vocab=5)
+    x = inputs_of(subject)
+    assert pairs_of(dependency_map(subject, x)) == taps_pairs((-1,), 4)
+    leaf, y = DifferentiableInput(subject, x).run(2)
+    assert leaf.shape == (6, 4, 4) and leaf.requires_grad and y.shape == (6, 4, 5)
+
+
+# ---------------------------------------------------------------------------------------------
+# No gradient to take
+
+
+def test_outputs_without_gradient_are_named():
+    def detached(x):
+        return shifted(x, -1).detach()
+
+    subject = make_subject(detached, grid=(6,), layout="BTC")
+    with pytest.raises(
+        GradientUnavailable, match="^the outputs do not depend differentiably on the inputs$"
+    ):
+        plain_map(subject, inputs_of(subject).double())
+
+    class Cut(nn.Module):  # needs grad (its weight) but no path reaches the input
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(1, dtype=torch.float64))
+
+        def forward(self, x):
+            return shifted(x, -1).detach() * self.w
+
+    cut = make_subject(Cut(), grid=(6,), layout="BTC")
+    with pytest.raises(GradientUnavailable, match="^no gradient path from the outputs to the in"):
+        plain_map(cut, inputs_of(cut).double())
