@@ -182,7 +182,7 @@ class DifferentiableInput:
                 # (one slice) gets its rows of it
                 rows = batching.rows(parts[0], x.shape[0], len(native))
                 if not torch.equal(x, native[rows]):
-                    unmatched.append(x.shape)
+                    unmatched.append(tuple(x.shape))
                     return None
                 if not captured:
                     whole = mod.forward(native)  # forward(), not __call__: no hook again

@@ -350,3 +350,46 @@ def test_outputs_without_gradient_are_named():
     cut = make_subject(Cut(), grid=(6,), layout="BTC")
     with pytest.raises(GradientUnavailable, match="^no gradient path from the outputs to the in"):
         plain_map(cut, inputs_of(cut).double())
+
+
+class FixedBatch(nn.Module):
+    """Tokens at batch 2 only (larger batches come in slices): ``x_{t-1}`` through an embedding;
+    after ``honest`` calls, it embeds its tokens reversed (not the slice it was given)."""
+
+    def __init__(self, honest=None):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(5, 4), nn.Linear(4, 5)
+        self.calls, self.honest = 0, honest
+
+    def forward(self, tokens):
+        assert tokens.shape[0] == 2, "batch 2 only"
+        self.calls += 1
+        if self.honest is not None and self.calls > self.honest:
+            tokens = tokens.flip(1)
+        return self.head(shifted(self.embed(tokens), -1))
+
+
+def test_a_token_model_run_in_slices_is_differentiated_across_its_slices():
+    """3 samples (and stacks of copies of them) in slices of 2, the last one padded: one leaf
+    embeds every token, each slice reads its rows of it, and the map is exact."""
+    model = FixedBatch().double()
+    subject = make_subject(model, grid=(6,), layout="BT->BTC", vocab=5, batch=2)
+    x = inputs_of(subject)
+    for method in ("plain", "colored"):
+        assert pairs_of(dependency_map(subject, x, method=method)) == taps_pairs((-1,), 6)
+    leaf, y = DifferentiableInput(subject, x).run(3)
+    assert leaf.shape == (9, 6, 4) and y.shape == (9, 6, 5)
+    (g,) = torch.autograd.grad(y[4, 2].sum(), leaf)  # sample 4 (slice 2), output 2: input 1
+    assert g.abs().sum((1, 2)).nonzero().flatten().tolist() == [4]
+    assert g[4].abs().sum(1).nonzero().flatten().tolist() == [1]
+
+
+def test_a_slice_that_embeds_other_tokens_is_named():
+    model = FixedBatch(honest=2).double()  # the two calls that find the embedding only
+    subject = make_subject(model, grid=(6,), layout="BT->BTC", vocab=5, batch=2)
+    message = (
+        "the model runs in slices and its embedding read (2, 6) tokens that are not the slice "
+        "expected"
+    )
+    with pytest.raises(GradientUnavailable, match=f"^{re.escape(message)}$"):
+        plain_map(subject, inputs_of(subject))
