@@ -4,6 +4,7 @@ one (and the passes each spends), stacking copies within the memory budget and n
 batch that interacts, the token-embedding input and its shape check, and the error messages
 when there is no gradient to take."""
 
+import io
 import re
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 from evidence_models import shifted, taps_subject
 from torch import nn
 
-from properties import gradients, make_subject
+from properties import gradients, make_subject, memory, progress
 from properties.gradients import (
     DependencyMap,
     DifferentiableInput,
@@ -392,4 +393,115 @@ def test_a_slice_that_embeds_other_tokens_is_named():
         "expected"
     )
     with pytest.raises(GradientUnavailable, match=f"^{re.escape(message)}$"):
+        plain_map(subject, inputs_of(subject))
+
+
+# ---------------------------------------------------------------------------------------------
+# Shards without rows, seeds and budgets passed on, progress, failures of the backward
+
+
+def test_a_shard_without_chunks_maps_no_rows():
+    """12 rows in chunks of 2 (6 chunks): shard 7 of 8 has none, and merges as nothing."""
+    subject = taps_subject((-1, 2), 12)
+    x = inputs_of(subject)
+    whole = plain_map(subject, x)
+    parts = [plain_map(subject, x, shard=(i, 8)) for i in range(8)]
+    empty = parts[7]
+    assert (empty.outputs.tolist(), empty.passes, tuple(empty.seen.shape)) == ([], 0, (0, 12))
+    assert empty.outputs.dtype == torch.long and empty.strength.dtype == torch.bfloat16
+    merged = gradients.merge_maps(parts)
+    assert torch.equal(merged.outputs, whole.outputs) and torch.equal(merged.seen, whole.seen)
+    # colored: 4 colors (offsets -1 .. 2) in chunks of 1; shard 5 of 8 has no color
+    none = colored_map(subject, x, shard=(5, 8))
+    assert (none.outputs.tolist(), none.passes, tuple(none.seen.shape)) == ([], 0, (0, 12))
+    assert none.outputs.dtype == torch.long
+    colored = [colored_map(subject, x, shard=(i, 8)) for i in range(8)]
+    assert torch.equal(gradients.merge_maps(colored).seen, whole.seen)
+
+
+class HiddenLeak(nn.Module):
+    """``y_t = x_{t-1} + x_t``, and output 8 (no probe position) also reads input 30; records
+    the batch size of every forward pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        y = shifted(x, -1) + x
+        leak = torch.zeros_like(y)
+        leak[:, 8] = 0.1 * x[:, 30]
+        return y + leak
+
+
+def test_a_hidden_leak_is_settled_with_plain_rows_of_its_seed_and_budget():
+    """Probe (9 rows), period 2 (4 passes): color 0 has input 30 read by outputs 8 and 30, so
+    its 20 rows are mapped plainly, with the map's seed (the same strengths as the plain map)
+    and within its budget (one copy per pass: no pass of more than the 3 samples)."""
+    model = HiddenLeak().double().eval()
+    subject = make_subject(model, grid=(40,), layout="BTC")
+    x = inputs_of(subject)
+    model.sizes.clear()
+    dmap = colored_map(subject, x, seed=5, budget=3 * 40)
+    assert (dmap.method, dmap.passes) == ("colored", 9 + 2 * 2 + 20)
+    assert set(model.sizes) == {1, 3}  # the cost's probe pass of one sample, then 3 per pass
+    assert pairs_of(dmap) == taps_pairs((-1, 0), 40) | {(8, 30)}
+    assert torch.equal(dmap.strength, plain_map(subject, x, seed=5).strength)
+    assert not torch.equal(dmap.strength, plain_map(subject, x, seed=0).strength)
+
+
+def test_the_fallback_keeps_probe_rows_of_the_maps_seed():
+    subject = taps_subject((-6, 0), 12)
+    x = inputs_of(subject)
+    dmap = colored_map(subject, x, seed=5)
+    assert dmap.method == "plain"
+    assert torch.equal(dmap.strength, plain_map(subject, x, seed=5).strength)
+
+
+def test_no_interaction_is_measured_where_no_copies_are_stacked():
+    """A budget of one copy per pass: the batch-interaction check (passes of 2 x 3 samples)
+    is not needed, and not run."""
+    model = Recorded().double().eval()
+    subject = make_subject(model, grid=(12,), layout="BTC")
+    model.sizes.clear()
+    plain_map(subject, inputs_of(subject), budget=3 * 12)
+    assert set(model.sizes) == {1, 3}
+
+
+def test_progress_advances_by_the_rows_mapped():
+    subject = taps_subject((-1,), 12)
+    x = inputs_of(subject)
+    with progress.showing(True, stream=io.StringIO(), delay=0) as shown:
+        progress.phase("gradients", 12)
+        plain_map(subject, x)
+        assert shown.bar.n == 12
+        progress.phase("some", 3)
+        plain_map(subject, x, outputs=torch.tensor([1, 4, 7]))
+        assert shown.bar.n == 3
+
+
+class FailingBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, grad):
+        raise ValueError("no backward here")
+
+
+def test_a_backward_that_raises_is_named():
+    subject = make_subject(lambda x: shifted(FailingBackward.apply(x), -1), grid=(6,), layout="BTC")
+    with pytest.raises(
+        GradientUnavailable, match="^backward failed: ValueError: no backward here$"
+    ):
+        plain_map(subject, inputs_of(subject).double())
+
+
+def test_a_pass_over_the_memory_budget_is_named():
+    subject = taps_subject((-1,), 12)
+    with memory.limited(1e-9), pytest.raises(
+        memory.MemoryBudgetError, match=r"^one VJP pass \(3 input\(s\), torch.float64\) needs"
+    ):
         plain_map(subject, inputs_of(subject))
