@@ -123,6 +123,7 @@ def test_colored_map_spends_its_probe_and_two_passes_per_color():
         ((-4, 0), 0.5, "colored", 8 + 2 * 5),  # 5 colors, below half: colored
         ((-5, 0), 0.51, "colored", 8 + 2 * 6),
         ((-4, 0), 5 / 12, "plain", 12),  # the threshold is inclusive
+        ((-6, 0), 1.0, "colored", 8 + 2 * 7),  # colors 5 and 6 have one output each
     ],
 )
 def test_colored_map_falls_back_to_plain_when_colors_are_half_the_positions(
@@ -469,6 +470,20 @@ def test_no_interaction_is_measured_where_no_copies_are_stacked():
     assert set(model.sizes) == {1, 3}
 
 
+def test_dependency_map_passes_its_budget_on():
+    model = Recorded().double().eval()
+    subject = make_subject(model, grid=(12,), layout="BTC")
+    x = inputs_of(subject)
+    for options in ({}, {"method": "plain"}, {"outputs": torch.tensor([2, 3, 4])}):
+        model.sizes.clear()
+        dmap = dependency_map(subject, x, budget=3 * 12, **options)
+        assert set(model.sizes) <= {1, 3}, options  # one copy of the 3 samples per pass
+        assert pairs_of(dmap) <= taps_pairs((-1,), 12)
+    model.sizes.clear()
+    dependency_map(subject, x, method="plain")
+    assert max(model.sizes) == 2 * 3  # the default budget stacks copies
+
+
 def test_progress_advances_by_the_rows_mapped():
     subject = taps_subject((-1,), 12)
     x = inputs_of(subject)
@@ -505,3 +520,65 @@ def test_a_pass_over_the_memory_budget_is_named():
         memory.MemoryBudgetError, match=r"^one VJP pass \(3 input\(s\), torch.float64\) needs"
     ):
         plain_map(subject, inputs_of(subject))
+
+
+# ---------------------------------------------------------------------------------------------
+# Attribution of a color's two gradients to single outputs (hand-made gradients)
+
+BETA = torch.tensor([1.0, 1.25, 1.5, 1.75], dtype=torch.float64)  # outputs 0 .. 3
+MEMBERS = [torch.tensor([0, 2]), torch.tensor([1, 3])]  # colors 0 and 1
+
+
+def gradients_of(owners):
+    """``(g1, g2)`` of shape (2 colors, 2 samples, 4 inputs, 1): ``owners[c][(b, s)] = (t, a)``
+    puts gradient ``a`` of output ``t`` at input ``s`` of sample ``b`` in color ``c`` (and
+    ``a * beta[t]`` in the second pass; ``t = None``: ``a`` in the first pass only, ``t`` a
+    float: that ratio)."""
+    g1 = torch.zeros(2, 2, 4, 1, dtype=torch.float64)
+    g2 = torch.zeros_like(g1)
+    for c, entries in enumerate(owners):
+        for (b, s), (t, a) in entries.items():
+            ratio = 0.0 if t is None else BETA[t] if isinstance(t, int) else t
+            g1[c, b, s, 0], g2[c, b, s, 0] = a, a * ratio
+    return g1, g2
+
+
+CLEAN_1 = {(0, 2): (1, 0.5), (1, 2): (1, -0.25), (0, 3): (3, 4.0)}  # color 1 resolves
+
+
+def attribute(owners):
+    seen, strength, unresolved = gradients._attribute(*gradients_of(owners), MEMBERS, BETA, 4)
+    pairs = {(t, s) for t, s in seen.nonzero().tolist()}
+    return pairs, strength, unresolved
+
+
+def test_attribution_names_one_output_per_input_with_its_largest_gradient():
+    clean_0 = {(0, 0): (0, 2.0), (1, 0): (0, -5.0), (1, 1): (2, 3.0)}
+    pairs, strength, unresolved = attribute([clean_0, CLEAN_1])
+    assert unresolved == []
+    assert pairs == {(0, 0), (2, 1), (1, 2), (3, 3)}
+    assert [float(strength[t, s]) for t, s in [(0, 0), (2, 1), (1, 2), (3, 3)]] == [
+        5.0,
+        3.0,
+        0.5,
+        4.0,
+    ]
+    assert strength.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize(
+    "color_0, flagged",
+    [
+        ({}, []),  # silent: nothing to attribute, nothing to settle
+        ({(0, 0): (None, 2.0)}, [0]),  # the weighted pass cancelled: several contributors
+        ({(0, 1): (1.1, 2.0)}, [0]),  # the ratio names no output (1.0 or 1.5)
+        ({(0, 1): (0, 2.0), (1, 1): (2, 2.0)}, [0]),  # the samples name different outputs
+        ({(0, 1): (1.5 * (1 + 0.9e-6), 2.0)}, []),  # within RATIO_TOLERANCE of output 2's
+        ({(0, 1): (1.5 * (1 + 1.1e-6), 2.0)}, [0]),  # beyond it
+    ],
+)
+def test_a_color_that_cannot_be_attributed_is_flagged_and_the_next_still_is(color_0, flagged):
+    pairs, _, unresolved = attribute([color_0, CLEAN_1])
+    assert unresolved == flagged
+    resolved_0 = {(2, 1)} if color_0 and not flagged else set()
+    assert pairs == {(1, 2), (3, 3)} | resolved_0
