@@ -582,3 +582,22 @@ def test_a_color_that_cannot_be_attributed_is_flagged_and_the_next_still_is(colo
     assert unresolved == flagged
     resolved_0 = {(2, 1)} if color_0 and not flagged else set()
     assert pairs == {(1, 2), (3, 3)} | resolved_0
+
+
+class KeywordEmbedding(nn.Module):
+    """Tokens embedded by keyword (``embed(input=tokens)``), then ``x_{t-1}``."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed, self.head = nn.Embedding(5, 4), nn.Linear(4, 5)
+
+    def forward(self, tokens):
+        return self.head(shifted(self.embed(input=tokens), -1))
+
+
+def test_an_embedding_called_by_keyword_is_the_input():
+    model = KeywordEmbedding().double()
+    subject = make_subject(model, grid=(6,), layout="BT->BTC", vocab=5)
+    x = inputs_of(subject)
+    assert gradients.find_token_embedding(subject, x) is model.embed
+    assert pairs_of(dependency_map(subject, x)) == taps_pairs((-1,), 6)
