@@ -107,9 +107,9 @@ def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
 
 
 def _read(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """The indices an embedding was called on: positionally or as ``input=``."""
-    x = args[0] if args else kwargs.get("input")
-    return x if isinstance(x, torch.Tensor) else None
+    """The indices an embedding was called on: positionally or as ``input=`` (a tensor: the
+    hook runs after ``nn.Embedding.forward`` accepted it)."""
+    return args[0] if args else kwargs.get("input")
 
 
 class DifferentiableInput:

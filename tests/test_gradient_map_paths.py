@@ -601,3 +601,25 @@ def test_an_embedding_called_by_keyword_is_the_input():
     x = inputs_of(subject)
     assert gradients.find_token_embedding(subject, x) is model.embed
     assert pairs_of(dependency_map(subject, x)) == taps_pairs((-1,), 6)
+
+
+class Scaled(nn.Module):
+    """``w[:1] * x_{t-1}``: autograd saves a view of the parameter ``w`` of ``size`` values."""
+
+    def __init__(self, size):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(size, dtype=torch.float64))
+
+    def forward(self, x):
+        return self.w[:1] * shifted(x, -1)
+
+
+def test_the_cost_of_a_pass_leaves_out_the_parameters():
+    """What a copy costs is what the pass itself holds: a parameter (saved by autograd, but
+    the model's) of a million values costs no more than one of a single value."""
+    small = make_subject(Scaled(1), grid=(12,), layout="BTC")
+    large = make_subject(Scaled(1 << 20), grid=(12,), layout="BTC")
+    x = inputs_of(small)
+    cost = gradients.vjp_bytes(small, x)
+    assert cost == gradients.vjp_bytes(large, x)
+    assert 0 < cost < 1 << 20
