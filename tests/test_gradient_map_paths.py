@@ -157,6 +157,24 @@ def test_fallback_reuses_the_probe_rows_in_the_leading_shard_only():
     assert not probe_rows & set(parts[1].outputs.tolist())
 
 
+def test_the_fallback_keeps_to_the_budget():
+    model = Recorded().double().eval()
+    subject = make_subject(model, grid=(12,), layout="BTC")
+    model.sizes.clear()
+    dmap = colored_map(subject, inputs_of(subject), budget=3 * 12, max_colors_fraction=0.01)
+    assert dmap.method == "plain" and pairs_of(dmap) == taps_pairs((-1,), 12)
+    assert set(model.sizes) == {1, 3}  # one copy of the 3 samples per pass, probe included
+
+
+def test_merging_one_map_gives_that_map():
+    subject = taps_subject((-1, 2), 12)
+    one = plain_map(subject, inputs_of(subject), outputs=torch.tensor([7, 2]))
+    one.probe_silent = True
+    merged = gradients.merge_maps([one])
+    assert merged.outputs.tolist() == [2, 7] and torch.equal(merged.seen, one.seen[[1, 0]])
+    assert (merged.method, merged.passes, merged.probe_silent) == ("plain", 2, True)
+
+
 def test_plain_map_around_keeps_only_the_wanted_probe_rows():
     subject = taps_subject((-1, 2), 12)
     x = inputs_of(subject)
@@ -612,6 +630,26 @@ class Scaled(nn.Module):
 
     def forward(self, x):
         return self.w[:1] * shifted(x, -1)
+
+
+class Squared(nn.Module):
+    """``x_{t-1}^2`` (autograd saves ``x_{t-1}``) or ``2 x_{t-1}`` (it saves nothing)."""
+
+    def __init__(self, squares):
+        super().__init__()
+        self.squares = squares
+
+    def forward(self, x):
+        y = shifted(x, -1)
+        return y * y if self.squares else y * 2.0
+
+
+def test_the_cost_of_a_pass_counts_what_autograd_saves():
+    saving = make_subject(Squared(True), grid=(64,), layout="BTC")
+    x = inputs_of(saving)
+    free = make_subject(Squared(False), grid=(64,), layout="BTC")
+    # the saved x_{t-1}: 64 values (float32, the subjects' dtype) for each of the 3 samples
+    assert gradients.vjp_bytes(saving, x) >= gradients.vjp_bytes(free, x) + 3 * 64 * 4
 
 
 def test_the_cost_of_a_pass_leaves_out_the_parameters():
