@@ -470,6 +470,51 @@ def test_a_hidden_leak_is_settled_with_plain_rows_of_its_seed_and_budget():
     assert not torch.equal(dmap.strength, plain_map(subject, x, seed=0).strength)
 
 
+class Wide(nn.Module):
+    """``y_t = x_{t-15} + ... + x_t`` (16 colors), recording the batch size of every pass."""
+
+    def __init__(self):
+        super().__init__()
+        self.sizes = []
+
+    def forward(self, x):
+        self.sizes.append(x.shape[0])
+        return sum(shifted(x, -k) for k in range(16))
+
+
+def test_the_colored_passes_keep_to_the_budget():
+    """16 colors make 8 chunks of 2 at the default budget; a budget of one copy per pass is
+    kept by the colored passes too."""
+    model = Wide().double().eval()
+    subject = make_subject(model, grid=(40,), layout="BTC")
+    x = inputs_of(subject)
+    expected = taps_pairs(tuple(range(-15, 1)), 40)
+    model.sizes.clear()
+    assert pairs_of(colored_map(subject, x, budget=3 * 40)) == expected
+    assert set(model.sizes) == {1, 3}
+    model.sizes.clear()
+    assert pairs_of(colored_map(subject, x)) == expected
+    assert max(model.sizes) == 2 * 3
+
+
+class Dropout(nn.Module):
+    """``dropout(x)_{t-1}`` in training mode: the seed picks which inputs are dropped."""
+
+    def forward(self, x):
+        return shifted(nn.functional.dropout(x, 0.5, self.training), -1)
+
+
+def test_the_colored_passes_draw_the_dropout_masks_of_the_maps_seed():
+    """One copy per pass, each pass seeded alike: the colored map drops the inputs the plain
+    map of the same seed drops (another seed drops others)."""
+    subject = make_subject(Dropout().train(), grid=(40,), layout="BTC")
+    x = inputs_of(subject)
+    colored = colored_map(subject, x, seed=5, budget=3 * 40, max_colors_fraction=1.0)
+    assert colored.method == "colored"
+    assert torch.equal(colored.seen, plain_map(subject, x, seed=5, budget=3 * 40).seen)
+    assert not torch.equal(colored.seen, plain_map(subject, x, seed=0, budget=3 * 40).seen)
+
+
 def test_the_fallback_keeps_probe_rows_of_the_maps_seed():
     subject = taps_subject((-6, 0), 12)
     x = inputs_of(subject)
@@ -556,6 +601,9 @@ def gradients_of(owners):
     g2 = torch.zeros_like(g1)
     for c, entries in enumerate(owners):
         for (b, s), (t, a) in entries.items():
+            if t == "raw":  # both gradients given: a = (first, second)
+                g1[c, b, s, 0], g2[c, b, s, 0] = a
+                continue
             ratio = 0.0 if t is None else BETA[t] if isinstance(t, int) else t
             g1[c, b, s, 0], g2[c, b, s, 0] = a, a * ratio
     return g1, g2
@@ -571,7 +619,8 @@ def attribute(owners):
 
 
 def test_attribution_names_one_output_per_input_with_its_largest_gradient():
-    clean_0 = {(0, 0): (0, 2.0), (1, 0): (0, -5.0), (1, 1): (2, 3.0)}
+    # output 0 (weight 1.0) with a gradient of exactly 1: both passes give 1
+    clean_0 = {(0, 0): (0, 1.0), (1, 0): (0, -5.0), (1, 1): (2, 3.0)}
     pairs, strength, unresolved = attribute([clean_0, CLEAN_1])
     assert unresolved == []
     assert pairs == {(0, 0), (2, 1), (1, 2), (3, 3)}
@@ -589,6 +638,7 @@ def test_attribution_names_one_output_per_input_with_its_largest_gradient():
     [
         ({}, []),  # silent: nothing to attribute, nothing to settle
         ({(0, 0): (None, 2.0)}, [0]),  # the weighted pass cancelled: several contributors
+        ({(0, 1): ("raw", (0.0, 1.5))}, [0]),  # the plain pass cancelled, though 1.5 = beta_2
         ({(0, 1): (1.1, 2.0)}, [0]),  # the ratio names no output (1.0 or 1.5)
         ({(0, 1): (0, 2.0), (1, 1): (2, 2.0)}, [0]),  # the samples name different outputs
         ({(0, 1): (1.5 * (1 + 0.9e-6), 2.0)}, []),  # within RATIO_TOLERANCE of output 2's
