@@ -29,17 +29,21 @@ def gradient_violations(
     """
     ranks = subject.ranks
     pairs, total, first_future = [], 0, None
-    for start in range(0, len(dmap.outputs), ROWS_AT_ONCE):
-        out_ranks = ranks[dmap.outputs[start : start + ROWS_AT_ONCE]][:, None]
-        forbidden = dmap.seen[start : start + ROWS_AT_ONCE] & (ranks[None, :] >= out_ranks)
+    # Rows in their outputs' rank order (ranks are distinct): once LISTED pairs are collected,
+    # every later block's pairs come after them, whatever order the map stores its rows in.
+    by_rank = torch.argsort(ranks[dmap.outputs])
+    for start in range(0, len(by_rank), ROWS_AT_ONCE):
+        block = by_rank[start : start + ROWS_AT_ONCE]
+        out_ranks = ranks[dmap.outputs[block]][:, None]
+        forbidden = dmap.seen[block] & (ranks[None, :] >= out_ranks)
         rows, inputs = forbidden.nonzero(as_tuple=True)
         total += len(rows)
         if len(pairs) < LISTED:
-            pairs.extend(zip((rows + start).tolist(), inputs.tolist(), strict=True))
+            pairs.extend(zip(block[rows].tolist(), inputs.tolist(), strict=True))
         if first_future is None:
             future = (ranks[inputs] > out_ranks[rows, 0]).nonzero().flatten()
             if len(future):
-                first_future = (int(rows[future[0]]) + start, int(inputs[future[0]]))
+                first_future = (int(block[rows[future[0]]]), int(inputs[future[0]]))
     pairs.sort(key=lambda p: (int(ranks[dmap.outputs[p[0]]]), int(ranks[p[1]])))
     pairs = pairs[:LISTED]
     if first_future is not None and first_future not in pairs:

@@ -84,14 +84,15 @@ def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
     native = subject.native_input(tokens.to(subject.device))
     called: list[nn.Module] = []
 
-    def hook(mod, args, out):
-        if args and isinstance(args[0], torch.Tensor) and args[0].shape[1:] == native.shape[1:]:
+    def hook(mod, args, kwargs, out):
+        x = _read(args, kwargs)
+        if x is not None and x.shape[1:] == native.shape[1:]:
             # the tokens, or their first slice (a model run at one batch size only)
-            first = batching.rows(0, args[0].shape[0], len(native))
-            if torch.equal(args[0], native) or torch.equal(args[0], native[first]):
+            first = batching.rows(0, x.shape[0], len(native))
+            if torch.equal(x, native) or torch.equal(x, native[first]):
                 called.append(mod)
 
-    handles = [m.register_forward_hook(hook) for m in embeddings]
+    handles = [m.register_forward_hook(hook, with_kwargs=True) for m in embeddings]
     try:
         with torch.no_grad():
             subject(tokens)
@@ -103,6 +104,12 @@ def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
             "no nn.Embedding reads the tokens, so there is no input to differentiate"
         )
     return called[0]
+
+
+def _read(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The indices an embedding was called on: positionally or as ``input=`` (a tensor: the
+    hook runs after ``nn.Embedding.forward`` accepted it)."""
+    return args[0] if args else kwargs.get("input")
 
 
 class DifferentiableInput:
@@ -175,14 +182,14 @@ class DifferentiableInput:
         native = self.subject.native_input(tokens.to(self.subject.device))
         captured, parts, unmatched = [], [0], []
 
-        def hook(mod, args, out):
-            x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        def hook(mod, args, kwargs, out):
+            x = _read(args, kwargs)
             if x is not None and x.shape != native.shape and x.shape[1:] == native.shape[1:]:
                 # a model run at one batch size only: one leaf embeds every token, each call
                 # (one slice) gets its rows of it
                 rows = batching.rows(parts[0], x.shape[0], len(native))
                 if not torch.equal(x, native[rows]):
-                    unmatched.append(x.shape)
+                    unmatched.append(tuple(x.shape))
                     return None
                 if not captured:
                     whole = mod.forward(native)  # forward(), not __call__: no hook again
@@ -194,7 +201,7 @@ class DifferentiableInput:
             captured.append(out.detach().requires_grad_(True))
             return captured[0]
 
-        handle = self.embedding.register_forward_hook(hook)
+        handle = self.embedding.register_forward_hook(hook, with_kwargs=True)
         try:
             y = self.subject(tokens)
         finally:
