@@ -1,4 +1,4 @@
-"""The dependency summaries the certificate's rules compute with (:mod:`properties.certificate.deps`):
+"""The dependency summaries the certificate's rules compute with (:mod:`.certificate.deps`):
 their shapes (broadcast axes kept at size 1, the inputs' axis last), their unions and reductions,
 and which elements count as structural constants. A summary one element too small drops a
 dependency (an unsound bound); one too large loses a proof."""
