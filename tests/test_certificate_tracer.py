@@ -123,6 +123,19 @@ def test_a_new_object_over_a_tracked_tensor_keeps_its_summary_exactly(fn):
     assert (c.lost_precision, c.path_dependent) == ([], False)
 
 
+def test_a_tensor_moved_onto_a_tracked_storage_may_hold_any_of_its_values():
+    def fn(s, x):
+        y = past(x).contiguous()
+        z = torch.empty(0).set_(y.untyped_storage(), 0, y.shape, y.stride())
+        return z * 1
+
+    c = cert(fn)
+    assert torch.equal(c.bound, columns(*range(T - 1)))  # the storage's inputs, not all of them
+    assert c.lost_precision == [
+        "aten.set_.source_Storage_storage_offset (a tensor moved onto another storage) "
+        "in Model (Model)"]
+
+
 def test_a_parameter_over_a_constant_is_a_constant():
     c = cert(lambda s, x: past(x) + nn.Parameter(torch.ones(1, T, 1), requires_grad=False))
     assert torch.equal(c.bound, SHIFT)
