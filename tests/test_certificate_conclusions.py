@@ -148,6 +148,12 @@ def test_training_mode_is_the_union_of_both_paths_and_says_which_lost_precision(
     c = cert(both, predicts="next")
     assert c.lost_precision == ["aten.sort.default in Model (Model)"]
 
+    def reads_in_eval(s, x):
+        return past(x) * (1.0 if s.training else float(x[0, 0, 0] > 0))
+
+    c = cert(reads_in_eval, train=True, predicts="next")
+    assert c.path_dependent  # one path read a value: the union is path dependent too
+
 
 class Sorter(nn.Module):
     def forward(self, x):
@@ -200,9 +206,9 @@ def test_a_model_that_fails_is_unavailable_with_the_reason(monkeypatch):
         raise IndexError("out of range")
 
     monkeypatch.setattr(certificate, "_trace", tracer_bug)
-    c = cert(lambda s, x: past(x))
+    c = cert(lambda s, x: past(x), train=True)
     assert (c.status, c.reason, c.train) == (
-        "unavailable", "the traced run failed: IndexError: out of range", False)
+        "unavailable", "the traced run failed: IndexError: out of range", True)
     assert 0 < c.seconds < 60
     monkeypatch.undo()
 

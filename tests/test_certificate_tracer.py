@@ -136,6 +136,29 @@ def test_a_tensor_moved_onto_a_tracked_storage_may_hold_any_of_its_values():
         "in Model (Model)"]
 
 
+def test_a_tensor_moved_onto_a_tracked_tensor_follows_its_writes():
+    def fn(s, x):
+        c = past(x).clone()
+        b = torch.empty(0).set_(c)
+        c.copy_(x * 2)  # b shares c's storage: it now holds the present
+        return b * 1
+
+    c = cert(fn)
+    assert torch.equal(c.bound, DIAGONAL)
+
+
+def test_a_tensor_argument_given_by_keyword_is_a_dependency_of_the_fallback():
+    def fn(s, x):
+        sorter = torch.arange(T) + (x[0, :1, 0] * 0).long()  # every element reads input 0
+        grid = torch.arange(T, dtype=x.dtype)
+        found = torch.searchsorted(grid, grid, sorter=sorter)  # sorter is keyword-only
+        return past(x) + found.reshape(1, T, 1)
+
+    c = cert(fn)
+    assert torch.equal(c.bound, SHIFT | columns(0))
+    assert c.lost_precision == ["aten.searchsorted.Tensor in Model (Model)"]
+
+
 def test_a_parameter_over_a_constant_is_a_constant():
     c = cert(lambda s, x: past(x) + nn.Parameter(torch.ones(1, T, 1), requires_grad=False))
     assert torch.equal(c.bound, SHIFT)
