@@ -211,7 +211,7 @@ class Tracer(TorchDispatchMode):
                 row = torch.stack([everything(self.deps(x)) for x in tracked]).any(0)
                 self.escaped = row if self.escaped is None else self.escaped | row
             return out
-        if not tracked and not any(self.deps(w) is not None for w in written):
+        if not tracked:  # (a written tensor is an input too: a tracked one is in ``tracked``)
             out = func(*args, **kwargs)
             for w in written:  # ``set_`` moves a tensor onto another storage: a new alias
                 if self._register(w, rekey=True):
