@@ -262,3 +262,70 @@ def test_the_certificate_checks_measured_maps_against_its_bound():
         v(1, 5, "perturbation/train"),
     ]
     assert c.unexplained(s, found) == [found[0], found[2], found[4], found[8]]
+
+
+def test_a_plain_function_is_certified_like_a_module():
+    c = certify(make_subject(lambda x: past(x) * 2, grid=(T,), layout="BTC",
+                             predicts="current"))
+    assert (c.status, c.mode) == ("proved", "strict") and torch.equal(c.bound, SHIFT)
+    leak = certify(make_subject(lambda x: future(x), grid=(T,), layout="BTC"))
+    assert [f.op for f in leak.forbidden][:1] == ["aten.constant_pad_nd.default"]
+
+
+def test_an_output_the_same_at_every_position_with_a_value_read():
+    def fn(s, x):  # every position: the same sum, scaled by a value read into Python
+        return torch.zeros(1, T, 1) + x[:, :3].sum(1, keepdim=True) * float(x[0, 4, 0])
+
+    c = cert(fn, predicts="next")
+    assert c.path_dependent
+    assert torch.equal(c.bound, matrix([(t, s) for t in range(T) for s in (0, 1, 2, 4)]))
+
+
+def test_an_output_that_is_a_new_object_over_a_tracked_tensor_keeps_its_summary():
+    c = cert(lambda s, x: past(x).as_subclass(torch.Tensor), predicts="current")
+    assert torch.equal(c.bound, SHIFT) and c.proved
+
+
+def test_an_output_that_folds_the_batch_is_unavailable_with_the_adapters_story():
+    c = cert(lambda s, x: past(x)[0])
+    assert c.status == "unavailable"
+    assert c.reason == ("the model's output has shape (6, 1): batch and positions folded into "
+                        "one axis (1 samples x 6 positions)")
+
+
+class Fresh(nn.Module):
+    def forward(self, x):
+        h = nn.Identity()(x)  # a module the model does not own: not on the names' stack
+        return h.roll(-1, 1)
+
+
+class Raises(nn.Module):
+    def forward(self, x):
+        raise ValueError("not this way")
+
+
+def test_ops_are_named_by_the_module_they_run_in():
+    def fn(s, x):
+        try:
+            s.raises(x)
+        except ValueError:  # the module is left by an exception: its name is popped
+            pass
+        return s.fresh(x) + future(x)
+
+    model = Model(fn)
+    model.fresh = Fresh()
+    model.raises = Raises()
+    c = certify(make_subject(model, grid=(T,), layout="BTC", predicts="next"))
+    assert {f.op for f in c.forbidden} == {"aten.roll.default in fresh (Fresh)"}
+
+    def after(s, x):
+        try:
+            s.raises(x)
+        except ValueError:
+            pass
+        return future(x)
+
+    model = Model(after)
+    model.raises = Raises()
+    c = certify(make_subject(model, grid=(T,), layout="BTC", predicts="next"))
+    assert {f.op for f in c.forbidden} == {"aten.constant_pad_nd.default in Model (Model)"}
