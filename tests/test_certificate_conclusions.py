@@ -329,3 +329,27 @@ def test_ops_are_named_by_the_module_they_run_in():
     model.raises = Raises()
     c = certify(make_subject(model, grid=(T,), layout="BTC", predicts="next"))
     assert {f.op for f in c.forbidden} == {"aten.constant_pad_nd.default in Model (Model)"}
+
+
+def test_forbidden_pairs_sort_by_output_rank_first_then_input_rank():
+    def three_ahead(s, x):  # output t reads t and t + 3
+        return x + F.pad(x, (0, 0, -3, 3))
+
+    c = cert(three_ahead, predicts="current")
+    assert [(f.output, f.input) for f in c.forbidden][:5] == [
+        (0, 0), (0, 3), (1, 1), (1, 4), (2, 2)]
+
+    n = 14  # past the cap of 10 present pairs, the first future by output rank, then input
+
+    def late(*reads):
+        def fn(s, x):
+            parts = [torch.zeros(1, 10, 1)]
+            parts += [sum(x[:, i:i + 1] for i in r) for r in reads]
+            parts.append(torch.zeros(1, n - 10 - len(reads), 1))
+            return x + torch.cat(parts, 1)
+        return fn
+
+    c = cert(late([12, 13]), t=n, predicts="current")  # output 10 reads 12 and 13
+    assert (c.forbidden[-1].output, c.forbidden[-1].input) == (10, 12)
+    c = cert(late([13], [12]), t=n, predicts="current")  # 10 reads 13, 11 reads 12
+    assert (c.forbidden[-1].output, c.forbidden[-1].input) == (10, 13)

@@ -158,6 +158,16 @@ def test_a_tensor_argument_given_by_keyword_is_a_dependency_of_the_fallback():
     assert torch.equal(c.bound, SHIFT | columns(0))
     assert c.lost_precision == ["aten.searchsorted.Tensor in Model (Model)"]
 
+    def broken(ctx, args, kwargs, outs):
+        raise NotImplementedError("no")
+
+    rules.RULES[aten.searchsorted.Tensor] = broken  # the fallback after a rule failed, too
+    try:
+        c = cert(fn)
+    finally:
+        del rules.RULES[aten.searchsorted.Tensor]
+    assert torch.equal(c.bound, SHIFT | columns(0))
+
 
 def test_a_parameter_over_a_constant_is_a_constant():
     c = cert(lambda s, x: past(x) + nn.Parameter(torch.ones(1, T, 1), requires_grad=False))
