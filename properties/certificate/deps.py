@@ -97,11 +97,6 @@ def everything(d: Deps) -> Deps:
     return d.reshape(-1, d.shape[-1]).any(0)
 
 
-def has_deps(d: Deps) -> torch.Tensor | None:
-    """Per element (broadcast shape), whether it depends on anything."""
-    return None if d is None else d.any(-1)
-
-
 def constant_where(value: torch.Tensor, d: Deps, test) -> torch.Tensor | None:
     """Elements where ``test(value)`` holds *and* that are constant (``None`` when there are
     none). A value computed from the input at this run proves nothing: another input would

@@ -54,7 +54,6 @@ class Tracer(TorchDispatchMode):
         self.blame: str | None = None  # where a dependency on the future first appeared
         self.stack: list[str] = []
         self.op_name = ""
-        self.ops = 0
 
     # -- the rules' view of the tracer ---------------------------------------------------------
     def deps(self, t):
@@ -212,7 +211,7 @@ class Tracer(TorchDispatchMode):
                 row = torch.stack([everything(self.deps(x)) for x in tracked]).any(0)
                 self.escaped = row if self.escaped is None else self.escaped | row
             return out
-        if not tracked and not any(self.deps(w) is not None for w in written):
+        if not tracked:  # (a written tensor is an input too: a tracked one is in ``tracked``)
             out = func(*args, **kwargs)
             for w in written:  # ``set_`` moves a tensor onto another storage: a new alias
                 if self._register(w, rekey=True):
@@ -220,9 +219,8 @@ class Tracer(TorchDispatchMode):
             for o in _tensors(out):
                 self._register(o)
             return out
-        self.ops += 1
         if written:  # ruled before the op runs: the rule reads the old values
-            new = self._apply(func, args, kwargs, written, tracked)
+            new = self._apply(func, args, kwargs, written)
             shapes = [tuple(w.shape) for w in written]
             out = func(*args, **kwargs)
             new = [self._reshaped_in_place(func, w, d, shape)
@@ -239,7 +237,7 @@ class Tracer(TorchDispatchMode):
             return out
         out = func(*args, **kwargs)
         outs = _tensors(out)
-        new = self._apply(func, args, kwargs, outs, tracked)
+        new = self._apply(func, args, kwargs, outs)
         for o, d in zip(outs, new, strict=True):
             self._register(o)
             self._set(o, d)
@@ -258,7 +256,7 @@ class Tracer(TorchDispatchMode):
         self.lost[self._where(f"{func} (changed the shape in place)")] += 1
         return everything(d).reshape((1,) * w.dim() + (-1,))
 
-    def _apply(self, func, args, kwargs, outs, tracked):
+    def _apply(self, func, args, kwargs, outs):
         name = func._schema.name.split("::")[-1]
         if name in SHAPE_FROM_VALUES:
             self.path_dependent = True

@@ -1,0 +1,364 @@
+"""The tracer's bookkeeping, bound by bound: values read into Python, writes through aliases and
+views of other dtypes, in-place ops (with their functional rule, or changing the shape), rules
+that fail, tensors made without an op (``.data``, ``nn.Parameter``, dlpack), and where the future
+entered. Each model's bound is compared with its exact dependencies: a bound that drops one is
+unsound, one that adds one loses a proof."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from properties import make_subject
+from properties.certificate import certify, rules
+
+T = 6
+aten = torch.ops.aten
+
+
+class Model(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+        self.lin = nn.Linear(1, 1)
+
+    def forward(self, x):  # (B, T, 1) -> (B, T, 1)
+        return self.fn(self, x)
+
+
+def cert(fn, grid=(T,), predicts="current", layout="BTC"):
+    return certify(make_subject(Model(fn), grid=grid, layout=layout, predicts=predicts))
+
+
+def matrix(pairs, n=T):
+    m = torch.zeros(n, n, dtype=torch.bool)
+    for t, s in pairs:
+        m[t, s] = True
+    return m
+
+
+def columns(*inputs, n=T):
+    return matrix([(t, s) for t in range(n) for s in inputs], n)
+
+
+def past(x):  # output t reads input t - 1
+    return F.pad(x, (0, 0, 1, -1))
+
+
+SHIFT = matrix([(t, t - 1) for t in range(1, T)])
+DIAGONAL = torch.eye(T, dtype=torch.bool)
+AHEAD = matrix([(t, t + 1) for t in range(T - 1)])
+
+
+# -- values read into Python -------------------------------------------------------------------
+
+READ_ONE = {  # name: (forward, the input positions whose values were read)
+    "float_of_a_sum": (lambda s, x: past(x) * float(x[:, 3].sum()), [3]),
+    "two_items": (lambda s, x: past(x) * (x[0, 1, 0].item() + x[0, 4, 0].item()), [1, 4]),
+    "bool_branch": (lambda s, x: past(x) * (2 if bool(x[0, 2, 0] > 0) else 3), [2]),
+    "torch_equal": (lambda s, x: past(x) * float(torch.equal(x[:, 2], x[:, 3])), [2, 3]),
+    "numpy": (lambda s, x: past(x) + torch.from_numpy(x[:, 2].numpy().copy()).sum(), [2]),
+    "tolist": (lambda s, x: past(x) + sum(x[0, 4].tolist()), [4]),
+    "np_asarray": (lambda s, x: past(x) + float(np.asarray(x[:, 1:3]).sum()), [1, 2]),
+    "to_dlpack": (lambda s, x: past(x) + torch.from_dlpack(
+        torch.utils.dlpack.to_dlpack(x[:, 5].contiguous())).clone().sum(), [5]),
+    "torch_to_dlpack": (lambda s, x: past(x) + torch.from_dlpack(
+        torch.to_dlpack(x[:, 0].contiguous())).clone().sum(), [0]),
+    "map_argument": (lambda s, x: past(x) + torch.zeros(1, 1, 1).map_(
+        x[:, 3:4], lambda a, b: b), [3]),
+}
+
+
+@pytest.mark.parametrize("name", sorted(READ_ONE))
+def test_values_read_into_python_reach_every_output_from_exactly_the_inputs_read(name):
+    fn, read = READ_ONE[name]
+    c = cert(fn)
+    assert c.path_dependent
+    assert torch.equal(c.bound, SHIFT | columns(*read)), c.bound.int()
+
+
+def test_reading_constants_is_no_dependency():
+    def fn(s, x):
+        scale = torch.ones(1).item() + float(s.lin.weight.sum()) * 0
+        values = torch.arange(3.0)
+        return past(x) * scale + sum(values.tolist()) + float(values.numpy().sum())
+
+    c = cert(fn)
+    assert not c.path_dependent
+    assert torch.equal(c.bound, SHIFT) and c.proved
+
+
+@pytest.mark.parametrize("op", [
+    lambda x: x[x > 1e9].sum(),  # nonzero: a shape from the values
+    lambda x: torch.unique(x).sum(),
+])
+def test_shapes_computed_from_input_values_are_path_dependent(op):
+    c = cert(lambda s, x: past(x) + 0 * op(x))
+    assert c.path_dependent
+
+
+# -- tensors made without an op --------------------------------------------------------------
+
+def _dot_data(s, x):
+    w = torch.zeros(1, T, 1)
+    w.data = past(x).data
+    return w * 1
+
+
+def _parameter(s, x):
+    return nn.Parameter(past(x), requires_grad=False) * 1
+
+
+def _make_subclass_keyword(s, x):
+    return torch.Tensor._make_subclass(torch.Tensor, data=past(x)) * 1
+
+
+@pytest.mark.parametrize("fn", [_dot_data, _parameter, _make_subclass_keyword,
+                                lambda s, x: past(x).as_subclass(torch.Tensor) * 1,
+                                lambda s, x: past(x).detach() * 1])
+def test_a_new_object_over_a_tracked_tensor_keeps_its_summary_exactly(fn):
+    c = cert(fn)
+    assert torch.equal(c.bound, SHIFT) and c.proved
+    assert (c.lost_precision, c.path_dependent) == ([], False)
+
+
+def test_a_tensor_moved_onto_a_tracked_storage_may_hold_any_of_its_values():
+    def fn(s, x):
+        y = past(x).contiguous()
+        z = torch.empty(0).set_(y.untyped_storage(), 0, y.shape, y.stride())
+        return z * 1
+
+    c = cert(fn)
+    assert torch.equal(c.bound, columns(*range(T - 1)))  # the storage's inputs, not all of them
+    assert c.lost_precision == [
+        "aten.set_.source_Storage_storage_offset (a tensor moved onto another storage) "
+        "in Model (Model)"]
+
+
+def test_a_tensor_moved_onto_a_tracked_tensor_follows_its_writes():
+    def fn(s, x):
+        c = past(x).clone()
+        b = torch.empty(0).set_(c)
+        c.copy_(x * 2)  # b shares c's storage: it now holds the present
+        return b * 1
+
+    c = cert(fn)
+    assert torch.equal(c.bound, DIAGONAL)
+
+
+def test_a_tensor_argument_given_by_keyword_is_a_dependency_of_the_fallback():
+    def fn(s, x):
+        sorter = torch.arange(T) + (x[0, :1, 0] * 0).long()  # every element reads input 0
+        grid = torch.arange(T, dtype=x.dtype)
+        found = torch.searchsorted(grid, grid, sorter=sorter)  # sorter is keyword-only
+        return past(x) + found.reshape(1, T, 1)
+
+    c = cert(fn)
+    assert torch.equal(c.bound, SHIFT | columns(0))
+    assert c.lost_precision == ["aten.searchsorted.Tensor in Model (Model)"]
+
+    def broken(ctx, args, kwargs, outs):
+        raise NotImplementedError("no")
+
+    rules.RULES[aten.searchsorted.Tensor] = broken  # the fallback after a rule failed, too
+    try:
+        c = cert(fn)
+    finally:
+        del rules.RULES[aten.searchsorted.Tensor]
+    assert torch.equal(c.bound, SHIFT | columns(0))
+
+
+def test_a_parameter_over_a_constant_is_a_constant():
+    c = cert(lambda s, x: past(x) + nn.Parameter(torch.ones(1, T, 1), requires_grad=False))
+    assert torch.equal(c.bound, SHIFT)
+
+
+# -- writes in place ---------------------------------------------------------------------------
+
+def _shift_through_view(s, x):
+    buf = torch.zeros_like(x)
+    alias = buf.view(1, T)  # taken before the write
+    buf[:, 1:] = x[:, :-1]
+    return alias[..., None] + 0
+
+
+def _constant_over_input(s, x):
+    y = x.clone()
+    alias = y.view(1, T)
+    y[:, 2] = 0.0  # position 2 now holds a constant, in y and in its alias
+    return alias[..., None] * 1
+
+
+def _constants_then_input(s, x):
+    buf = torch.zeros_like(x)
+    alias = buf.view(1, T)
+    buf[:, 0] = 1.0  # a constant over constants: nothing changes
+    buf[:, 1:] = x[:, :-1]
+    return alias[..., None] * 1
+
+
+def _input_over_alias(s, x):
+    y = x.clone()
+    alias = y[:, 3:]
+    y[:, 3:] = past(x)[:, 3:]  # the alias now holds the past as well
+    return torch.cat([torch.zeros(1, 3, 1), alias], 1)
+
+
+def _out_argument(s, x):
+    buf = torch.zeros(1, T, 1)
+    alias = buf.view(1, T)
+    torch.mul(past(x), 2, out=buf)
+    return alias[..., None] * 1
+
+
+def _other_dtype_view(s, x):
+    buf = torch.zeros(1, T, 1)
+    halves = buf.view(torch.int16)  # (1, T, 2): another element size
+    buf[:, 1:] = x[:, :-1]
+    return halves.float()[..., :1] * 0 + buf
+
+
+def _other_dtype_written(s, x):
+    buf = torch.zeros(1, T, 1)
+    halves = buf.view(torch.int16)
+    halves.zero_()  # a constant written through the other dtype
+    buf[:, 1:] = x[:, :-1]
+    return buf * 1
+
+
+WRITES = {  # name: (forward, exact bound)
+    "shift_through_view": (_shift_through_view, SHIFT),
+    "constant_over_input": (_constant_over_input, DIAGONAL & ~matrix([(2, 2)])),
+    "constants_then_input": (_constants_then_input, SHIFT),
+    "input_over_alias": (_input_over_alias, matrix([(t, t - 1) for t in range(3, T)])),
+    "out_argument": (_out_argument, SHIFT),
+    "in_place_functional_rule": (lambda s, x: past(x).clone().cumsum_(1),
+                                 torch.ones(T, T, dtype=torch.bool).tril(-1)),
+    "in_place_pointwise": (lambda s, x: past(x).clone().sin_(), SHIFT),
+    "unsqueeze_": (lambda s, x: past(x)[:, :, 0].clone().unsqueeze_(-1) * 1, SHIFT),
+    "squeeze_": (lambda s, x: past(x).clone().unsqueeze(-1).squeeze_(-1) * 1, SHIFT),
+}
+
+
+@pytest.mark.parametrize("name", sorted(WRITES))
+def test_writes_in_place_keep_exact_bounds(name):
+    fn, bound = WRITES[name]
+    c = cert(fn)
+    assert torch.equal(c.bound, bound), c.bound.int()
+    assert c.lost_precision == [] and not c.path_dependent
+
+
+@pytest.mark.parametrize("fn", [_other_dtype_view, _other_dtype_written])
+def test_a_write_through_a_view_of_another_dtype_reaches_every_element(fn):
+    # the two dtypes' elements do not line up: every element may hold any written value
+    c = cert(fn)
+    assert torch.equal(c.bound, columns(*range(T - 1)))
+
+
+def test_an_in_place_op_that_changes_the_shape_is_ruled_coarsely_and_named():
+    def fn(s, x):
+        v = past(x).clone()
+        v.resize_(T)
+        return v.reshape(1, T, 1) * 1
+
+    c = cert(fn)
+    assert torch.equal(c.bound, columns(*range(T - 1)))
+    assert c.lost_precision == [  # no rule, and the shape it was ruled on is gone
+        "aten.resize_.default in Model (Model)",
+        "aten.resize_.default (changed the shape in place) in Model (Model)"]
+
+
+# -- rules that cannot help --------------------------------------------------------------------
+
+def test_an_op_without_a_rule_falls_back_to_every_input_of_its_arguments():
+    c = cert(lambda s, x: torch.cat([x[:, :2].sort(1).values, past(x)[:, 2:]], 1))
+    assert torch.equal(c.bound, SHIFT | matrix([(t, s) for t in range(2) for s in range(2)]))
+    assert c.lost_precision == ["aten.sort.default in Model (Model)"]
+
+
+@pytest.mark.parametrize("broken, message", [
+    (lambda ctx, args, kwargs, outs: [None, None], "2 summaries for 1 outputs"),
+    (lambda ctx, args, kwargs, outs: [torch.ones(T + 1, 1, T, dtype=torch.bool)],
+     "summary of shape (1, 7, 1, 6) for an output (1, 6, 1)"),
+    (lambda ctx, args, kwargs, outs: [torch.ones(T, T, dtype=torch.bool)],
+     "summary of shape (1, 1, 6, 6) for an output (1, 6, 1)"),
+    (lambda ctx, args, kwargs, outs: 1 / 0, "ZeroDivisionError"),
+])
+def test_a_rule_that_fails_falls_back_soundly_and_says_so(monkeypatch, broken, message):
+    monkeypatch.setitem(rules.RULES, aten.flip.default, broken)
+    c = cert(lambda s, x: past(x).flip(1) * 1, predicts="next")
+    assert torch.equal(c.bound, columns(*range(T - 1)))  # the fallback: every input it read
+    (lost,) = c.lost_precision
+    assert lost.startswith("aten.flip.default (rule failed: ") and message in lost
+    assert lost.endswith(") in Model (Model)")
+
+
+def test_a_rule_may_answer_a_broadcast_summary():
+    def broadcast(ctx, args, kwargs, outs):
+        return [ctx.deps(args[0]).any(1, keepdim=True)]  # (1, 1, 1, N): every position
+
+    rules_backup = rules.RULES[aten.flip.default]
+    try:
+        rules.RULES[aten.flip.default] = broadcast
+        c = cert(lambda s, x: past(x).flip(1) * 1)
+    finally:
+        rules.RULES[aten.flip.default] = rules_backup
+    assert torch.equal(c.bound, columns(*range(T - 1)))
+    assert c.lost_precision == []
+
+
+# -- where the future entered ------------------------------------------------------------------
+
+class Leak(nn.Module):
+    def forward(self, x):
+        return x.roll(-1, 1)
+
+
+def test_the_blamed_op_is_the_first_to_see_the_future_in_its_module():
+    def fn(s, x):
+        h = s.causal(x) * 2  # named by module, popped on the way out
+        return s.leak(h) + 1
+
+    model = Model(fn)
+    model.causal = nn.Sequential(nn.Linear(1, 1))
+    model.leak = Leak()
+    c = certify(make_subject(model, grid=(T,), layout="BTC", predicts="next"))
+    assert {f.op for f in c.forbidden} == {"aten.roll.default in leak (Leak)"}
+
+    def late(s, x):
+        return (s.causal(x) * 2).roll(-1, 1)
+
+    model = Model(late)
+    model.causal = nn.Sequential(nn.Linear(1, 1))
+    c = certify(make_subject(model, grid=(T,), layout="BTC", predicts="next"))
+    assert {f.op for f in c.forbidden} == {"aten.roll.default in Model (Model)"}
+
+
+def test_the_future_is_found_on_a_two_dimensional_grid():
+    def below(s, x):  # (B, 1, H, W): each pixel reads the one below it
+        return F.pad(x, (0, 0, -1, 1)) * 2
+
+    c = certify(make_subject(Model(below), grid=(3, 4), layout="BCHW", predicts="next"))
+    assert c.mode == "none"
+    assert {f.op for f in c.forbidden} == {"aten.constant_pad_nd.default in Model (Model)"}
+    assert c.forbidden[0].output == 0 and c.forbidden[0].input == 4
+
+    def flat(s, x):  # the same, on a flattened (B, N) view: one axis of size N
+        return F.pad(x.reshape(1, 12), (-4, 4)).reshape(1, 1, 3, 4) * 2
+
+    c = certify(make_subject(Model(flat), grid=(3, 4), layout="BCHW", predicts="next"))
+    assert {f.op for f in c.forbidden} == {"aten.constant_pad_nd.default in Model (Model)"}
+
+
+def test_an_op_on_a_square_of_positions_is_not_blamed_for_the_future():
+    # scores (T, T): two position axes, no single reading; the future is seen at the matmul
+    # that brings it back to one position axis... or later, never at the scores
+    def fn(s, x):
+        scores = x[0] @ x[0].T  # (T, T)
+        return (torch.softmax(scores, -1) @ x[0]).unsqueeze(0)
+
+    c = cert(fn, predicts="next")
+    assert c.mode == "none"
+    ops = {f.op for f in c.forbidden if f.kind == "future"}
+    assert len(ops) == 1 and "mm" in ops.pop()
