@@ -54,6 +54,7 @@ class Tracer(TorchDispatchMode):
         self.blame: str | None = None  # where a dependency on the future first appeared
         self.stack: list[str] = []
         self.op_name = ""
+        self.assumed: list[torch.Tensor] = []  # what the current op's rule said it writes
 
     # -- the rules' view of the tracer ---------------------------------------------------------
     def deps(self, t):
@@ -62,6 +63,8 @@ class Tracer(TorchDispatchMode):
         return self.table.get(t)
 
     def assume(self, t: torch.Tensor, d) -> None:
+        """A rule's word on a tensor the op writes without returning it."""
+        self.assumed.append(t)
         self._set(t, d)
 
     def tensors_in(self, args, kwargs):
@@ -219,6 +222,8 @@ class Tracer(TorchDispatchMode):
             for o in _tensors(out):
                 self._register(o)
             return out
+        if written and _fresh_returns(func):
+            return self._writes_and_returns(func, args, kwargs, written, tracked)
         if written:  # ruled before the op runs: the rule reads the old values
             new = self._apply(func, args, kwargs, written)
             shapes = [tuple(w.shape) for w in written]
@@ -241,6 +246,28 @@ class Tracer(TorchDispatchMode):
         for o, d in zip(outs, new, strict=True):
             self._register(o)
             self._set(o, d)
+        self._check_blame(outs, tracked)
+        return out
+
+    def _writes_and_returns(self, func, args, kwargs, written, tracked):
+        """An op that writes tensors in place *and* returns new ones (``_native_batch_norm_legit``
+        updates its running statistics): the rule speaks for the returned tensors. A written
+        tensor the rule said nothing of (by :meth:`assume`) may now hold anything its inputs
+        depend on."""
+        self.assumed = []
+        out = func(*args, **kwargs)
+        outs = _tensors(out)
+        new = self._apply(func, args, kwargs, outs)
+        for o, d in zip(outs, new, strict=True):
+            self._register(o)
+            self._set(o, d)
+        rows = [everything(self.deps(x)) for x in tracked]
+        row = torch.stack([r for r in rows if r is not None]).any(0)
+        for w in written:
+            if any(w is o for o in outs + self.assumed):
+                continue  # returned (ruled above), or described by the rule
+            self.lost[self._where(f"{func} (wrote a tensor no rule describes)")] += 1
+            self._write(w, row.reshape((1,) * w.dim() + (-1,)))
         self._check_blame(outs, tracked)
         return out
 
@@ -386,6 +413,14 @@ def _written(func, args, kwargs) -> list[torch.Tensor]:
         value = args[i] if i < len(args) and not arg.kwarg_only else kwargs.get(arg.name)
         found.extend(_tensors(value))
     return found
+
+
+def _fresh_returns(func) -> bool:
+    """Whether ``func`` returns a tensor that is not one of the arguments it writes."""
+    return any(
+        "Tensor" in str(r.type) and (r.alias_info is None or not r.alias_info.is_write)
+        for r in func._schema.returns
+    )
 
 
 def _functional(func):

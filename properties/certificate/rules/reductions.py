@@ -96,7 +96,10 @@ def batch_norm_train(ctx, args, kwargs, outs):
     x = args[0]
     nd = x.dim()
     training = args[5] if len(args) > 5 and isinstance(args[5], bool) else True
-    if not training:
+    if not training:  # the running statistics are read, not updated
+        for running in args[3:5]:
+            if isinstance(running, torch.Tensor):
+                ctx.assume(running, ctx.deps(running))
         return batch_norm_eval(ctx, args, kwargs, outs)
     d = any_over(ctx.deps(x), [a for a in range(nd) if a != 1])
     channels = any_over(d, [a for a in range(nd) if a != 1], keepdim=False)  # (C, N)
