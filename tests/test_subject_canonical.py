@@ -492,7 +492,8 @@ def test_a_model_run_at_its_first_batch_from_then_on(broadcast):
     assert torch.equal(y, x.float())
     assert s.batch == 2
     assert model.batches[-3:] == [2, 2, 2]  # 5 samples in slices of 2, the last one padded
-    assert len(s.notes) == 1 and s.notes[0].startswith("the model ran on batch 2 and fails on batch 5")
+    assert len(s.notes) == 1
+    assert s.notes[0].startswith("the model ran on batch 2 and fails on batch 5")
     s.notes.append("the model ran on batch 2 and ...")  # (a copy's note: the same note)
     s(x[:1])
     assert len(s.notes) == 2 and s.first_batch == 2
