@@ -174,8 +174,26 @@ def test_split_shape_infers_the_channels_of_a_group():
     assert Layout("B(HCW)").split_shape((2, 60), (3, 4)) == (2, 3, 5, 4)
     assert Layout("B(HW)C").split_shape((2, 12, 7), (3, 4)) == (2, 3, 4, 7)
     assert Layout("BC(HW)").split_shape((2, 7, 12), (3, 4)) == (2, 7, 3, 4)
-    with pytest.raises(ValueError, match="a grouped layout needs the grid"):
+    with pytest.raises(ValueError) as info:
         Layout("B(TC)").split_shape((2, 12), None)
+    assert str(info.value) == "a grouped layout needs the grid to split its axes"
+
+
+def test_a_grid_or_shape_of_the_wrong_rank_is_a_programming_error_not_a_truncation():
+    """The subject always passes a grid of the layout's rank; a caller of the layout API that
+    does not gets a ValueError rather than sizes silently cut to the shorter of the two."""
+    calls = [
+        lambda: Layout("B(TC)").split_shape((2, 12), (3, 4)),  # a grid axis too many
+        lambda: Layout("B(HW)").split_shape((2, 12), (3,)),  # one too few
+        lambda: Layout("B(TC)").split_shape((2, 12, 1), (3,)),  # a native axis too many
+        lambda: Layout("BCT").native_shape(2, (3, 4), 5),
+        lambda: Layout("BCHW").native_shape(2, (3,), 5),
+        lambda: infer_output_layout((2, 7, 5), 2, (7, 3), Layout("BCT")),
+        lambda: infer_output_layout((2, 7, 5), 2, (7,), Layout("BCHW")),
+    ]
+    for call in calls:
+        with pytest.raises(ValueError, match="zip()"):
+            call()
 
 
 def test_a_group_that_does_not_divide_says_which_axis_and_what_to_check():
@@ -260,6 +278,9 @@ def test_an_output_that_fits_nothing_shows_the_expected_shapes():
         "axis, say in which order (--layout BCHW->B(HWC) or BCHW->B(CHW)), or check "
         "--length/--shape and --output"
     )
+    # more axes than any layout has: nothing fits (the adapter's stories explain these)
+    for shape in [(2, 1, 1, 1, 1, 12, 3), (2, 12, 1, 1, 1, 1, 1)]:
+        assert message(infer_output_layout, shape, 2, (12,), Layout("BT")).endswith(generic)
     # neither a flat output of another batch, nor a 3-axis one, is a flattened grid
     for shape in [(3, 24), (2, 24, 1), (2, 18)]:
         assert message(infer_output_layout, shape, 2, (12,), Layout("BT")).endswith(generic)

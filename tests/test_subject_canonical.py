@@ -66,6 +66,12 @@ class Slotted:
     __slots__ = ("logits",)
 
 
+@dataclass(slots=True)
+class SlottedPair:
+    logits: torch.Tensor
+    _state: int = 0
+
+
 def test_output_fields_of_every_kind_of_value():
     t = torch.zeros(1)
     assert output_fields({"logits": t, 3: t}) == ["logits", "3"]
@@ -75,6 +81,7 @@ def test_output_fields_of_every_kind_of_value():
     assert output_fields(Pair(t, 0.0)) == ["logits", "loss"]
     assert output_fields(SimpleNamespace(logits=t, _cache=t, keys=3)) == ["logits", "keys"]
     assert output_fields(Slotted()) == []
+    assert output_fields(SlottedPair(t)) == ["logits", "_state"]  # a dataclass's own fields
     assert output_fields(3) == []
 
 
@@ -114,7 +121,7 @@ def test_a_path_that_leads_nowhere_lists_the_fields_there():
         f"the model's output has no field 'scores' (in --output scores; fields: logits): {fix}"
     )
     out = {"hidden": (t, t)}
-    for step in ["2", "-3", "x"]:
+    for step in ["2", "-3", "x", "X0"]:
         assert message(select_output, out, f"hidden.{step}").startswith(
             f"the model's output has no field {step!r} (in --output hidden.{step}; "
             "fields: 0, 1)"
@@ -166,6 +173,7 @@ def test_named_orders_over_a_subpixel_axis():
     assert named_order("raster+channels", grid, 1).tolist() == [0, 1, 2, 3, 4, 5]
     assert named_order("channels+raster", grid, 1).tolist() == [0, 2, 4, 1, 3, 5]
     assert named_order("raster+channels", grid, None).tolist() == [0, 1, 2, 3, 4, 5]
+    assert named_order("raster", grid, 1).tolist() == [0, 1, 2, 3, 4, 5]
     grid = (2, 2, 2)  # H, S, W
     assert named_order("raster+channels", grid, 1).tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
     assert named_order("channels+raster", grid, 1).tolist() == [0, 1, 4, 5, 2, 3, 6, 7]
@@ -542,6 +550,45 @@ def test_a_model_that_fails_at_every_batch_size_is_a_model_error():
     assert s.batch is None and s.notes == []
 
 
+class FailsLater(nn.Module):
+    """Runs, then (once ``fail`` is set) raises at batch sizes in ``fail``, ``times`` times."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(()))
+        self.fail, self.times = (), 0
+
+    def forward(self, x):
+        if x.shape[0] in self.fail and self.times:
+            self.times -= 1
+            raise RuntimeError("not now")
+        return self.w * x
+
+
+def test_a_fixed_batch_is_never_switched_for_another():
+    model = FailsLater()
+    s = make_subject(model, grid=(3,), layout="BT", batch=2)
+    s(torch.zeros(4, 3, 1))
+    assert (s.first_batch, s.batch) == (4, 2)
+    model.fail, model.times = (2,), 1  # a failure at the fixed batch: batch 4 would work
+    with pytest.raises(ModelError, match="raised RuntimeError: not now"):
+        s(torch.zeros(3, 3, 1))
+    assert s.batch == 2 and s.notes == []
+
+
+def test_a_failure_at_the_first_batch_size_is_not_blamed_on_the_batch_size():
+    model = FailsLater()
+    s = make_subject(model, grid=(3,), layout="BT")
+    s(torch.zeros(2, 3, 1))
+    model.fail, model.times = (2,), 1  # fails once: a retry at the same size would pass
+    with pytest.raises(ModelError, match="raised RuntimeError: not now"):
+        s(torch.zeros(2, 3, 1))
+    assert s.batch is None and s.notes == []
+    model.fail, model.times = (3,), 1  # at another size, the first size is tried
+    assert s(torch.ones(3, 3, 1)).shape == (3, 3, 1)
+    assert s.batch == 2 and s.notes[0].startswith("the model ran on batch 2 and fails on batch 3")
+
+
 def test_a_fixed_batch_that_the_model_ignores():
     class Squeeze(nn.Module):
         def forward(self, x):
@@ -630,6 +677,42 @@ def test_tokens_beyond_the_embedding_name_vocab():
     # an embedding large enough: the model's own error
     s = make_subject(Embedded(5, first=lambda x: x + 10), grid=(4,), vocab=5, layout="BT")
     assert "raised IndexError" in message(s, torch.tensor([[1, 0, 1, 2]]))
+
+
+def test_an_embedding_of_the_right_size_is_not_blamed():
+    class After(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(5, 3)
+
+        def forward(self, ids):
+            self.table(ids)
+            raise ValueError("after the embedding")
+
+    s = make_subject(After(), grid=(4,), vocab=5, layout="BT")
+    assert message(s, torch.tensor([[4, 0, 1, 2]])).startswith(
+        "the model raised ValueError: after the embedding on tokens"
+    )
+    s = make_subject(After(), grid=(4,), vocab=4, layout="BT")
+    assert "raised ValueError" in message(s, torch.tensor([[3, 0, 1, 2]]))
+
+
+def test_an_embedding_called_by_keyword_or_on_a_cast_is_found():
+    class Keyword(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(6, 3)
+
+        def forward(self, x):
+            return self.table(input=x)
+
+    assert "nn.Embedding 'table' (6 entries)" in message(
+        make_subject(Keyword(), grid=(4,), layout="BT"), torch.zeros(1, 4, 1)
+    )
+    s = make_subject(Embedded(5, first=lambda x: x.int()), grid=(4,), vocab=9, layout="BT")
+    assert message(s, torch.tensor([[8, 0, 1, 2]])).startswith(
+        "--vocab is 9 but the nn.Embedding 'table'"
+    )
 
 
 def test_floats_fed_to_an_embedding_name_vocab():
