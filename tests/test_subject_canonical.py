@@ -415,6 +415,24 @@ def test_the_call_gives_the_model_its_own_float_copy_and_reads_its_output_back()
     assert y.tolist() == [[[1, -1], [2, -2], [3, -3], [4, -4]]]
 
 
+def test_the_input_goes_to_the_models_device():
+    class Where(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = nn.Parameter(torch.ones(()))
+            self.devices = []
+
+        def forward(self, x):
+            self.devices.append(x.device)
+            return torch.zeros(x.shape[0], 4)
+
+    model = Where()
+    s = make_subject(model, grid=(4,), layout="BT")
+    model.to("meta")  # the one other device on a CPU-only machine (make_subject refuses it)
+    assert s(torch.zeros(2, 4, 1)).shape == (2, 4, 1)
+    assert model.devices == [torch.device("meta")]
+
+
 def test_the_canonical_output_of_each_output_layout():
     s = make_subject(Scale(), grid=(4,), layout="BT->BCT")
     y = torch.arange(2 * 3 * 4.0).reshape(2, 3, 4)
@@ -461,6 +479,12 @@ def test_an_inferred_output_that_fits_nothing_is_explained():
         "(2, 8, K) or (2, K, 8))"
     )
     assert s.canonical_output(torch.zeros(3, 8), 3).shape == (3, 8, 1)
+    # a 0-d output (a loss, say) read on its own: a batch of one that it does not fit
+    s = make_subject(Scale(), grid=(8,), layout="BT")
+    assert message(s.canonical_output, torch.tensor(3.0)).startswith(
+        "the model's output has shape (), which does not fit grid (8,) (expected e.g. "
+        "(1, 8, K) or (1, K, 8))"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -502,6 +526,8 @@ def test_a_model_run_at_its_first_batch_from_then_on(broadcast):
     assert model.batches[-3:] == [2, 2, 2]  # 5 samples in slices of 2, the last one padded
     assert len(s.notes) == 1
     assert s.notes[0].startswith("the model ran on batch 2 and fails on batch 5")
+    if broadcast:  # the note says what was wrong with the output
+        assert "(BatchMismatch: the output has 2 samples, not one per input sample)" in s.notes[0]
     s.notes.append("the model ran on batch 2 and ...")  # (a copy's note: the same note)
     s(x[:1])
     assert len(s.notes) == 2 and s.first_batch == 2
