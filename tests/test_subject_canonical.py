@@ -15,6 +15,7 @@ from properties.errors import ModelError
 from properties.layout import Layout
 from properties.subject import (
     NAMED_ORDERS,
+    Subject,
     named_order,
     output_fields,
     ranks_from_order,
@@ -287,7 +288,9 @@ def test_positions_as_the_user_sees_them():
 
 
 def test_with_model_shares_everything_but_the_model():
-    s = make_subject(Scale(), grid=(4,), layout="BCT", classes=3, name="net", predicts="next")
+    s = make_subject(
+        Scale(), grid=(4,), layout="BCT", classes=3, name="net", predicts="next", order=[3, 2, 1, 0]
+    )
     s.notes.append("a note")
     other = Scale()
     copy = s.with_model(other)
@@ -296,7 +299,14 @@ def test_with_model_shares_everything_but_the_model():
     assert (copy.grid, copy.layout_in, copy.classes, copy.name, copy.predicts) == (
         (4,), Layout("BCT"), 3, "net", "next"
     )
-    assert torch.equal(copy.ranks, s.ranks)
+    assert copy.ranks.tolist() == [3, 2, 1, 0]
+
+
+def test_a_subject_built_directly_is_in_raster_order():
+    s = Subject(model=Scale(), grid=(2, 3), layout_in=Layout("BHW"))
+    assert s.ranks.tolist() == [0, 1, 2, 3, 4, 5] and s.is_raster
+    s = Subject(model=Scale(), grid=(2,), layout_in=Layout("BT"), ranks=torch.tensor([1, 0]))
+    assert s.ranks.tolist() == [1, 0] and not s.is_raster
 
 
 def test_random_inputs_follow_the_subject():
