@@ -394,7 +394,7 @@ class Subject:
                 "are out of its range)",
                 f"pass --vocab {emb.num_embeddings} (or less)",
             )
-        if not self.tokens and x_native.is_floating_point():
+        if not self.tokens:  # every caller casts non-token inputs to the model's float dtype
             return AdapterError(
                 f"the model feeds its input to the nn.Embedding {name!r} ({emb.num_embeddings} "
                 "entries): it reads tokens, but the audit gave it floats",
