@@ -159,7 +159,7 @@ def infer_output_layout(
     """
     grid_letters = input_layout.grid_letters
     candidates = [
-        input_layout.flat if input_layout.has_channels else "B" + grid_letters + "C",
+        input_layout.flat,  # without C, the same as the last candidate
         "B" + grid_letters + "C",
         "BC" + grid_letters,
         "B" + grid_letters,

@@ -214,14 +214,14 @@ class Subject:
         """A flat position as the user sees it: an int in 1D, ``[i, j]`` in 2D."""
         if len(self.grid) == 1:
             return int(flat)
-        coords = []
+        coords, flat = [], int(flat)
         for g in reversed(self.grid):
-            coords.append(int(flat) % g)
-            flat = int(flat) // g
+            flat, coord = divmod(flat, g)
+            coords.append(coord)
         return coords[::-1]
 
     def with_model(self, model) -> "Subject":
-        return replace(self, model=model, notes=self.notes)
+        return replace(self, model=model)  # every other field shared, the notes list included
 
     # -- inputs -------------------------------------------------------------------------------
     def draw_inputs(
@@ -394,7 +394,7 @@ class Subject:
                 "are out of its range)",
                 f"pass --vocab {emb.num_embeddings} (or less)",
             )
-        if not self.tokens and x_native.is_floating_point():
+        if not self.tokens:  # every caller casts non-token inputs to the model's float dtype
             return AdapterError(
                 f"the model feeds its input to the nn.Embedding {name!r} ({emb.num_embeddings} "
                 "entries): it reads tokens, but the audit gave it floats",
@@ -423,14 +423,19 @@ def _embeddings_reading(module: nn.Module, x_native: torch.Tensor) -> list:
     until the first such call, which is stopped before it runs)."""
     found = []
 
-    def pre_hook(mod, args):
-        if args and isinstance(args[0], torch.Tensor) and args[0].shape == x_native.shape:
-            if torch.equal(args[0].to(x_native.dtype), x_native):
-                found.append(mod)
-                raise _Stop
+    def pre_hook(mod, args, kwargs):
+        given = args[0] if args else kwargs["input"]  # emb(x) or emb(input=x)
+        # torch.equal is False for another shape; the cast: a model may read ids.int()
+        if torch.equal(given.to(x_native.dtype), x_native):
+            found.append(mod)
+            raise _Stop
 
     names = {m: n for n, m in module.named_modules()}
-    handles = [m.register_forward_pre_hook(pre_hook) for m in names if isinstance(m, nn.Embedding)]
+    handles = [
+        m.register_forward_pre_hook(pre_hook, with_kwargs=True)
+        for m in names
+        if isinstance(m, nn.Embedding)
+    ]
     if not handles:
         return []
     try:
