@@ -12,6 +12,7 @@ from evidence_models import shifted, taps_subject
 from torch import nn
 
 from properties import audit, gradients, make_subject, memory, plan
+from properties import progress as bars
 from properties.audit import (
     CHECKS,
     DYNAMIC,
@@ -423,3 +424,77 @@ def test_a_budgeted_audit_reports_its_budget_and_forward_cost():
     assert 0 < cov["forward_seconds"] == round(cov["forward_seconds"], 6) < 1
     assert cov["exhaustive"] is True and "budgeted" not in cov
     assert (result.mode, result.passed) == ("strict", True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Validation and progress
+
+
+class Recording(nn.Module):
+    """Causal; records each call's batch size and mode, and (``in_place``) scales its input."""
+
+    def __init__(self, in_place=False):
+        super().__init__()
+        self.calls, self.inputs, self.in_place = [], [], in_place
+
+    def forward(self, x):
+        self.calls.append((len(x), self.training))
+        self.inputs.append(x.detach().clone())
+        if self.in_place:
+            x.mul_(2)
+        return shifted(x, -1)
+
+
+def test_validation_runs_one_batch_of_two_in_inference():
+    model = Recording()
+    s = make_subject(model, grid=(8,), layout="BTC", predicts="current")
+    model.train()
+    model.calls.clear()
+    model.inputs.clear()
+    notes = []
+    sample_bytes = audit_module.validate(s, 3, notes)
+    assert model.calls == [(2, False), (2, False)] and notes == []
+    assert model.training  # the model's own mode is given back
+    x = s.draw_inputs(2, torch.Generator().manual_seed(3))
+    assert torch.allclose(model.inputs[0].double(), x.double(), atol=1e-6)
+    _, cost = memory.measure(lambda: audit_module.forward(s, x, seed=3))
+    assert sample_bytes == cost.per_copy // 2  # per sample of the batch of two
+    # with a time budget, one sample's forward pass is timed (best of two)
+    model.calls.clear()
+    timing = FixedPlan(left=10.0, forward=0.0)
+    audit_module.validate(s, 3, notes, timing)
+    assert model.calls == [(2, False), (2, False), (1, False), (1, False)]
+    assert 0 < timing.forward < 1
+
+
+def test_validation_notes_a_model_that_changes_its_input():
+    s = make_subject(Recording(in_place=True), grid=(8,), layout="BTC", predicts="current")
+    notes = []
+    audit_module.validate(s, 0, notes)
+    assert notes == [
+        "the model changes its input in place (the audit passes it a fresh copy each time)"
+    ]
+
+
+def test_progress_phases_plan_the_passes_they_run(monkeypatch):
+    log = []
+    monkeypatch.setattr(bars.Progress, "phase", lambda self, name, planned: log.append(
+        [name, planned, 0]))
+    monkeypatch.setattr(bars.Progress, "advance", lambda self, n=1: log[-1].__setitem__(
+        2, log[-1][2] + n))
+    n = 40
+    s = taps_subject("neither", n, predicts="current")
+    with bars.showing(True):
+        _gradient_evidence(s, gathered(s), False, 0)
+    probes = len(gradients.probe_positions(s.grid))
+    assert [name for name, _, _ in log] == ["map: probe rows", "map: colors"]
+    assert log[0][1] == probes
+    assert all(planned == done for _, planned, done in log), log
+    log.clear()
+    monkeypatch.setattr(audit_module, "MAX_MAP_PASSES", 0)
+    with bars.showing(True):
+        result = gathered(s)
+        _gradient_evidence(s, result, False, 0)
+    assert [name for name, _, _ in log] == ["map: probe rows", "map: sampled rows"]
+    assert log[1][1] == len(result.maps["eval"].outputs) - probes
+    assert all(planned == done for _, planned, done in log), log
