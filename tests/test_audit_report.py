@@ -432,5 +432,21 @@ def test_merge_unites_the_evidence_and_concludes_again():
     assert [(v.output, v.input, v.evidence) for v in merged.unsound] == [
         (1, 3, "gradient/eval"), (1, 3, "gradient"), (1, 3, "perturbation"),
         (4, 4, "perturbation")]
-    with pytest.raises(ValueError, match="at least one"):
+    with pytest.raises(ValueError, match="^merge needs at least one result$"):
         merge([])
+
+
+def test_merge_of_one_result_and_of_results_without_a_certificate():
+    n = 6
+    s = taps_subject("neither", n, predicts="current")
+    whole = AuditResult(s, ("causality",), False, False)
+    whole.maps = {"eval": hand_map(n, past(n))}
+    whole.evidence_notes = ["whole"]
+    merged = merge([whole])
+    assert (merged.mode, merged.causal, merged.certificate) == ("strict", True, None)
+    assert merged.maps["eval"].seen.equal(whole.maps["eval"].seen)
+    # an unsharded result is shard 0 of 1: its notes come before shard 1's
+    second = AuditResult(s, ("causality",), False, False, shard=(1, 2))
+    second.evidence_notes = ["second"]
+    merged = merge([second, whole])
+    assert merged.evidence_notes == ["whole", "second"] and merged.certificate is None
