@@ -21,7 +21,7 @@ from properties.audit import (
     _perturbation_evidence,
     stratified,
 )
-from properties.errors import AdapterError
+from properties.errors import AdapterError, ModelError
 from properties.memory import GIB, MemoryBudgetError
 
 audit_module = __import__("properties.audit", fromlist=["audit"])
@@ -158,11 +158,11 @@ def test_shards_share_one_memory_budget(monkeypatch):
     s = taps_subject("neither", 8)
     assert audit(s, shard=[1, 3], seed=4, max_examples=7, train=True, exact=True) == "result"
     assert audit(s, shard=(0, 2), memory=0.5, checks=["loss"]) == "result"
-    assert audit(s, budget=2.5) == "result"
+    assert audit(s, budget=0.5) == "result"
     assert seen == [
         (memory.DEFAULT_CAP, (1, 3), None, 4, 7, True, True, None),
         (GIB // 2, (0, 2), None, 0, None, False, False, ["loss"]),
-        (memory.default_budget(), None, 2.5, 0, None, False, False, None),
+        (memory.default_budget(), None, 0.5, 0, None, False, False, None),
     ]
 
 
@@ -498,3 +498,82 @@ def test_progress_phases_plan_the_passes_they_run(monkeypatch):
     assert [name for name, _, _ in log] == ["map: probe rows", "map: sampled rows"]
     assert log[1][1] == len(result.maps["eval"].outputs) - probes
     assert all(planned == done for _, planned, done in log), log
+
+
+# ---------------------------------------------------------------------------------------------
+# Evidence the model cannot give, and the whole audit within a budget
+
+
+class FailsOnZeros(nn.Module):
+    """Runs on random inputs, raises on the sweep's zeros; ``steps``: reads the past through a
+    threshold only (no gradient either)."""
+
+    def __init__(self, steps=False):
+        super().__init__()
+        self.steps = steps
+
+    def forward(self, x):
+        if (x == 0).any():
+            raise RuntimeError("zeros are not allowed")
+        past = shifted(x, -1)
+        return x * 0 + (past > 0).to(x.dtype) if self.steps else past
+
+
+def test_perturbations_the_model_cannot_run_leave_the_gradients_to_decide():
+    s = make_subject(FailsOnZeros(), grid=(8,), layout="BTC", predicts="current")
+    result = audit(s, checks=["causality"], max_examples=5)
+    assert (result.mode, result.causal) == ("strict", True)
+    assert result.perturbations == {}
+    assert result.coverage["perturbation"] == {"eval": "unavailable"}
+    (note,) = [n for n in result.notes if n.startswith("perturbation evidence")]
+    assert note.startswith("perturbation evidence unavailable in inference: ")
+    assert "zeros are not allowed" in note
+
+
+def test_a_model_that_gives_no_evidence_at_all_raises_its_error():
+    s = make_subject(FailsOnZeros(steps=True), grid=(8,), layout="BTC", predicts="current")
+    with pytest.raises(ModelError, match="zeros are not allowed"):
+        audit(s, checks=["causality"], max_examples=5)
+    # without the causality check the error is a note: the loss check has no rows
+    result = audit(s, checks=["loss", "receptive_field"], max_examples=5)
+    assert result.loss is None and result.coverage["perturbation"] == {"eval": "unavailable"}
+
+
+def test_the_loss_check_runs_its_sweep_in_inference_only():
+    model = Recording()
+    s = make_subject(model, grid=(8,), layout="BTC", predicts="current")
+    model.calls.clear()
+    result = audit(s, checks=["loss"], train=True, max_examples=5)
+    assert result.loss.holds
+    assert {training for _, training in model.calls} == {False}
+
+
+def test_training_mode_certificate_covers_training_mode():
+    s = taps_subject("neither", 8, predicts="current")
+    result = audit(s, checks=["causality", "certificate"], train=True, max_examples=5)
+    assert result.certificate.train is True and result.certificate.proved
+    assert (result.mode, result.passed) == ("strict", True)
+    assert 0 < result.seconds < 600
+
+
+class NoTimeLeft(plan.Plan):
+    """A budget already spent once the forward pass is measured."""
+
+    def left(self):
+        return 0.0
+
+
+def test_a_spent_budget_still_sweeps_the_first_and_last_cut(monkeypatch):
+    monkeypatch.setattr(plan, "Plan", NoTimeLeft)
+    n = 12
+    s = taps_subject("future", n, predicts="next")
+    result = audit(s, checks=["causality"], budget=0.5, max_examples=5)
+    cov = result.coverage
+    assert cov["gradient"] == {"inference": "skipped (budget)"}
+    assert (cov["budgeted"], cov["cuts_stratified"], cov["exhaustive"]) == (True, True, False)
+    assert cov["budget_seconds"] == 0.5
+    report = result.perturbations["eval"]
+    assert (report.cuts_swept, report.examples) == (2, 0)
+    assert result.maps == {}
+    # the last cut replaces x_{n-1}: a future input of output n - 3
+    assert (result.mode, result.causal) == ("none", False)
