@@ -300,6 +300,12 @@ def test_a_model_error_in_the_map_is_a_note():
     )
     assert result.evidence_notes[1].startswith("gradient evidence unavailable in inference: ")
     assert "broken after two calls" in result.evidence_notes[1]
+    assert len(calls) == 3  # one failed attempt: the model itself has no other dtype to try
+    with pytest.raises(ModelError) as info:  # the problem, as the model's error names it
+        audit_module.forward(s, s.draw_inputs(3, torch.Generator()), seed=0, grad=True)
+    assert result.evidence_notes[1] == (
+        f"gradient evidence unavailable in inference: {info.value.problem}"
+    )
     assert result.coverage == {"gradient": {"inference": "unavailable"}}
 
 
@@ -376,9 +382,10 @@ def test_the_sweep_takes_the_cuts_it_can_afford():
     n = 40
     s = taps_subject("neither", n, predicts="current")
     result = gathered(s, ("loss",))
-    # 0.55 * left - 6 noise-floor passes = 8 passes: the first, the last and 6 strata
-    left = (8 + plan.NOISE_FLOOR_PASSES) / plan.SWEEP_SHARE + 1e-6
-    _perturbation_evidence(s, result, False, 0, 5, FixedPlan(left=left))
+    # passes of half a second: 0.55 * left - 6 noise-floor passes = 8.5 passes: the first, the
+    # last and 6 strata
+    left = (8.5 + plan.NOISE_FLOOR_PASSES) * 0.5 / plan.SWEEP_SHARE
+    _perturbation_evidence(s, result, False, 0, 5, FixedPlan(left=left, forward=0.5))
     cuts = stratified(n, 6, 1)
     assert result.coverage == {
         "budgeted": True,
@@ -392,10 +399,12 @@ def test_the_sweep_takes_the_cuts_it_can_afford():
 def test_the_sweep_within_an_ample_budget_is_the_whole_sweep():
     n = 12
     s = taps_subject("future", n, predicts="next")
-    result = gathered(s, ("causality", "loss"))
-    _perturbation_evidence(s, result, False, 0, 5, FixedPlan(left=1e9, forward=1e-9))
-    assert result.coverage == {"loss_positions": {"checked": n, "total": n}}
-    assert result.perturbations["eval"].cuts_swept == n
+    for passes in (n + 0.5, 1e9):  # just room for every cut, and plenty
+        result = gathered(s, ("causality", "loss"))
+        left = (passes + plan.NOISE_FLOOR_PASSES) * 0.5 / plan.SWEEP_SHARE
+        _perturbation_evidence(s, result, False, 0, 5, FixedPlan(left=left, forward=0.5))
+        assert result.coverage == {"loss_positions": {"checked": n, "total": n}}
+        assert result.perturbations["eval"].cuts_swept == n
     result = gathered(s, ("causality",), train=True)
     _perturbation_evidence(s, result, True, 0, 5)
     assert set(result.perturbations) == {"train"} and result.losses == {}
@@ -577,3 +586,124 @@ def test_a_spent_budget_still_sweeps_the_first_and_last_cut(monkeypatch):
     assert result.maps == {}
     # the last cut replaces x_{n-1}: a future input of output n - 3
     assert (result.mode, result.causal) == ("none", False)
+
+
+# ---------------------------------------------------------------------------------------------
+# The map's plan within a budget, on a clock the test sets
+
+
+class Clock:
+    """``perf_counter`` that advances ``step`` seconds a call: the probe rows of a map of
+    ``probes`` rows then took ``step / probes`` seconds a row."""
+
+    def __init__(self, step):
+        self.now, self.step = 0.0, step
+
+    def perf_counter(self):
+        self.now += self.step
+        return self.now
+
+
+@pytest.mark.parametrize("affordable, method", [(8, "colored"), (7, "sampled"), (30, "colored")])
+def test_the_map_colours_only_when_its_passes_fit(monkeypatch, affordable, method):
+    """40 positions, 9 probe rows at one second a row, 4 colors: the colored map needs 8 more
+    passes; with 7 the map samples 5 outputs (7 less the first and the last) besides the
+    probes."""
+    n, seed = 40, 0
+    s = taps_subject("neither", n, predicts="current")
+    probes = gradients.probe_positions(s.grid)
+    monkeypatch.setattr(audit_module, "time", Clock(step=float(len(probes))))
+    result = gathered(s)
+    timing = FixedPlan(left=(affordable + 0.5) / plan.MAP_SHARE, forward=1e-9)
+    _gradient_evidence(s, result, False, seed, timing)
+    dmap = result.maps["eval"]
+    assert dmap.method == method
+    if method == "colored":
+        assert dmap.outputs.tolist() == list(range(n))
+        assert "budgeted" not in result.coverage
+    else:
+        sampled = stratified(n, affordable - 2, seed)
+        assert dmap.outputs.tolist() == sorted(set(probes.tolist()) | set(sampled))
+        assert result.coverage["budgeted"] is True
+
+
+def test_the_map_with_no_time_after_its_probes_keeps_the_probe_rows(monkeypatch):
+    n = 40
+    s = taps_subject("neither", n, predicts="current")
+    probes = gradients.probe_positions(s.grid)
+    monkeypatch.setattr(audit_module, "time", Clock(step=float(len(probes))))
+    result = gathered(s)
+    _gradient_evidence(s, result, False, 0, FixedPlan(left=1.0, forward=1e-9))
+    dmap = result.maps["eval"]
+    assert (dmap.method, dmap.outputs.tolist()) == ("sampled", probes.tolist())
+    assert result.coverage["budgeted"] is True
+    assert result.coverage["gradient"]["inference"]["outputs_mapped"] == len(probes)
+
+
+def test_budgeted_probe_rows_are_the_first_the_last_and_evenly_spread(monkeypatch):
+    n = 40
+    s = taps_subject("neither", n, predicts="current")
+    probes = gradients.probe_positions(s.grid)
+    asked = []
+    real = gradients.plain_map
+
+    def spy(subject, x, *, outputs, seed, **options):
+        asked.append(outputs.tolist())
+        return real(subject, x, outputs=outputs, seed=seed, **options)
+
+    monkeypatch.setattr(gradients, "plain_map", spy)
+    left = 5 * plan.VJP_FACTOR / plan.MAP_SHARE + 1e-6  # 5 rows of one input
+    _gradient_evidence(s, gathered(s), False, 2, FixedPlan(left=left))
+    picks = torch.tensor(stratified(len(probes), 3, 2))
+    assert asked[0] == probes[picks][:5].tolist()
+    assert asked[0][0] == 0 and asked[0][-1] == n - 1 and len(asked[0]) < len(probes)
+
+
+def test_probe_rows_that_just_fit_stay_on_three_inputs():
+    n = 40
+    s = taps_subject("neither", n, predicts="current")
+    probes = len(gradients.probe_positions(s.grid))
+    row = plan.VJP_FACTOR * 1.0
+    left = probes * 3 * row / plan.MAP_SHARE
+    assert plan.MAP_SHARE * left == probes * 3 * row  # exactly the map's share
+    result = gathered(s)
+    _gradient_evidence(s, result, False, 0, FixedPlan(left=left, forward=1.0))
+    assert result.coverage["gradient"]["inference"]["inputs"] == 3
+
+
+@pytest.mark.parametrize("below, rows", [(-1, 1), (1, 3)])
+def test_sampled_rows_go_to_one_input_above_the_big_vjp(monkeypatch, below, rows):
+    """BIG_VJP is per input: one input's VJP just above it samples rows on one input."""
+    monkeypatch.setattr(audit_module, "MAX_MAP_PASSES", 0)
+    s = taps_subject("neither", 40, predicts="current")
+    x = s.draw_inputs(3, torch.Generator().manual_seed(7))
+    per_input = gradients.vjp_bytes(s, x) // 3
+    monkeypatch.setattr(audit_module, "BIG_VJP", per_input + below)
+    result = gathered(s)
+    _gradient_evidence(s, result, False, 0)
+    assert result.maps["eval"].row_inputs == rows
+
+
+class Recording64(Recording):
+    """Recording, in float64 (the map runs on the model itself, not on a copy)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("unit", torch.ones((), dtype=torch.float64))
+
+    def forward(self, x):
+        return super().forward(x) * self.unit
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_map_runs_on_three_seeded_inputs_in_the_asked_mode(training):
+    model = Recording64()
+    s = make_subject(model, grid=(8,), layout="BTC", predicts="current")
+    model.calls.clear()
+    model.inputs.clear()
+    result = gathered(s, ("causality",))
+    _gradient_evidence(s, result, training, 5)
+    x = s.draw_inputs(3, torch.Generator().manual_seed(5 + 7))
+    assert model.inputs[0].shape[-3:] == (3, 8, 1) or model.inputs[0].shape[0] % 3 == 0
+    assert torch.equal(model.inputs[0].reshape(-1, 3, 8, 1)[0], x)
+    assert {mode for _, mode in model.calls} == {training}
