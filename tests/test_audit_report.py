@@ -172,7 +172,9 @@ def test_training_violations_are_checked_against_a_training_bound_only():
     bound only when the certificate covered training mode."""
     n = 6
     s = taps_subject("neither", n, predicts="current")
-    train_report = sweep_report({3: (4, 0.5, "future")}, "perturbation/train")
+    train_report = sweep_report(
+        {3: (4, 0.5, "future")}, "perturbation/train", batch_independent=False
+    )
     for cert_train, unsound in ((False, []), (True, [(3, 4, "future", "perturbation/train")])):
         cert = Certificate("proved", mode="strict", bound=bound_of(n, past(n)), train=cert_train)
         result = result_of(s, maps={"eval": hand_map(n, past(n))}, certificate=cert,
@@ -180,6 +182,9 @@ def test_training_violations_are_checked_against_a_training_bound_only():
         conclude(result)
         assert [(v.output, v.input, v.kind, v.evidence) for v in result.unsound] == unsound
         assert (result.mode, result.causal) == ("none", False)
+        # the soundness note goes before every other note (here the batch's)
+        assert result.notes[0].startswith(SOUNDNESS_BUG) is cert_train
+        assert "predictions depend on the other samples of the batch" in result.notes[cert_train]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -251,6 +256,21 @@ def test_a_map_without_outputs_has_no_facts():
     result = conclude(result_of(s, maps={"eval": empty}))
     assert (result.receptive_field, result.blind_spot) == (None, None)
     assert (result.mode, result.causal) == ("strict", True)
+
+
+def test_a_map_of_one_output_has_its_facts():
+    n = 6
+    s = taps_subject("neither", n, predicts="current")
+    result = conclude(result_of(s, maps={"eval": hand_map(n, {(4, 3), (4, 1)}, outputs=[4])}))
+    rf = result.receptive_field
+    assert (rf.size, rf.span, rf.position) == (2, 3, 4)
+
+
+def test_a_1d_grid_in_another_order_has_no_blind_spot_and_no_note():
+    n = 6
+    s = taps_subject("neither", n, predicts="current", order=list(range(n))[::-1])
+    result = conclude(result_of(s, checks=("blind_spot",), maps={"eval": hand_map(n, {(1, 2)})}))
+    assert (result.blind_spot, result.derived_notes) == (None, [])
 
 
 def test_receptive_field_reaching_the_border_says_so():
