@@ -707,3 +707,20 @@ def test_the_map_runs_on_three_seeded_inputs_in_the_asked_mode(training):
     assert model.inputs[0].shape[-3:] == (3, 8, 1) or model.inputs[0].shape[0] % 3 == 0
     assert torch.equal(model.inputs[0].reshape(-1, 3, 8, 1)[0], x)
     assert {mode for _, mode in model.calls} == {training}
+
+
+@pytest.mark.parametrize("step, outputs", [(10.0, [0]), (9.0, [0, 39])])
+def test_one_probe_row_and_room_for_at_most_one_more(monkeypatch, step, outputs):
+    """Time for one probe row (the first output); then the row took ``step`` seconds: with no
+    room for another the map is that row, with room for one the sample adds the last output
+    (output 0 sees x_0: its probe row is not silent)."""
+    n = 40
+    s = taps_subject("present", n, predicts="next")
+    monkeypatch.setattr(audit_module, "time", Clock(step=step))
+    result = gathered(s)
+    left = 1.5 * plan.VJP_FACTOR / plan.MAP_SHARE  # one and a half rows of one input
+    _gradient_evidence(s, result, False, 0, FixedPlan(left=left, forward=1.0))
+    dmap = result.maps["eval"]
+    assert (dmap.method, dmap.outputs.tolist()) == ("sampled", outputs)
+    assert result.coverage["budgeted"] is True
+    assert result.coverage["gradient"]["inference"]["inputs"] == 1
