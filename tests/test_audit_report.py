@@ -374,7 +374,9 @@ def test_shards_are_validated():
         with pytest.raises(AdapterError) as info:
             _checked_shard(bad)
         assert info.value.problem == f"shard {bad} is not (index, count) with 0 <= index < count"
-        assert "shard=(i, n)" in info.value.fix
+        assert info.value.fix == (
+            "pass shard=(i, n) for the i-th of n shards, e.g. from properties.testing.shards(n)"
+        )
 
 
 def test_stratified_positions():
