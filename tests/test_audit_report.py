@@ -300,6 +300,9 @@ def test_blind_spot_of_a_2d_raster_and_the_note_off_raster():
     assert (result.blind_spot.size, result.blind_spot.position) == (1, 6)
     assert result.derived_notes == []
     assert result.receptive_field is None
+    # without a map (no gradient evidence) there is no blind spot, and nothing to say of it
+    result = conclude(result_of(raster, checks=("blind_spot",)))
+    assert (result.blind_spot, result.derived_notes) == (None, [])
     other = make_subject(model, grid=(3, 3), layout="BCHW", order=list(range(n))[::-1])
     result = conclude(result_of(other, checks=("blind_spot",), maps={"eval": hand_map(n, above)}))
     assert result.blind_spot is None
