@@ -468,6 +468,7 @@ def test_validation_runs_one_batch_of_two_in_inference():
     assert torch.allclose(model.inputs[0].double(), x.double(), atol=1e-6)
     _, cost = memory.measure(lambda: audit_module.forward(s, x, seed=3))
     assert sample_bytes == cost.per_copy // 2  # per sample of the batch of two
+    assert isinstance(sample_bytes, int)  # whole bytes
     # with a time budget, one sample's forward pass is timed (best of two)
     model.calls.clear()
     timing = FixedPlan(left=10.0, forward=0.0)
@@ -724,3 +725,18 @@ def test_one_probe_row_and_room_for_at_most_one_more(monkeypatch, step, outputs)
     assert (dmap.method, dmap.outputs.tolist()) == ("sampled", outputs)
     assert result.coverage["budgeted"] is True
     assert result.coverage["gradient"]["inference"]["inputs"] == 1
+
+
+def test_the_sweep_runs_on_the_audits_seed():
+    from properties.causality import perturbation_evidence
+
+    n = 12
+    s = taps_subject("future", n, predicts="next")
+    result = gathered(s, ("causality",))
+    _perturbation_evidence(s, result, False, 3, 5)
+    direct = {
+        seed: perturbation_evidence(s, cut_list=list(range(n)), max_examples=5, seed=seed).sweep
+        for seed in (0, 3)
+    }
+    assert direct[0] != direct[3]  # the effects depend on the random inputs
+    assert result.perturbations["eval"].sweep == direct[3]
