@@ -533,7 +533,9 @@ def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timi
         probe.passes + 2 * colors <= MAX_MAP_PASSES
         and (affordable is None or 2 * colors <= affordable)
     ):
-        bars.phase("map: colors", 2 * colors)
+        # one step per color, as colored_map advances (its two weighted VJPs share a forward
+        # pass): planned as 2 * colors, the bar stopped half way
+        bars.phase("map: colors", colors)
         dmap = gradients.colored_map(subject, x, seed=seed, probe=probe, shard=shard)
     else:
         count = SAMPLED_OUTPUTS
