@@ -246,6 +246,18 @@ def test_localizing_past_the_deadline_blames_the_cut():
         assert _localize(runner, p, x1, 5) == 8
         assert _localize(runner, p, x1, 5, over=lambda: True) == 6
         assert _localize(runner, p, x1, 5, over=lambda: False) == 8
+        # the deadline passes between the search and its localizing: the search's result,
+        # the cut blamed (localizing checked the clock at positions 6, 7 and 8 before)
+        clock = Clock(room=25)
+        found = hypothesis_search(
+            Runner(subject, seed=0), "future", max_examples=25, seed=0, over=clock.over
+        )
+        assert (found[1], found[0].input) == (p, 8)
+        late = Clock(room=25, calls=clock.checks - 3)
+        found = hypothesis_search(
+            Runner(subject, seed=0), "future", max_examples=25, seed=0, over=late.over
+        )
+        assert (found[1], found[0].input) == (p, 6)
 
 
 # ---------------------------------------------------------------------------------------------
