@@ -153,6 +153,9 @@ def test_merged_shards_keep_the_first_unconfirmed_reason():
     reports.append(PerturbationReport(unconfirmed="d"))
     assert merge_reports(reports).unconfirmed == "b"
     assert merge_reports(reports[:1] + reports[2:3]).unconfirmed == ""
+    # one shard (--shard 0/1) merges to itself
+    alone = PerturbationReport(evidence="perturbation/train", unconfirmed="a", cuts_swept=3)
+    assert merge_reports([alone]) == alone
 
 
 @pytest.mark.parametrize("copies", [2, 5])
