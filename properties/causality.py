@@ -154,7 +154,7 @@ class Runner:
             x = self.subject.draw_inputs(self.pool_size, generator, integral=True)
             if self.cost is None:  # the first pass is the probe that sizes every later one
                 y, self.cost = memory.measure(lambda: self.run(x))
-                self.scale = float(y.abs().max()) if y.numel() else 0.0
+                self.scale = float(y.abs().max())
                 self.copies(cap=1)  # not even one pool fits: say so before going on
             else:
                 y = self.run(x)
@@ -163,8 +163,9 @@ class Runner:
         return self._pools[index]
 
     def copies(self, cap: int) -> int:
-        """Pools one stacked forward pass may hold within the memory budget (at most ``cap``)."""
-        self.pool(0)
+        """Pools one stacked forward pass may hold within the memory budget (at most ``cap``),
+        by the cost the first pool's pass measured (create a pool first). It does not make the
+        pool itself: the first pool asks this before it is stored, and would run twice."""
         what = f"one forward pass of {self.pool_size} sample(s)"
         return memory.copies(self.cost.per_copy, cap, what=what)
 
