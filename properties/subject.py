@@ -297,6 +297,13 @@ class Subject:
                 f"output layout {self.layout_out} and grid {self.grid}",
                 "pass the right output layout with --layout IN->OUT",
             )
+        if y.shape[-1] == 0:  # nothing to compare: every check would pass vacuously
+            raise AdapterError(
+                f"the model's output has shape {tuple(y_native.shape)}: no prediction values "
+                "at its positions",
+                "return the predictions (logits or values) per position, or select them with "
+                "--output / --forward",
+            )
         return y.reshape(y.shape[0], self.n_positions, y.shape[-1])
 
     def call_native(self, x_native: torch.Tensor) -> torch.Tensor:

@@ -284,3 +284,9 @@ def _bad():
     finally:
         sys.path.remove(str(TARGETS))
     return bad
+
+
+def test_an_output_without_prediction_values_is_said(capsys):
+    # every comparison over zero values passes: a silent "causal" would be the wrong verdict
+    line = fails([f"{BAD}:NoPredictions", "--length", "8", "--layout", "BT", *FAST], capsys)
+    assert "no prediction values" in line and "--output" in line

@@ -199,3 +199,10 @@ class WrongPolarityAttention(torch.nn.Module):
         keep = torch.tril(torch.ones(t, t, dtype=torch.bool))
         scores = (q @ k.transpose(1, 2)).masked_fill(keep, float("-inf"))  # wrong: fills keep
         return torch.softmax(scores, -1) @ v
+
+
+class NoPredictions(CausalConv):
+    """Per-position outputs with zero values each (a head sliced to nothing)."""
+
+    def forward(self, x):
+        return super().forward(x)[..., :0]
