@@ -362,3 +362,62 @@ def test_an_op_on_a_square_of_positions_is_not_blamed_for_the_future():
     assert c.mode == "none"
     ops = {f.op for f in c.forbidden if f.kind == "future"}
     assert len(ops) == 1 and "mm" in ops.pop()
+
+
+# -- an op that writes tensors and returns new ones, with no rule --------------------------------
+
+_LIB = torch.library.Library("causal_audit_test", "DEF")
+# writes ``a`` (and returns it) and ``b`` (and does not), returns a new tensor; ``x`` by keyword
+_LIB.define("stash(Tensor(a!) a, Tensor(b!) b, *, Tensor x) -> (Tensor(a!), Tensor)")
+
+
+def _stash(a, b, *, x):
+    a.copy_(x[:, :1])
+    b.copy_(x[:, -1:])  # the last position: the future of every other output
+    return a, x * 2
+
+
+_LIB.impl("stash", _stash, "CPU")
+
+
+def test_a_tensor_written_by_an_op_no_rule_describes_may_hold_any_of_its_inputs():
+    def fn(s, x):
+        a, b = torch.zeros_like(x[:, :1]), torch.zeros_like(x[:, :1])
+        _, doubled = torch.ops.causal_audit_test.stash(a, b, x=x)
+        return past(x) + b + 0 * doubled[:, :1]  # b holds x_{T-1}; doubled adds nothing new
+
+    c = cert(fn)
+    # b (written, not returned) now holds whatever x holds: every output may see every input
+    assert torch.equal(c.bound, SHIFT | columns(*range(T))), c.bound.int()
+    assert c.mode == "none" and not c.path_dependent
+    assert c.lost_precision == [
+        "causal_audit_test.stash.default in Model (Model)",  # the returned ones: the fallback
+        "causal_audit_test.stash.default (wrote a tensor no rule describes) in Model (Model)",
+    ]
+    assert {f.op for f in c.forbidden if f.kind == "future"} == {
+        "causal_audit_test.stash.default in Model (Model)"
+    }
+
+
+def test_an_op_whose_written_tensors_see_no_future_is_not_blamed():
+    def fn(s, x):
+        a, b = torch.zeros_like(x[:, :1]), torch.zeros_like(x[:, :1])
+        torch.ops.causal_audit_test.stash(a, b, x=x[:, :1])  # returns only the first position
+        return (past(x) + b).roll(1, 1)  # b holds x_0: the future of nothing, until the roll
+
+    c = cert(fn, predicts="next")
+    assert {f.op for f in c.forbidden if f.kind == "future"} == {
+        "aten.roll.default in Model (Model)"
+    }
+
+
+def test_an_op_that_writes_and_returns_passes_its_keyword_tensors_to_the_rule():
+    def fn(s, x):
+        a, b = torch.zeros_like(x[:, :1]), torch.zeros_like(x[:, :1])
+        written, doubled = torch.ops.causal_audit_test.stash(a, b, x=past(x))
+        return doubled + 0 * written  # the new tensor, from the keyword argument only
+
+    c = cert(fn)
+    # the fallback reads every tensor argument (x by keyword too); b is not used
+    assert torch.equal(c.bound, columns(*range(T - 1))), c.bound.int()
+    assert c.mode == "none"

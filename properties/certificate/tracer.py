@@ -268,7 +268,7 @@ class Tracer(TorchDispatchMode):
                 continue  # returned (ruled above), or described by the rule
             self.lost[self._where(f"{func} (wrote a tensor no rule describes)")] += 1
             self._write(w, row.reshape((1,) * w.dim() + (-1,)))
-        self._check_blame(outs, tracked)
+        self._check_blame(outs + written, tracked)
         return out
 
     def _reshaped_in_place(self, func, w: torch.Tensor, d, shape: tuple):
