@@ -421,3 +421,32 @@ def test_an_op_that_writes_and_returns_passes_its_keyword_tensors_to_the_rule():
     # the fallback reads every tensor argument (x by keyword too); b is not used
     assert torch.equal(c.bound, columns(*range(T - 1))), c.bound.int()
     assert c.mode == "none"
+
+
+def test_two_reads_into_python_reach_the_union_of_the_inputs_read():
+    def fn(s, x):  # numpy() twice: no ATen op sees either read
+        first = torch.from_numpy(x[:, 1].numpy().copy()).sum()
+        second = torch.from_numpy(x[:, 4].numpy().copy()).sum()
+        return past(x) + first + second
+
+    c = cert(fn)
+    assert c.path_dependent
+    assert torch.equal(c.bound, SHIFT | columns(1, 4)), c.bound.int()
+
+
+def test_an_op_that_brings_the_future_with_a_constant_operand_is_blamed():
+    def fn(s, x):  # cat of the shifted input with constant zeros: the cat brings the future
+        return torch.cat([x[:, 1:], torch.zeros_like(x[:, :1])], 1) * 2
+
+    c = cert(fn, predicts="next")
+    assert {f.op for f in c.forbidden if f.kind == "future"} == {
+        "aten.cat.default in Model (Model)"
+    }
+
+
+def test_the_future_is_blamed_on_a_grid_of_two_positions():
+    c = cert(lambda s, x: x.roll(-1, 1) * 2, grid=(2,), predicts="next")
+    assert c.mode == "none"
+    assert {f.op for f in c.forbidden if f.kind == "future"} == {
+        "aten.roll.default in Model (Model)"
+    }
