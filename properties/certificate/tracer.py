@@ -211,7 +211,7 @@ class Tracer(TorchDispatchMode):
             out = func(*args, **kwargs)
             if tracked:
                 self.path_dependent = True
-                row = torch.stack([everything(self.deps(x)) for x in tracked]).any(0)
+                row = self._union_row(tracked)
                 self.escaped = row if self.escaped is None else self.escaped | row
             return out
         if not tracked:  # (a written tensor is an input too: a tracked one is in ``tracked``)
@@ -240,14 +240,23 @@ class Tracer(TorchDispatchMode):
                     self._set(o, new[0] if len(new) == 1 else None)
             self._check_blame(written, tracked)
             return out
+        out, outs = self._run_and_rule(func, args, kwargs)
+        self._check_blame(outs, tracked)
+        return out
+
+    def _run_and_rule(self, func, args, kwargs):
+        """Run ``func`` and give each tensor it returns the summary its rule says."""
         out = func(*args, **kwargs)
         outs = _tensors(out)
         new = self._apply(func, args, kwargs, outs)
         for o, d in zip(outs, new, strict=True):
             self._register(o)
             self._set(o, d)
-        self._check_blame(outs, tracked)
-        return out
+        return out, outs
+
+    def _union_row(self, tensors):
+        """Every input any of ``tensors`` depends on, as one ``(N,)`` row."""
+        return torch.stack([everything(self.deps(x)) for x in tensors]).any(0)
 
     def _writes_and_returns(self, func, args, kwargs, written, tracked):
         """An op that writes tensors in place *and* returns new ones (``_native_batch_norm_legit``
@@ -255,14 +264,8 @@ class Tracer(TorchDispatchMode):
         tensor the rule said nothing of (by :meth:`assume`) may now hold anything its inputs
         depend on."""
         self.assumed = []
-        out = func(*args, **kwargs)
-        outs = _tensors(out)
-        new = self._apply(func, args, kwargs, outs)
-        for o, d in zip(outs, new, strict=True):
-            self._register(o)
-            self._set(o, d)
-        rows = [everything(self.deps(x)) for x in tracked]
-        row = torch.stack([r for r in rows if r is not None]).any(0)
+        out, outs = self._run_and_rule(func, args, kwargs)
+        row = self._union_row(tracked)
         for w in written:
             if any(w is o for o in outs + self.assumed):
                 continue  # returned (ruled above), or described by the rule
