@@ -17,8 +17,8 @@ import time
 
 import torch
 
-from properties.audit import audit
-from properties.zoo import names, zoo_subject
+from properties.auditing.gather import audit
+from properties.extra.zoo import names, zoo_subject
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -68,10 +68,10 @@ def gpt2_row() -> dict:
 
 
 def versus_gradients(name: str, grid) -> dict:
-    from properties import gradients
-    from properties.certificate import certify
-    from properties.running import float64_copy
-    from properties.zoo import zoo_subject
+    from properties.evidence import gradients
+    from properties.evidence.certificate import certify
+    from properties.extra.zoo import zoo_subject
+    from properties.subject.calls import float64_copy
 
     subject = zoo_subject(name, grid)
     certify(zoo_subject("nettoy1d"))  # one-time imports of the dispatch machinery

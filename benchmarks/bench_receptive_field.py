@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from properties.gradients import DifferentiableInput, colored_map, random_directions
-from properties.running import float64_copy
-from properties.zoo import zoo_subject
+from properties.evidence.gradients import DifferentiableInput, colored_map, random_directions
+from properties.extra.zoo import zoo_subject
+from properties.subject.calls import float64_copy
 
 
 def loop_map(subject, inputs, seed=0):

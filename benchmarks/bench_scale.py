@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 import hf_models  # noqa: E402
 
-from properties.report import coverage_line  # noqa: E402
+from properties.output.report import coverage_line  # noqa: E402
 
 TARGETS = {"gpt2_small": 50257, "llama_small": 1000}
 CASES = [

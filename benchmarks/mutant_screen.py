@@ -9,7 +9,7 @@ counts a timeout). A mutant killed here is killed; one reported as surviving may
 by a test outside the files given, which only mutmut's own run tells. Equivalent mutants
 (docs/mutation-equivalent.md) are counted apart.
 
-    python benchmarks/mutant_screen.py "properties.gradients.x_colored_map__*" \\
+    python benchmarks/mutant_screen.py "properties.evidence.gradients.x_colored_map__*" \\
         --tests tests/test_gradient_map_paths.py
 """
 
@@ -34,7 +34,7 @@ class Timeout(Exception):
 
 
 def regenerate(workdir: Path, modules: set[str]) -> dict[str, list[str]]:
-    """Fresh mutants of ``modules`` (``properties.facts``) in ``workdir``; their names."""
+    """Fresh mutants of ``modules`` (``properties.evidence.facts``) in ``workdir``; their names."""
     from mutmut.mutation.file_mutation import mutate_file_contents
 
     names = {}

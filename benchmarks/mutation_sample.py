@@ -32,7 +32,7 @@ def main(argv=None) -> int:
         action="append",
         default=[],
         metavar="MODULE=N",
-        help="another sample size for one module, e.g. properties.facts=50",
+        help="another sample size for one module, e.g. properties.evidence.facts=50",
     )
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)

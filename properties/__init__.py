@@ -19,55 +19,50 @@ The names below are imported on first use, not with the package: pytest imports
 """
 
 import importlib
-import sys
-import types
 
-from .errors import AdapterError, AuditError, TargetError
+from properties.errors import AdapterError, AuditError, TargetError
 
-# Public name -> the submodule that defines it.
+# Public name -> the module that defines it.
 _EXPORTS = {
-    "CHECKS": "audit",
-    "AuditResult": "audit",
-    "audit": "audit",
-    "Violation": "causality",
-    "DependencyMap": "gradients",
-    "dependency_map": "gradients",
-    "explain": "report",
-    "render_text": "report",
-    "to_dict": "report",
-    "Subject": "subject",
-    "make_subject": "subject",
-    "assert_causal": "testing",
-    "Certificate": "certificate",
-    "certify": "certificate",
+    "CHECKS": "properties.auditing.gather",
+    "AuditResult": "properties.auditing.gather",
+    "audit": "properties.auditing.gather",
+    "merge": "properties.auditing.gather",
+    "Violation": "properties.verdict",
+    "DependencyMap": "properties.evidence.gradients",
+    "dependency_map": "properties.evidence.gradients",
+    "explain": "properties.output.report",
+    "render_text": "properties.output.report",
+    "to_dict": "properties.output.report",
+    "Subject": "properties.subject.canonical",
+    "make_subject": "properties.subject.canonical",
+    "assert_causal": "properties.testing",
+    "Certificate": "properties.evidence.certificate",
+    "certify": "properties.evidence.certificate",
 }
+# The rooms and the public modules, loaded on first use as attributes of the package.
 _SUBMODULES = (
-    "architectures",
-    "causality",
-    "certificate",
+    "auditing",
     "cli",
-    "facts",
-    "gradients",
-    "layout",
-    "loss",
-    "perturbations",
-    "pictures",
+    "errors",
+    "evidence",
+    "extra",
+    "output",
     "plugin",
-    "report",
-    "running",
+    "progress",
     "strategies",
     "subject",
     "target",
     "testing",
-    "zoo",
+    "verdict",
 )
 
 
 def __getattr__(name: str):
     if name in _EXPORTS:
-        value = getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
     elif name in _SUBMODULES:
-        value = importlib.import_module(f".{name}", __name__)
+        value = importlib.import_module(f"{__name__}.{name}")
     else:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     globals()[name] = value
@@ -76,20 +71,6 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
-
-
-class _Package(types.ModuleType):
-    """``properties.audit`` is the function, as it was when this file imported it eagerly: the
-    import system binds a submodule to its package's attribute when it first loads it, and the
-    submodule ``properties.audit`` would otherwise hide the function of the same name."""
-
-    def __setattr__(self, name, value):
-        if name == "audit" and isinstance(value, types.ModuleType):
-            value = value.audit
-        super().__setattr__(name, value)
-
-
-sys.modules[__name__].__class__ = _Package
 
 
 def audit_model(
@@ -110,8 +91,8 @@ def audit_model(
     """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check,
     the certificate up to 1024 positions; ``memory`` GB, ``budget`` seconds and ``progress`` as
     in :func:`audit`)."""
-    from .audit import audit
-    from .subject import make_subject
+    from properties.auditing.gather import audit
+    from properties.subject.canonical import make_subject
 
     subject = make_subject(model, grid=grid, **subject_options)
     return audit(
@@ -145,6 +126,7 @@ __all__ = [
     "dependency_map",
     "explain",
     "make_subject",
+    "merge",
     "render_text",
     "to_dict",
 ]

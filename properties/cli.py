@@ -14,11 +14,17 @@ from collections.abc import Sequence
 
 import torch
 
-from .audit import CHECKS, audit
-from .errors import AuditError, TargetError, describe
-from .report import dumps, render_table, render_text, to_dict
-from .subject import CONVENTIONS, NAMED_ORDERS, make_subject
-from .target import build_model, import_source, load_target, resolve_attribute, split_target
+from properties.auditing.gather import CHECKS, audit
+from properties.errors import AuditError, TargetError, describe
+from properties.output.report import dumps, render_table, render_text, to_dict
+from properties.subject.canonical import CONVENTIONS, NAMED_ORDERS, make_subject
+from properties.target import (
+    build_model,
+    import_source,
+    load_target,
+    resolve_attribute,
+    split_target,
+)
 
 PROG = "python -m properties"
 
@@ -291,7 +297,7 @@ def _forward(spec: str | None):
 
 
 def run_one(args, target: str) -> tuple[dict, str]:
-    from . import zoo
+    from properties.extra import zoo
 
     declared = None
     if target.startswith("zoo:"):
@@ -320,12 +326,13 @@ def run_one(args, target: str) -> tuple[dict, str]:
     data = to_dict(result, target, declared, full=args.json_full)
     paths = None
     if args.pictures:
-        from . import pictures
+        from properties.output import pictures
 
         paths = [str(p) for p in pictures.draw(result, args.pictures, target=target)]
         data["pictures"] = paths
     if args.shard is not None:
-        from . import evidence, memory
+        from properties.auditing import shard_file as evidence
+        from properties.subject import memory
 
         with memory.limited(args.memory or memory.DEFAULT_CAP / memory.GIB):
             data["shard_evidence"] = evidence.dump(result, memory.budget())
@@ -333,10 +340,10 @@ def run_one(args, target: str) -> tuple[dict, str]:
 
 
 def command_audit(args) -> int:
-    from . import zoo
+    from properties.extra import zoo
 
     if args.pictures:  # before minutes of auditing, not after
-        from .pictures import require_matplotlib
+        from properties.output.pictures import require_matplotlib
 
         require_matplotlib()
     if args.target == "zoo":
@@ -360,8 +367,9 @@ def command_audit(args) -> int:
 
 def command_merge(args) -> int:
     """Merge shards' --json files: the unsharded audit's report and exit code."""
-    from . import evidence, zoo
-    from .audit import merge
+    from properties.auditing import shard_file as evidence
+    from properties.auditing.gather import merge
+    from properties.extra import zoo
 
     parts, targets, memories = [], set(), set()
     for path in args.parts:

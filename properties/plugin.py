@@ -37,7 +37,7 @@ def pytest_addoption(parser):
 
 
 def pytest_configure(config):
-    from . import testing
+    from properties import testing
 
     config.addinivalue_line(
         "markers",
@@ -51,7 +51,7 @@ def pytest_configure(config):
 
 
 def pytest_unconfigure(config):
-    from . import testing
+    from properties import testing
 
     previous = config.stash.get(_previous_defaults, None)
     if previous is not None:  # a session inside a session (pytester) restores the outer's
@@ -78,7 +78,7 @@ def marker_options(node) -> dict:
 def causal_audit(request):
     """``assert_causal`` with this test's ``@pytest.mark.causal(...)`` keywords applied and the
     run's ``--causal-train`` / ``--causal-exact`` defaults; returns the audit result."""
-    from .testing import assert_causal
+    from properties.testing import assert_causal
 
     defaults = marker_options(request.node)
 

@@ -1,6 +1,6 @@
 """Turning a TARGET string into a model.
 
-- ``zoo`` / ``zoo:NAME``: the built-in models (handled by :mod:`properties.zoo`);
+- ``zoo`` / ``zoo:NAME``: the built-in models (handled by :mod:`properties.extra.zoo`);
 - ``package.module:attr`` (importable) or ``path/to/file.py:attr``;
 - ``attr`` (dotted allowed) names an ``nn.Module``, an ``nn.Module`` subclass (built with no
   arguments) or a zero-argument callable that returns a module.
@@ -17,7 +17,7 @@ from types import ModuleType
 
 from torch import nn
 
-from .errors import TargetError, describe
+from properties.errors import TargetError, describe
 
 
 def split_target(target: str) -> tuple[str, str]:

@@ -11,7 +11,8 @@
 On failure it raises an ``AssertionError`` that reads like ``torch.testing.assert_close``'s: one
 sentence naming the prediction that moved, by how much, under which replacement, and the likely
 bug; then the mode, the number of violations, Hypothesis' minimal counterexample and the evidence.
-On success it returns the :class:`~properties.audit.AuditResult`, to assert on receptive fields.
+On success it returns the :class:`~properties.auditing.gather.AuditResult`, to assert on receptive
+fields.
 
 Defaults for the whole run come from the pytest plugin (``--causal-train``, ``--causal-exact``;
 see :mod:`properties.plugin`). The plugin imports this module at startup, so it imports nothing
@@ -66,11 +67,11 @@ def assert_causal(
     ``budget``: seconds the audit may take (it then covers what fits, and ``result.coverage``
     says what).
 
-    Returns the :class:`~properties.audit.AuditResult` when the model passes.
+    Returns the :class:`~properties.auditing.gather.AuditResult` when the model passes.
     """
     __tracebackhide__ = True
-    from . import audit_model
-    from .report import failure_summary
+    from properties import audit_model
+    from properties.output.report import failure_summary
 
     if prove:
         checks = ("certificate",) if checks is None else tuple({*checks, "certificate"})
@@ -109,7 +110,7 @@ def shards(count: int) -> list:
     positions (shard 0 also runs the search for future leaks, shard 1 the one for the present);
     xdist spreads the shards over workers.
     The shards together run exactly the forward passes of the whole audit, and
-    :func:`properties.audit.merge` turns their results into the whole audit's result.
+    :func:`properties.auditing.gather.merge` turns their results into the whole audit's result.
     """
     import pytest
 

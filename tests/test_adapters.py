@@ -15,7 +15,7 @@ import torch
 
 import properties
 from properties import AdapterError, cli, explain
-from properties.subject import make_subject
+from properties.subject.canonical import make_subject
 
 TARGETS = Path(__file__).parent / "targets"
 sys.path.insert(0, str(TARGETS))

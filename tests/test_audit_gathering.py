@@ -11,9 +11,10 @@ import torch.nn.functional as F
 from evidence_models import shifted, taps_subject
 from torch import nn
 
-from properties import audit, gradients, make_subject, memory, plan
+from properties import audit, make_subject
 from properties import progress as bars
-from properties.audit import (
+from properties.auditing import time_budget as plan
+from properties.auditing.gather import (
     CHECKS,
     DYNAMIC,
     AuditResult,
@@ -22,9 +23,11 @@ from properties.audit import (
     stratified,
 )
 from properties.errors import AdapterError, ModelError
-from properties.memory import GIB, MemoryBudgetError
+from properties.evidence import gradients
+from properties.subject import memory
+from properties.subject.memory import GIB, MemoryBudgetError
 
-audit_module = __import__("properties.audit", fromlist=["audit"])
+audit_module = __import__("properties.auditing.gather", fromlist=["audit"])
 
 
 class FixedPlan(plan.Plan):
@@ -728,7 +731,7 @@ def test_one_probe_row_and_room_for_at_most_one_more(monkeypatch, step, outputs)
 
 
 def test_the_sweep_runs_on_the_audits_seed():
-    from properties.causality import perturbation_evidence
+    from properties.evidence.perturbation import perturbation_evidence
 
     n = 12
     s = taps_subject("future", n, predicts="next")

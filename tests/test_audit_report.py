@@ -8,8 +8,7 @@ import pytest
 import torch
 from evidence_models import taps_subject
 
-from properties import facts
-from properties.audit import (
+from properties.auditing.gather import (
     CHECKS,
     DYNAMIC,
     SOUNDNESS_BUG,
@@ -23,11 +22,12 @@ from properties.audit import (
     soundness_note,
     stratified,
 )
-from properties.causality import PerturbationReport
-from properties.certificate import Certificate
 from properties.errors import AdapterError
-from properties.gradients import DependencyMap
-from properties.loss import LossEquivalence
+from properties.evidence import facts
+from properties.evidence.certificate import Certificate
+from properties.evidence.gradients import DependencyMap
+from properties.evidence.loss import LossEquivalence
+from properties.evidence.perturbation import PerturbationReport
 
 
 def hand_map(n, pairs, outputs=None):

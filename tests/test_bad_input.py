@@ -15,7 +15,7 @@ import torch
 
 import properties
 from properties import AdapterError, cli
-from properties.layout import parse_layout_pair
+from properties.subject.layout import parse_layout_pair
 
 TARGETS = Path(__file__).parent / "targets"
 BAD = f"{TARGETS}/bad.py"

@@ -11,10 +11,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from causal.layers import shift_right
-from properties import make_subject, zoo
-from properties.architectures import Architecture
-from properties.certificate import certify
-from properties.report import failure_summary
+from properties import make_subject
+from properties.evidence.certificate import certify
+from properties.extra import zoo
+from properties.extra.architectures import Architecture
+from properties.output.report import failure_summary
 
 sys.path.insert(0, str(Path(__file__).parent / "targets"))
 
@@ -269,7 +270,7 @@ def test_the_audit_fails_loudly_when_the_bound_misses_a_dependency(monkeypatch):
     """Positive control of the cross-check: a deliberately unsound rule (convolutions
     depend on nothing) must be caught by the gradients and perturbations."""
     from properties import audit
-    from properties.certificate import rules
+    from properties.evidence.certificate import rules
 
     unsound = {op: (lambda ctx, args, kwargs, outs: [None] * len(outs))
                for op in (torch.ops.aten.convolution.default,)}

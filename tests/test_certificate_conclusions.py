@@ -1,16 +1,17 @@
-"""What :func:`properties.certificate.certify` concludes from a bound: the mode, the verdict for
-each convention, the forbidden pairs it lists (ordered by generation rank, capped, the first
-future never lost to the cap), the op blamed for the future, the reasons, the union of the
+"""What :func:`properties.evidence.certificate.certify` concludes from a bound: the mode, the
+verdict for each convention, the forbidden pairs it lists (ordered by generation rank, capped, the
+first future never lost to the cap), the op blamed for the future, the reasons, the union of the
 inference and training paths, and the certificate's own checks of measured maps against it."""
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from properties import certificate, make_subject
-from properties.causality import Violation
-from properties.certificate import Certificate, Forbidden, certify
+from properties import make_subject
 from properties.errors import ModelError
+from properties.evidence import certificate
+from properties.evidence.certificate import Certificate, Forbidden, certify
+from properties.verdict import Violation
 
 T = 6
 

@@ -5,7 +5,7 @@ dependency (an unsound bound); one too large loses a proof."""
 
 import torch
 
-from properties.certificate import deps
+from properties.evidence.certificate import deps
 
 N = 5
 

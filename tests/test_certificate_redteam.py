@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from properties import make_subject
-from properties.certificate import certify
+from properties.evidence.certificate import certify
 
 T, C, V = 6, 2, 7
 VALUES = [0.0, 1.0, -1.0, 3.7, -250.0, 1e4, -1e4, 0.01]

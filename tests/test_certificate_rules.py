@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-from properties.certificate.deps import expanded
-from properties.certificate.tracer import Tracer
+from properties.evidence.certificate.deps import expanded
+from properties.evidence.certificate.tracer import Tracer
 
 aten = torch.ops.aten
 VALUES = (0.0, 1.0, -1.0, 3.7, -250.0, 1e4, -1e4)
@@ -787,7 +787,7 @@ def test_efficient_attention_is_ruled_like_flash_attention():
 
 def test_the_fallback_gives_constants_for_constants_and_everything_otherwise():
     """An op without a rule: each output element may depend on all that any input does."""
-    from properties.certificate.rules import fallback
+    from properties.evidence.certificate.rules import fallback
 
     tracer = Tracer(3, (3,), torch.arange(3), {}, False)
     x, c = torch.zeros(2), torch.ones(2)
@@ -802,8 +802,8 @@ def test_the_fallback_gives_constants_for_constants_and_everything_otherwise():
 def test_a_registered_rule_is_the_one_the_tracer_uses(monkeypatch):
     """``rule(op)`` registers a function for an op (here a precise rule for ``sort`` along
     a row, which has none): the tracer then applies it instead of the fallback."""
-    from properties.certificate import rules
-    from properties.certificate.rules import base
+    from properties.evidence.certificate import rules
+    from properties.evidence.certificate.rules import base
 
     monkeypatch.setattr(base, "RULES", dict(base.RULES))
     monkeypatch.setattr(rules, "RULES", base.RULES)

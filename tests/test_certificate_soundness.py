@@ -10,9 +10,11 @@ import pytest
 import torch
 from hypothesis import given
 
-from properties import audit, facts, gradients, make_subject, strategies, zoo
-from properties.certificate import certify
-from properties.running import float64_copy
+from properties import audit, make_subject, strategies
+from properties.evidence import facts, gradients
+from properties.evidence.certificate import certify
+from properties.extra import zoo
+from properties.subject.calls import float64_copy
 
 sys.path.insert(0, str(Path(__file__).parent / "targets"))
 

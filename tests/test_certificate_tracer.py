@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from properties import make_subject
-from properties.certificate import certify, rules
+from properties.evidence.certificate import certify, rules
 
 T = 6
 aten = torch.ops.aten

@@ -9,10 +9,9 @@ from evidence_models import CASES, MODES, expected_pairs, expected_sweep, shifte
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 
-from properties import audit, facts, make_subject, strategies
-from properties.architectures import Architecture, PlantedLeak
-from properties.causality import Runner, hypothesis_search, perturbation_evidence, sweep
-from properties.gradients import (
+from properties import audit, make_subject, strategies, verdict
+from properties.evidence import facts
+from properties.evidence.gradients import (
     GradientUnavailable,
     colored_map,
     dependency_map,
@@ -21,7 +20,9 @@ from properties.gradients import (
     merge_maps,
     plain_map,
 )
-from properties.running import float64_copy, model_mode
+from properties.evidence.perturbation import Runner, hypothesis_search, perturbation_evidence, sweep
+from properties.extra.architectures import Architecture, PlantedLeak
+from properties.subject.calls import float64_copy, model_mode
 
 LENGTH = 12
 
@@ -67,7 +68,7 @@ def test_gradient_facts_alone(case):
     for v in violations:
         assert v.kind == ("present" if v.output == v.input else "future")
         assert v.evidence == "gradient" and v.effect > 0
-    assert facts.mode_of(violations) == MODES[case]
+    assert verdict.mode_of(violations) == MODES[case]
 
 
 def test_gradient_facts_list_in_rank_order():
@@ -92,7 +93,7 @@ def test_sweep_alone(case, training):
     assert report.evidence == ("perturbation/train" if training else "perturbation")
     assert report.cuts_swept == LENGTH
     violations = report.violations(taps_subject(case, LENGTH))
-    assert facts.mode_of(violations) == MODES[case]
+    assert verdict.mode_of(violations) == MODES[case]
     # a violation names the first replaced position as its input, in output rank order
     assert [(v.output, v.input) for v in violations] == sorted(
         (t, c) for t, (c, _) in expected_sweep(case, LENGTH).items()
@@ -249,21 +250,21 @@ def test_a_perturbation_that_makes_nan_is_a_change():
 def test_each_evidence_alone_finds_the_planted_mode(arch):
     subject = make_subject(arch.build(), grid=arch.grid, layout=arch.layout)
     expected = arch.expected_mode
-    assert facts.mode_of(gradient_facts(subject)[0]) == expected
+    assert verdict.mode_of(gradient_facts(subject)[0]) == expected
     report = sweep_alone(subject)
-    assert facts.mode_of(report.violations(subject)) == expected
+    assert verdict.mode_of(report.violations(subject)) == expected
     # the search alone finds the leak's kind (its negative controls: test_search_alone)
     found, _, _ = search_alone(subject, "future" if expected == "none" else "present")
-    assert found is not None and facts.mode_of([found]) == expected
+    assert found is not None and verdict.mode_of([found]) == expected
 
 
 @given(strategies.planted_bugs(dims=(1,), bugs=("batchnorm_over_time",)))
 def test_training_mode_leak_each_evidence_alone(arch):
     subject = make_subject(arch.build(), grid=arch.grid, layout=arch.layout)
-    assert facts.mode_of(gradient_facts(subject, training=True)[0]) == "none"
-    assert facts.mode_of(sweep_alone(subject, training=True).violations(subject)) == "none"
-    assert facts.mode_of(sweep_alone(subject).violations(subject)) == "strict"
-    assert facts.mode_of(gradient_facts(subject)[0]) == "strict"
+    assert verdict.mode_of(gradient_facts(subject, training=True)[0]) == "none"
+    assert verdict.mode_of(sweep_alone(subject, training=True).violations(subject)) == "none"
+    assert verdict.mode_of(sweep_alone(subject).violations(subject)) == "strict"
+    assert verdict.mode_of(gradient_facts(subject)[0]) == "strict"
 
 
 # ---------------------------------------------------------------------------------------------

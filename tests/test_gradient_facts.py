@@ -5,8 +5,9 @@ fields, blind spots and rank extremes, for raster and non-raster orders."""
 import torch
 from torch import nn
 
-from properties import facts, make_subject
-from properties.gradients import DependencyMap
+from properties import make_subject
+from properties.evidence import facts
+from properties.evidence.gradients import DependencyMap
 
 
 def hand_map(subject, pairs, rows=None):

@@ -12,8 +12,9 @@ import torch
 from evidence_models import shifted, taps_subject
 from torch import nn
 
-from properties import gradients, make_subject, memory, progress
-from properties.gradients import (
+from properties import make_subject, progress
+from properties.evidence import gradients
+from properties.evidence.gradients import (
     DependencyMap,
     DifferentiableInput,
     GradientUnavailable,
@@ -26,6 +27,7 @@ from properties.gradients import (
     plain_map_around,
     probe_positions,
 )
+from properties.subject import memory
 
 
 def pairs_of(dmap):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from properties import AdapterError
-from properties.layout import (
+from properties.subject.layout import (
     KNOWN_EXAMPLES,
     Layout,
     default_layout,

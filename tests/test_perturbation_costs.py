@@ -10,9 +10,11 @@ import torch
 from evidence_models import expected_sweep, shifted, taps_subject
 from torch import nn
 
-from properties import causality, make_subject, memory, plan
+from properties import make_subject
 from properties import progress as bars
-from properties.causality import (
+from properties.auditing import time_budget as plan
+from properties.evidence import perturbation as causality
+from properties.evidence.perturbation import (
     PerturbationReport,
     Runner,
     _changes,
@@ -22,7 +24,8 @@ from properties.causality import (
     merge_reports,
     perturbation_evidence,
 )
-from properties.running import model_mode
+from properties.subject import memory
+from properties.subject.calls import model_mode
 
 N = 12
 
@@ -176,8 +179,9 @@ def test_stacked_outputs_are_compared_one_copy_at_a_time(copies):
 
 
 class Clock:
-    """A stand-in for :class:`properties.plan.Plan`: a forward pass of ``forward`` seconds, room
-    for ``room`` examples, and a deadline passed after ``calls`` checks (never: None)."""
+    """A stand-in for :class:`properties.auditing.time_budget.Plan`: a forward pass of
+    ``forward`` seconds, room for ``room`` examples, and a deadline passed after ``calls``
+    checks (never: None). What a search affords is the real plan's arithmetic over these."""
 
     forward = 0.25
 
@@ -187,6 +191,8 @@ class Clock:
     def affordable(self, share, cost):
         self.asked.append((share, cost))
         return self.room
+
+    search_examples = plan.Plan.search_examples
 
     def over(self):
         self.checks += 1

@@ -6,10 +6,11 @@ import sys
 import numpy as np
 import pytest
 
-from properties import audit_model, cli, pictures
-from properties.architectures import Architecture
+from properties import audit_model, cli
 from properties.errors import AuditError
-from properties.pictures import FUTURE, GAP, LEAK, PAST, PRESENT, SEEN
+from properties.extra.architectures import Architecture
+from properties.output import pictures
+from properties.output.pictures import FUTURE, GAP, LEAK, PAST, PRESENT, SEEN
 
 pytest.importorskip("matplotlib")
 
@@ -94,7 +95,7 @@ def test_file_stems_come_from_the_target():
 
 
 MODEL_FILE = """
-from properties.architectures import Architecture
+from properties.extra.architectures import Architecture
 model = Architecture(1, (2, 2), (2, 4)).build()
 """
 

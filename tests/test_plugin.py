@@ -10,8 +10,8 @@ import pytest
 
 # runpytest_inprocess forgets, after each run, the modules first imported during it; the harness
 # must then be imported out here, once, or each run would get its own copy of the Subject class.
-import properties.architectures  # noqa: F401
-import properties.report  # noqa: F401  (imports audit, subject, causality, strategies...)
+import properties.extra.architectures  # noqa: F401
+import properties.output.report  # noqa: F401  (imports audit, subject, causality, strategies...)
 import properties.testing  # noqa: F401
 
 pytest_plugins = ["pytester"]
@@ -41,7 +41,7 @@ class MyWaveNet(nn.Module):
 
 # Small nets from the harness's own controls; each audit takes about a second.
 NETS = """
-from properties.architectures import Architecture
+from properties.extra.architectures import Architecture
 
 
 def net(bug=None):
@@ -241,7 +241,7 @@ def test_the_marker_is_registered(pytester):
 
 def test_assert_causal_prove_needs_a_proof():
     from properties import assert_causal
-    from properties.architectures import Architecture
+    from properties.extra.architectures import Architecture
 
     arch = Architecture(1, (2, 2), (1, 2), seed=1)
     result = assert_causal(arch.build(), grid=arch.grid, layout=arch.layout, prove=True)

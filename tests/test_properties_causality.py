@@ -6,9 +6,9 @@ import torch
 from torch import nn
 
 from properties import audit, make_subject
-from properties.architectures import Architecture, PlantedLeak
-from properties.causality import Runner, hypothesis_search
-from properties.running import model_mode
+from properties.evidence.perturbation import Runner, hypothesis_search
+from properties.extra.architectures import Architecture, PlantedLeak
+from properties.subject.calls import model_mode
 
 GRID = (24,)
 

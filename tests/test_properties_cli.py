@@ -110,7 +110,7 @@ def test_usage_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
 
 
 def test_zoo_runs_every_model_and_prints_a_table(tmp_path, capsys, monkeypatch):
-    from properties import zoo
+    from properties.extra import zoo
 
     monkeypatch.setattr(zoo, "names", lambda: ["nettoy1d", "nettoy1d_dilated"])
     code, data, captured = run(["zoo", "--checks", "causality,receptive_field"], tmp_path, capsys)

@@ -6,16 +6,16 @@ import torch
 from hypothesis import given
 
 from properties import make_subject, strategies
-from properties.architectures import Architecture, PlantedLeak
-from properties.gradients import (
+from properties.evidence.gradients import (
     GradientUnavailable,
     colored_map,
     dependency_map,
     plain_map,
     probe_positions,
 )
-from properties.running import float64_copy
-from properties.zoo import zoo_subject
+from properties.extra.architectures import Architecture, PlantedLeak
+from properties.extra.zoo import zoo_subject
+from properties.subject.calls import float64_copy
 
 
 def both_maps(subject, seed=0):

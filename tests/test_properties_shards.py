@@ -6,11 +6,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from properties import assert_causal, audit, make_subject, strategies
-from properties.architectures import Architecture, PlantedLeak
-from properties.audit import merge
-from properties.report import to_dict
+from properties.auditing.gather import merge
+from properties.extra.architectures import Architecture, PlantedLeak
+from properties.extra.zoo import zoo_subject
+from properties.output.report import to_dict
 from properties.testing import shards
-from properties.zoo import zoo_subject
 
 
 def report(result):

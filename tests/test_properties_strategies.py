@@ -8,8 +8,8 @@ from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
 
 from properties import audit, make_subject, strategies
-from properties.architectures import Architecture
-from properties.perturbations import apply
+from properties.evidence.replacements import apply
+from properties.extra.architectures import Architecture
 
 
 def subject_of(arch, **options):

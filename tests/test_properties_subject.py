@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from properties import AdapterError, make_subject
-from properties.layout import Layout, infer_output_layout, parse_layout_pair
-from properties.subject import ranks_from_order, select_output
+from properties.subject.canonical import ranks_from_order, select_output
+from properties.subject.layout import Layout, infer_output_layout, parse_layout_pair
 
 
 class Echo(nn.Module):

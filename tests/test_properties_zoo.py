@@ -7,7 +7,7 @@ receptive field), to keep the suite fast; the CLI's zoo run uses the default gri
 import pytest
 
 from properties import audit
-from properties.zoo import compare, declared_facts, zoo_subject
+from properties.extra.zoo import compare, declared_facts, zoo_subject
 
 GRIDS = {
     "nettoy1d": (24,),

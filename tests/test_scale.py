@@ -8,12 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from properties import audit, cli, make_subject, memory, plan
+from properties import audit, cli, make_subject
 from properties import progress as bars
-from properties.architectures import Architecture, PlantedLeak
-from properties.causality import Runner, chunk_copies
+from properties.auditing import time_budget as plan
 from properties.errors import AdapterError
-from properties.report import coverage_line, render_text, to_dict
+from properties.evidence.perturbation import Runner, chunk_copies
+from properties.extra.architectures import Architecture, PlantedLeak
+from properties.output.report import coverage_line, render_text, to_dict
+from properties.subject import memory
 
 SECONDS_PER_SAMPLE = 0.004
 

@@ -12,8 +12,7 @@ from torch import nn
 
 from properties import AdapterError, make_subject
 from properties.errors import ModelError
-from properties.layout import Layout
-from properties.subject import (
+from properties.subject.canonical import (
     NAMED_ORDERS,
     Subject,
     named_order,
@@ -21,6 +20,7 @@ from properties.subject import (
     ranks_from_order,
     select_output,
 )
+from properties.subject.layout import Layout
 
 
 def message(call, *args, **kwargs) -> str:

@@ -10,12 +10,13 @@ import torch.nn.functional as F
 from evidence_models import expected_sweep, shifted, taps_subject
 from torch import nn
 
-from properties import audit, facts, make_subject
-from properties.architectures import Architecture, PlantedLeak
-from properties.causality import (
+from properties import audit, make_subject, verdict
+from properties.evidence import facts
+from properties.evidence.gradients import DependencyMap, dependency_map
+from properties.evidence.loss import LossEquivalence, LossRows, _compare, merge_losses
+from properties.evidence.perturbation import (
     PerturbationReport,
     Runner,
-    Violation,
     _changes,
     _record,
     hypothesis_search,
@@ -23,10 +24,7 @@ from properties.causality import (
     merge_reports,
     perturbation_evidence,
 )
-from properties.chunks import MIN_CHUNKS
-from properties.gradients import DependencyMap, dependency_map
-from properties.loss import LossEquivalence, LossRows, _compare, merge_losses
-from properties.perturbations import (
+from properties.evidence.replacements import (
     FLOAT_KINDS,
     TOKEN_KINDS,
     ZEROS,
@@ -36,9 +34,12 @@ from properties.perturbations import (
     replace_one,
     replacement_mask,
 )
-from properties.running import forward, model_mode
+from properties.evidence.sharding import MIN_CHUNKS
+from properties.extra.architectures import Architecture, PlantedLeak
+from properties.subject.calls import forward, model_mode
+from properties.verdict import Violation
 
-audit_module = __import__("properties.audit", fromlist=["audit"])
+audit_module = __import__("properties.auditing.gather", fromlist=["audit"])
 
 
 def hand_map(subject, pairs):
@@ -134,11 +135,11 @@ def test_gradient_cap_keeps_a_later_future_pair():
         (t, t) for t in range(facts.LISTED)
     ]
     assert (listed[-1].output, listed[-1].input, listed[-1].kind) == (2050, 2060, "future")
-    assert facts.mode_of(listed) == "none"
+    assert verdict.mode_of(listed) == "none"
     # without the late future pair: present only, capped
     dmap = hand_map(subject, [(t, t) for t in range(n)])
     listed, total = facts.gradient_violations(subject, dmap)
-    assert (len(listed), total, facts.mode_of(listed)) == (facts.LISTED, n, "inclusive")
+    assert (len(listed), total, verdict.mode_of(listed)) == (facts.LISTED, n, "inclusive")
 
 
 def test_gradient_facts_chunked_and_whole_agree(monkeypatch):
@@ -511,13 +512,13 @@ def test_mode_and_verdict_table():
     def v(kind):
         return Violation(0, 0, kind, "gradient", 1.0)
 
-    assert facts.mode_of([]) == "strict"
-    assert facts.mode_of([v("present")]) == "inclusive"
-    assert facts.mode_of([v("present"), v("future")]) == "none"
-    assert facts.mode_of([v("future")]) == "none"
+    assert verdict.mode_of([]) == "strict"
+    assert verdict.mode_of([v("present")]) == "inclusive"
+    assert verdict.mode_of([v("present"), v("future")]) == "none"
+    assert verdict.mode_of([v("future")]) == "none"
     verdicts = {
-        (mode, predicts): facts.passes(mode, predicts)
-        for mode in facts.MODES
+        (mode, predicts): verdict.passes(mode, predicts)
+        for mode in verdict.MODES
         for predicts in ("current", "next", "auto")
     }
     assert {k for k, ok in verdicts.items() if ok} == {

@@ -1,6 +1,6 @@
 """Small models for the CLI tests: targets given as path/to/file.py:attr."""
 
-from properties.architectures import Architecture
+from properties.extra.architectures import Architecture
 
 
 def causal():

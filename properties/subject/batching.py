@@ -16,7 +16,7 @@ says so, in the words a user can act on.
 
 import torch
 
-from .errors import describe
+from properties.errors import describe
 
 
 class BatchMismatch(Exception):

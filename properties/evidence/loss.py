@@ -3,10 +3,10 @@
 For every position ``u``, the prediction at ``u`` computed from the input whose positions of rank
 ``>= u`` are replaced by the lecture's zeros (``> u`` for a ``next`` model, which may see ``u``)
 must equal the prediction at ``u`` from the one-pass forward. The masked inputs are exactly the
-perturbation sweep's (:func:`properties.causality.sweep`), so the rows are read off its forward
-passes (:class:`LossRows`) instead of costing passes of their own. Where the subject has class
-targets (tokens, or class-valued inputs), the per-position cross-entropies are compared too, and
-their sum against the one-pass loss::
+perturbation sweep's (:func:`properties.evidence.perturbation.sweep`), so the rows are read off its
+forward passes (:class:`LossRows`) instead of costing passes of their own. Where the subject has
+class targets (tokens, or class-valued inputs), the per-position cross-entropies are compared too,
+and their sum against the one-pass loss::
 
     l(f, x) = sum_u l(f_u(x_1, .., x_{u-1}, 0, .., 0), x_u) = sum_u l(f_u(x_1, .., x_T), x_u)
 """
@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .subject import Subject
+from properties.subject.canonical import Subject
 
 
 @dataclass

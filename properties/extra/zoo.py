@@ -1,15 +1,14 @@
 """The built-in models (``causal.registry``) as subjects, and their declared facts checked.
 
 This is the only module of ``properties`` that knows about ``causal``: it turns a registry entry
-into an ordinary :class:`~properties.subject.Subject` (layout, grid, classes) and compares what
-the audit measured with what the entry declares. The checks themselves never see the registry.
+into an ordinary :class:`~properties.subject.canonical.Subject` (layout, grid, classes) and compares
+what the audit measured with what the entry declares. The checks themselves never see the registry.
 """
 
 from causal.registry import REGISTRY, Declared, get
-
-from .audit import AuditResult
-from .errors import TargetError
-from .subject import Subject, make_subject
+from properties.auditing.gather import AuditResult
+from properties.errors import TargetError
+from properties.subject.canonical import Subject, make_subject
 
 
 def names() -> list[str]:

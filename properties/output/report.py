@@ -15,9 +15,9 @@ checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 import json
 import math
 
-from .audit import AuditResult, soundness_note
-from .causality import Violation
-from .subject import Subject
+from properties.auditing.gather import AuditResult, soundness_note
+from properties.subject.canonical import Subject
+from properties.verdict import Violation
 
 MAX_VIOLATIONS = 100
 MAX_POSITIONS = 20  # per-position rows listed in the JSON unless it is asked in full
@@ -290,7 +290,7 @@ def failure_summary(result: AuditResult) -> str:
 
 
 def _need(subject: Subject) -> str:
-    """The modes the subject's convention accepts (:func:`properties.facts.passes`)."""
+    """The modes the subject's convention accepts (:func:`properties.verdict.passes`)."""
     return "strict" if subject.predicts == "current" else "strict or inclusive"
 
 

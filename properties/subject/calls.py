@@ -12,8 +12,8 @@ from contextlib import contextmanager
 
 import torch
 
-from .errors import AdapterError, describe
-from .subject import Subject
+from properties.errors import AdapterError, describe
+from properties.subject.canonical import Subject
 
 
 @contextmanager

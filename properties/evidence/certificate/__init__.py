@@ -17,11 +17,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .. import facts
-from ..errors import AuditError, describe
-from ..gradients import DependencyMap
-from ..running import model_mode
-from ..subject import Subject
+from properties import verdict
+from properties.errors import AuditError, describe
+from properties.evidence import facts
+from properties.evidence.gradients import DependencyMap
+from properties.subject.calls import model_mode
+from properties.subject.canonical import Subject
+
 from .deps import aligned
 from .tracer import Tracer
 
@@ -56,7 +58,7 @@ class Certificate:
         return self.status == "proved"
 
     def as_map(self) -> DependencyMap | None:
-        """The bound as a :class:`~properties.gradients.DependencyMap` (every output)."""
+        """The bound as a :class:`~properties.evidence.gradients.DependencyMap` (every output)."""
         if self.bound is None:
             return None
         n = self.bound.shape[0]
@@ -196,7 +198,7 @@ def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certi
     future = bound & (in_r > out_r)
     present = bound & (in_r == out_r)
     mode = "none" if bool(future.any()) else "inclusive" if bool(present.any()) else "strict"
-    ok = facts.passes(mode, subject.predicts)
+    ok = verdict.passes(mode, subject.predicts)
     forbidden_pairs = future | present if subject.predicts == "current" else future
     pairs = forbidden_pairs.nonzero()
     order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None

@@ -3,13 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from ..deps import (
-    aligned,
-    compress,
-    expanded,
-    full_on,
-    union,
-)
+from ..deps import aligned, compress, expanded, full_on, union
 from .base import _dim, _reshaped, _spread, aten, rule
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .errors import AdapterError
+from properties.errors import AdapterError
 
 KNOWN_EXAMPLES = "BTC, BCT, BT, BCHW, BHWC"
 

@@ -1,10 +1,11 @@
 """A shard's evidence as JSON, so that shards run anywhere can be merged by the CLI.
 
 ``python -m properties audit ... --shard I/N --json part.json`` writes, besides the usual report,
-a ``shard_evidence`` object: everything :func:`properties.audit.merge` needs (dependency-map rows,
-sweep records, Hypothesis' findings, loss rows, coverage, notes) and the few facts of the subject
-that concluding reads (grid, order, convention). ``python -m properties merge part*.json`` loads
-them, merges and concludes: the verdict, the report and the exit code of the unsharded audit.
+a ``shard_evidence`` object: everything :func:`properties.auditing.gather.merge` needs
+(dependency-map rows, sweep records, Hypothesis' findings, loss rows, coverage, notes) and the few
+facts of the subject that concluding reads (grid, order, convention). ``python -m properties merge
+part*.json`` loads them, merges and concludes: the verdict, the report and the exit code of the
+unsharded audit.
 
 Floats are written as JSON numbers (Python writes the shortest repr that reads back to the same
 double) or as ``"inf"``/``"nan"``; boolean and bfloat16 maps as base64 of their zlib-compressed
@@ -17,14 +18,15 @@ import zlib
 
 import torch
 
-from .audit import AuditResult
-from .causality import PerturbationReport, Violation
-from .errors import AdapterError
-from .gradients import STRENGTH, DependencyMap
-from .layout import parse_layout
-from .loss import LossEquivalence
-from .perturbations import Perturbation
-from .subject import Subject
+from properties.auditing.gather import AuditResult
+from properties.errors import AdapterError
+from properties.evidence.gradients import STRENGTH, DependencyMap
+from properties.evidence.loss import LossEquivalence
+from properties.evidence.perturbation import PerturbationReport
+from properties.evidence.replacements import Perturbation
+from properties.subject.canonical import Subject
+from properties.subject.layout import parse_layout
+from properties.verdict import Violation
 
 VERSION = 1
 
@@ -146,8 +148,8 @@ def _certificate(cert) -> dict:
 def _uncertificate(d: dict | None):
     if d is None:
         return None
-    from .certificate import Certificate, Forbidden
-    from .facts import ReceptiveField
+    from properties.evidence.certificate import Certificate, Forbidden
+    from properties.evidence.facts import ReceptiveField
 
     rf = d["receptive_field"]
     if rf is not None:
@@ -170,7 +172,8 @@ SCALARS = ("status", "reason", "mode", "forbidden_count", "path_dependent", "sec
 
 
 def load(data: dict, where: str) -> AuditResult:
-    """A shard's :class:`AuditResult` (evidence only; :func:`properties.audit.merge` concludes)."""
+    """A shard's :class:`AuditResult` (evidence only; :func:`properties.auditing.gather.merge`
+    concludes)."""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise AdapterError(
             f"{where} holds no shard evidence this version can read",

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import facts
-from .audit import AuditResult
-from .errors import AuditError
-from .gradients import DependencyMap
+from properties.auditing.gather import AuditResult
+from properties.errors import AuditError
+from properties.evidence import facts
+from properties.evidence.gradients import DependencyMap
 
 # Categories of an input position relative to one output (values of :func:`categories`).
 FUTURE, PRESENT, PAST, GAP, SEEN, LEAK = range(6)
@@ -108,8 +108,8 @@ def dependency_matrix(result: AuditResult) -> Matrix:
 def categories(result: AuditResult, output: int) -> np.ndarray:
     """``(*grid)`` codes of every input position for one mapped output: FUTURE, PRESENT, PAST
     (causal past, not seen), GAP (1D: a hole between the furthest and the nearest input seen;
-    2D: the blind spot, by the rule of :func:`properties.facts.blind_spot`), SEEN, LEAK (seen
-    but forbidden)."""
+    2D: the blind spot, by the rule of :func:`properties.evidence.facts.blind_spot`), SEEN, LEAK
+    (seen but forbidden)."""
     dmap = _require_map(result)
     subject = result.subject
     row_of = dmap.row_of()

@@ -2,12 +2,7 @@
 
 import torch
 
-from ..deps import (
-    aligned,
-    any_over,
-    compress,
-    union,
-)
+from ..deps import aligned, any_over, compress, union
 from .base import _dead_logits, _dim, _reshaped, aten, rule
 
 

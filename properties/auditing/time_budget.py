@@ -11,7 +11,8 @@ rolls over to the next), in the order the audit runs them:
   and the last always in);
 - the Hypothesis searches: everything left, and they stop at the deadline.
 
-Without a budget nothing here applies (see the coverage policy in :mod:`properties.audit`).
+Without a budget nothing here applies (see the coverage policy in
+:mod:`properties.auditing.gather`).
 """
 
 import time
@@ -46,6 +47,11 @@ class Plan:
         """How many units of ``cost`` seconds fit in ``share`` of the time left."""
         room = share * self.left() - overhead
         return max(0, int(room // max(cost, 1e-9)))
+
+    def search_examples(self, searches: int) -> int:
+        """Hypothesis examples that fit in the time left, for ``searches`` searches: every
+        example costs a forward pass or more (shrinking, a float64 confirmation)."""
+        return self.affordable(1.0, SEARCH_FACTOR * self.forward * searches)
 
 
 def measure_forward(run, samples: int) -> float:

@@ -8,13 +8,10 @@ from dataclasses import dataclass
 
 import torch
 
-from . import gradients
-from .causality import Violation
-from .gradients import DependencyMap
-from .subject import Subject
-
-MODES = ("strict", "inclusive", "none")
-
+from properties.evidence import gradients
+from properties.evidence.gradients import DependencyMap
+from properties.subject.canonical import Subject
+from properties.verdict import Violation
 
 LISTED = 2000  # gradient violations kept as objects; the rest are counted
 
@@ -62,21 +59,6 @@ def gradient_violations(
             )
         )
     return violations, total
-
-
-def mode_of(violations: list[Violation]) -> str:
-    """``none`` if anything sees the future, ``inclusive`` if something sees the present."""
-    kinds = {v.kind for v in violations}
-    if "future" in kinds:
-        return "none"
-    return "inclusive" if "present" in kinds else "strict"
-
-
-def passes(mode: str, predicts: str) -> bool:
-    """``current`` needs a strict model; ``next`` and ``auto`` accept strict or inclusive."""
-    if predicts == "current":
-        return mode == "strict"
-    return mode in ("strict", "inclusive")
 
 
 @dataclass

@@ -27,12 +27,15 @@ import torch
 from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
-from . import memory, plan, progress, strategies
-from .chunks import chunked, copies_per_pass, share, spread
-from .errors import ModelError
-from .perturbations import ZEROS, Perturbation, apply, replace_one
-from .running import check_outputs_finite, float64_copy, forward
-from .subject import Subject
+from properties import progress
+from properties.errors import ModelError
+from properties.evidence import strategies
+from properties.evidence.replacements import ZEROS, Perturbation, apply, replace_one
+from properties.evidence.sharding import chunked, copies_per_pass, share, spread
+from properties.subject import memory
+from properties.subject.calls import check_outputs_finite, float64_copy, forward
+from properties.subject.canonical import Subject
+from properties.verdict import Violation
 
 SAFETY = 4.0
 BATCH_DEPENDENCE = 1e-4  # slot differences above this (relative) mean samples interact
@@ -45,16 +48,6 @@ OBVIOUS = 1e-2
 # Output bytes one stacked pass may produce: beyond that a pass is bound by memory traffic (the
 # logits of a language model) and stacking more copies saves nothing.
 OUTPUT_PER_PASS = 256 << 20
-
-
-@dataclass
-class Violation:
-    output: int  # flat position of the prediction that changed / depends
-    input: int  # flat position of the input it depends on
-    kind: str  # "future" or "present"
-    evidence: str  # "gradient", "perturbation" (with "/train" in training mode)
-    effect: float  # |change| of the prediction, or |gradient|
-    detail: str = ""
 
 
 @dataclass
@@ -481,7 +474,8 @@ def perturbation_evidence(
     ``shard`` sweeps its chunks of cuts only; the search for future leaks runs on shard 0, the
     one for the present on shard 1 (mod n). ``observe``: a callable made with the pool and its
     outputs, ``observe(x, y0)``, that returns the sweep's observer (see :func:`sweep`).
-    ``timing``: a :class:`~properties.plan.Plan` whose deadline the searches respect."""
+    ``timing``: the audit's time budget (:class:`~properties.auditing.time_budget.Plan`): the
+    searches try the examples it affords and stop at its deadline."""
     # One base sample per pool in inference (samples are independent there, and every forward
     # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
     # couple the samples and a batch of one would hide that.
@@ -502,9 +496,7 @@ def perturbation_evidence(
         k for i, k in enumerate(("future", "present")) if shard is None or i % shard[1] == shard[0]
     ]
     if timing is not None and search:
-        # Every example costs a forward pass or more (shrinking, a float64 confirmation).
-        cost = plan.SEARCH_FACTOR * timing.forward * len(kinds)
-        max_examples = min(max_examples, timing.affordable(1.0, cost))
+        max_examples = min(max_examples, timing.search_examples(len(kinds)))
     for kind in kinds if search and max_examples > 0 else ():
         progress.phase(f"hypothesis: {kind}", max_examples)
         found, p, n = hypothesis_search(

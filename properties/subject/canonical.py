@@ -13,10 +13,10 @@ predicts: ``current`` (``x_t`` from ``x_{<t}``, the lecture's), ``next`` (``x_{t
 The adapter does the rest: layouts (``BCT``, ``BTC``, ``BT`` tokens, ``BCHW``, ``BHWC``...),
 structured outputs (``output.logits``, ``out["logits"]``, ``out[0]``) and the embedding of token
 models (gradients are taken at its output), a user's ``forward(model, x)`` hook for models
-whose call is not one prediction per position (:mod:`properties.adapters`), models that run at
-one batch size only (:mod:`properties.batching`), and sub-pixel orders, where the input's channel
-axis is a grid axis ``S`` (a colour PixelCNN's R -> G -> B). No check knows which model it is
-looking at.
+whose call is not one prediction per position (:mod:`properties.subject.adapters`), models that run
+at one batch size only (:mod:`properties.subject.batching`), and sub-pixel orders, where the input's
+channel axis is a grid axis ``S`` (a colour PixelCNN's R -> G -> B). No check knows which model it
+is looking at.
 """
 
 import math
@@ -27,9 +27,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import adapters, batching
-from .errors import AdapterError, AuditError, ModelError, describe
-from .layout import (
+from properties.errors import AdapterError, AuditError, ModelError, describe
+from properties.subject import adapters, batching
+from properties.subject.layout import (
     Layout,
     default_layout,
     infer_output_layout,

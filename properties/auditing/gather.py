@@ -21,19 +21,20 @@ Coverage policy (the one place it is stated; the report says what was covered):
 
 With a time budget (``budget=`` seconds, ``--budget``) each of the above is an upper bound: the
 audit times one forward pass first and plans each phase within its share of the time left
-(:mod:`properties.plan`): the map's probe rows (fewer, and on one input, when they would not fit),
-then sampled outputs; a stratified sample of cuts; Hypothesis examples until the deadline. It ends
-within the budget (+10%); ``coverage`` (and the report's ``coverage:`` line) says what was covered.
+(:mod:`properties.auditing.time_budget`): the map's probe rows (fewer, and on one input, when they
+would not fit), then sampled outputs; a stratified sample of cuts; Hypothesis examples until the
+deadline. It ends within the budget (+10%); ``coverage`` (and the report's ``coverage:`` line) says
+what was covered.
 
 Memory (``memory=`` GB, ``--memory``): every stacked pass holds as many copies as its measured
-cost allows (:mod:`properties.memory`); default a quarter of the available memory, at most 1.5 GB
-(exactly 1.5 GB for shards, so that every shard cuts its chunks the same way).
+cost allows (:mod:`properties.subject.memory`); default a quarter of the available memory, at most
+1.5 GB (exactly 1.5 GB for shards, so that every shard cuts its chunks the same way).
 
 Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts and of the
-map's colors (or rows) (:mod:`properties.chunks`): exactly the forward passes the whole audit
-would run; shard 0 runs the search for future leaks, shard 1 (mod n) the one for the present.
-Every phase is cut in at least ``chunks.MIN_CHUNKS`` chunks where it has that many items, so that
-a small audit spreads over up to that many shards.
+map's colors (or rows) (:mod:`properties.evidence.sharding`): exactly the forward passes the whole
+audit would run; shard 0 runs the search for future leaks, shard 1 (mod n) the one for the present.
+Every phase is cut in at least ``chunks.MIN_CHUNKS`` chunks where it has that many items, so that a
+small audit spreads over up to that many shards.
 """
 
 import time
@@ -43,20 +44,33 @@ from typing import TYPE_CHECKING
 import torch
 from hypothesis import settings as hypothesis_settings
 
-from . import facts, gradients, plan
-from . import progress as bars
-from .causality import PerturbationReport, Violation, merge_reports, perturbation_evidence
-from .chunks import leads
-from .errors import AdapterError, ModelError
-from .gradients import DependencyMap, GradientUnavailable
-from .loss import LossEquivalence, LossRows, merge_losses
-from .memory import DEFAULT_CAP, GIB, MemoryBudgetError, limited, measure
-from .memory import budget as budget_bytes
-from .running import check_input_untouched, check_outputs_finite, float64_copy, forward, model_mode
-from .subject import Subject
+from properties import progress as bars
+from properties import verdict
+from properties.auditing import time_budget as plan
+from properties.errors import AdapterError, ModelError
+from properties.evidence import facts, gradients
+from properties.evidence.gradients import DependencyMap, GradientUnavailable
+from properties.evidence.loss import LossEquivalence, LossRows, merge_losses
+from properties.evidence.perturbation import (
+    PerturbationReport,
+    merge_reports,
+    perturbation_evidence,
+)
+from properties.evidence.sharding import leads
+from properties.subject.calls import (
+    check_input_untouched,
+    check_outputs_finite,
+    float64_copy,
+    forward,
+    model_mode,
+)
+from properties.subject.canonical import Subject
+from properties.subject.memory import DEFAULT_CAP, GIB, MemoryBudgetError, limited, measure
+from properties.subject.memory import budget as budget_bytes
+from properties.verdict import Violation
 
 if TYPE_CHECKING:
-    from .certificate import Certificate
+    from properties.evidence.certificate import Certificate
 
 CHECKS = ("causality", "receptive_field", "blind_spot", "loss", "certificate")
 DYNAMIC = CHECKS[:4]
@@ -80,7 +94,7 @@ MODES = {False: ("eval", "inference"), True: ("train", "training mode")}
 
 @dataclass
 class AuditResult:
-    """Everything the audit found; :mod:`properties.report` turns it into JSON and text."""
+    """Everything the audit found; :mod:`properties.output.report` turns it into JSON and text."""
 
     subject: Subject
     checks: tuple[str, ...]
@@ -178,10 +192,10 @@ def _audit(subject, checks, train, exact, seed, max_examples, shard, budget) -> 
     timing = None if budget is None else plan.Plan(float(budget))
     if result.checks != ("certificate",):
         # First, as every audit's first call: a model that caches state from its first call
-        # (properties.batching) then sees the batch size the dynamic evidence uses.
+        # (properties.subject.batching) then sees the batch size the dynamic evidence uses.
         result.sample_bytes = validate(subject, seed, result.evidence_notes, timing)
     if "certificate" in result.checks and leads(result.shard):
-        from .certificate import certify
+        from properties.evidence.certificate import certify
 
         # within a budget, its time is taken from what the dynamic evidence has left
         result.certificate = certify(subject, train=train, seed=seed)
@@ -271,8 +285,8 @@ def conclude(result: AuditResult) -> AuditResult:
             result.violation_count += len(found)
             result.derived_notes.extend(report.notes(training))
     if "causality" in checks and _any_evidence(result):
-        result.mode = facts.mode_of(result.violations)
-        result.causal = facts.passes(result.mode, s.predicts)
+        result.mode = verdict.mode_of(result.violations)
+        result.causal = verdict.passes(result.mode, s.predicts)
     dmap = result.dependency_map
     if dmap is not None and len(dmap.outputs) == 0:
         dmap = None  # a shard whose chunks held no output: no facts of its own
@@ -396,7 +410,7 @@ def _merge_coverage(coverages: list[dict]) -> dict:
 def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
     """One ordinary forward pass: output layout, finite values, no in-place change of input.
     With a time budget, also the measured cost of one forward pass of one sample. Returns the
-    bytes one sample holds in a forward pass (measured, see :mod:`properties.memory`)."""
+    bytes one sample holds in a forward pass (measured, see :mod:`properties.subject.memory`)."""
     x = subject.draw_inputs(2, torch.Generator().manual_seed(seed))
     with model_mode(subject, train=False):
         y, cost = measure(lambda: forward(subject, x, seed=seed))

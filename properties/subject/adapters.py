@@ -12,8 +12,8 @@ pattern from the output's shape and writes the error: what was seen, and the two
 
 import inspect
 
-from .errors import AdapterError
-from .layout import Layout
+from properties.errors import AdapterError
+from properties.subject.layout import Layout
 
 HOOK = "a forward hook (forward= in the API, --forward FILE.py:FN on the CLI)"
 

@@ -11,9 +11,10 @@ every tensor autograd saves for the backward (``saved_tensors_hooks``). From tha
 - a pass that will be differentiated holds everything saved for the backward, plus the same.
 
 The counts are sizes, not timings: the same model and shapes give the same numbers in every
-process, so shards of one audit cut their chunks identically (see :mod:`properties.chunks`).
-The budget (``--memory GB``, ``memory=``) is for these working tensors; the model and its float64
-copy come on top. The default is a quarter of the memory available when the audit starts, at most
+process, so shards of one audit cut their chunks identically (see
+:mod:`properties.evidence.sharding`). The budget (``--memory GB``, ``memory=``) is for these working
+tensors; the model and its float64 copy come on top. The default is a quarter of the memory
+available when the audit starts, at most
 ``DEFAULT_CAP``.
 """
 
@@ -26,7 +27,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from .errors import AdapterError
+from properties.errors import AdapterError
 
 GIB = 1 << 30
 DEFAULT_CAP = 3 * GIB // 2  # with a 124M model and its float64 copy: under 4 GB in all

@@ -33,12 +33,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from . import batching, memory, progress
-from .causality import batch_interaction
-from .chunks import chunked, copies_per_pass, leads, spread
-from .errors import describe
-from .running import seeded
-from .subject import Subject
+from properties import progress
+from properties.errors import describe
+from properties.evidence.perturbation import batch_interaction
+from properties.evidence.sharding import chunked, copies_per_pass, leads, spread
+from properties.subject import batching, memory
+from properties.subject.calls import seeded
+from properties.subject.canonical import Subject
 
 # A gradient that is itself a near-cancelling sum has a relative rounding error far above 1e-16
 # (4.5e-9 measured on the lecture's dilated net), so the ratio test allows 1e-6; the weights
@@ -395,7 +396,7 @@ def colored_map(
     Falls back to :func:`plain_map` when the probed receptive field is so wide that coloring
     would save less than half the passes. ``probe``: rows already computed for
     :func:`probe_positions` (they set the coloring). ``shard=(i, n)``: only the colors of this
-    shard's chunks (see :mod:`properties.chunks`), for :func:`merge_maps` to unite.
+    shard's chunks (see :mod:`properties.evidence.sharding`), for :func:`merge_maps` to unite.
     """
     n, grid = subject.n_positions, subject.grid
     if probe is None:

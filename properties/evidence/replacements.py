@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .subject import Subject
+from properties.subject.canonical import Subject
 
 FLOAT_KINDS = ("add", "normal", "uniform", "constant", "levels")
 TOKEN_KINDS = ("random", "constant")

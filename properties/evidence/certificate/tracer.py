@@ -23,7 +23,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 from torch.utils.weak import WeakTensorKeyDictionary
 
-from ..errors import describe
+from properties.errors import describe
+
 from . import rules
 from .deps import aligned, compress, everything, expanded
 

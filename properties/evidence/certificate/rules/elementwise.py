@@ -3,13 +3,7 @@
 import torch
 from torch.utils._pytree import tree_flatten
 
-from ..deps import (
-    aligned,
-    compress,
-    constant_zero,
-    expanded,
-    union,
-)
+from ..deps import aligned, compress, constant_zero, expanded, union
 from .base import _dead_logits, _spread, aten, rule
 
 
