@@ -10,7 +10,7 @@ by a test outside the files given, which only mutmut's own run tells. Equivalent
 (docs/mutation-equivalent.md) are counted apart.
 
     python benchmarks/mutant_screen.py "properties.evidence.gradients.x_colored_map__*" \\
-        --tests tests/test_gradient_map_paths.py
+        --tests tests/evidence/gradients/test_map_paths.py
 """
 
 import argparse

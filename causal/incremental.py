@@ -25,8 +25,9 @@ its exact type, one small class per model family.
 
 In float64 the cached logits equal the full pass up to rounding (a few ulps: a convolution over
 the whole grid and a matrix product at one position sum in different orders, and which order the
-BLAS picks for the full pass even depends on the grid's length); ``tests/test_incremental.py``
-checks that under teacher forcing, and that float64 samples are identical with and without cache.
+BLAS picks for the full pass even depends on the grid's length);
+``tests/lecture/test_incremental.py`` checks that under teacher forcing, and that float64 samples
+are identical with and without cache.
 """
 
 import torch

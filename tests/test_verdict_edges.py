@@ -7,7 +7,7 @@ of perturbation puts in place of the future, and the loss check's rows."""
 import pytest
 import torch
 import torch.nn.functional as F
-from evidence_models import expected_sweep, shifted, taps_subject
+from known_models import expected_sweep, shifted, taps_subject
 from torch import nn
 
 from properties import audit, make_subject, verdict

@@ -9,7 +9,7 @@ import re
 
 import pytest
 import torch
-from evidence_models import shifted, taps_subject
+from known_models import shifted, taps_subject
 from torch import nn
 
 from properties import make_subject, progress

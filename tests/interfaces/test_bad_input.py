@@ -8,16 +8,15 @@ model) and ``tests/targets/broken_import.py``.
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
+from paths import TARGETS
 
 import properties
 from properties import AdapterError, cli
 from properties.subject.layout import parse_layout_pair
 
-TARGETS = Path(__file__).parent / "targets"
 BAD = f"{TARGETS}/bad.py"
 FAST = ["--max-examples", "3", "--checks", "causality"]
 

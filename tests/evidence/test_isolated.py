@@ -5,9 +5,9 @@ inputs. The evidences overlap in the audit; here none of them can hide behind an
 
 import pytest
 import torch
-from evidence_models import CASES, MODES, expected_pairs, expected_sweep, shifted, taps_subject
 from hypothesis import given
 from hypothesis import settings as hypothesis_settings
+from known_models import CASES, MODES, expected_pairs, expected_sweep, shifted, taps_subject
 
 from properties import audit, make_subject, strategies, verdict
 from properties.evidence import facts

@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from evidence_models import expected_sweep, shifted, taps_subject
+from known_models import expected_sweep, shifted, taps_subject
 from torch import nn
 
 from properties import make_subject

@@ -7,21 +7,16 @@ each is the pattern of a public repository reduced to a few lines (their docstri
 """
 
 import json
-import sys
-from pathlib import Path
 
+import as_they_come as come
+import colour_pixelcnn as colour
 import pytest
 import torch
+from paths import TARGETS
 
 import properties
 from properties import AdapterError, cli, explain
 from properties.subject.canonical import make_subject
-
-TARGETS = Path(__file__).parent / "targets"
-sys.path.insert(0, str(TARGETS))
-
-import as_they_come as come  # noqa: E402
-import colour_pixelcnn as colour  # noqa: E402
 
 COME = f"{TARGETS}/as_they_come.py"
 COLOUR = f"{TARGETS}/colour_pixelcnn.py"

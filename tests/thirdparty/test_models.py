@@ -4,28 +4,23 @@ Hugging Face ``transformers`` (GPT-2, BERT), ``pytorch-tcn``, ``torch.nn.Transfo
 MADE-style masked MLPs (our own and ``zuko``'s), each tiny and with random weights, through the
 Python API and the CLI. The factories live in ``tests/targets/``; each test's docstring says what
 the library really does. The CLI runs in-process (``properties.cli.main``): the entry point's own
-subprocess test is in ``test_bad_input.py``.
+subprocess test is in ``interfaces/test_bad_input.py``.
 """
 
 import json
-import sys
-from pathlib import Path
 
+import hf_models
+import made
 import pytest
+import tcn_models
 import torch
+import torch_encoder
+from paths import TARGETS
 
 import properties
 from properties import cli
 
 pytestmark = pytest.mark.thirdparty
-
-TARGETS = Path(__file__).parent / "targets"
-sys.path.insert(0, str(TARGETS))
-
-import hf_models  # noqa: E402
-import made  # noqa: E402
-import tcn_models  # noqa: E402
-import torch_encoder  # noqa: E402
 
 EXAMPLES = 5  # Hypothesis examples per search: the sweeps cover every cut of these small grids
 

@@ -6,7 +6,7 @@ says was covered) must change one of them."""
 
 import pytest
 import torch
-from evidence_models import taps_subject
+from known_models import taps_subject
 
 from properties.auditing.gather import (
     CHECKS,

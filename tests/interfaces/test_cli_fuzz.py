@@ -13,10 +13,10 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from paths import TARGETS
 
 from properties import cli
 
-TARGETS = Path(__file__).resolve().parent / "targets"
 BAD = f"{TARGETS}/bad.py"
 MADE = f"{TARGETS}/made.py"
 

@@ -2,12 +2,13 @@
 causal structure broken (a mask's polarity flipped, an input-derived condition, a write through
 a view) is not proved."""
 
-import sys
-from pathlib import Path
 
+import leaky
 import pytest
 import torch
 import torch.nn.functional as F
+import torch_encoder
+from paths import TARGETS
 from torch import nn
 
 from causal.layers import shift_right
@@ -16,11 +17,6 @@ from properties.evidence.certificate import certify
 from properties.extra import zoo
 from properties.extra.architectures import Architecture
 from properties.output.report import failure_summary
-
-sys.path.insert(0, str(Path(__file__).parent / "targets"))
-
-import leaky  # noqa: E402
-import torch_encoder  # noqa: E402
 
 T = 10
 
@@ -251,7 +247,7 @@ def test_advanced_indexing_moves_dependencies_with_the_elements():
 def test_cli_checks_certificate_exit_code_and_json(tmp_path, capsys):
     from properties import cli
 
-    target = str(Path(__file__).parent / "targets" / "leaky.py")
+    target = str(TARGETS / "leaky.py")
     out = tmp_path / "r.json"
     common = ["--length", "16", "--layout", "BCT->BCT", "--checks", "certificate"]
     assert cli.main(["audit", f"{target}:causal", *common, "--json", str(out)]) == 0

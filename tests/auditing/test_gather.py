@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from evidence_models import shifted, taps_subject
+from known_models import shifted, taps_subject
 from torch import nn
 
 from properties import audit, make_subject

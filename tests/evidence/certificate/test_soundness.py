@@ -3,11 +3,13 @@ and on the third-party models, the static bound contains the gradient map and ex
 perturbation-found violation, and a model with a leak is never proved. Precision: the causal
 ones are proved, with the receptive field the dynamic evidence measures."""
 
-import sys
-from pathlib import Path
 
+import hf_models
+import made
 import pytest
+import tcn_models
 import torch
+import torch_encoder
 from hypothesis import given
 
 from properties import audit, make_subject, strategies
@@ -15,13 +17,6 @@ from properties.evidence import facts, gradients
 from properties.evidence.certificate import certify
 from properties.extra import zoo
 from properties.subject.calls import float64_copy
-
-sys.path.insert(0, str(Path(__file__).parent / "targets"))
-
-import hf_models  # noqa: E402
-import made  # noqa: E402
-import tcn_models  # noqa: E402
-import torch_encoder  # noqa: E402
 
 EXAMPLES = 5
 

@@ -3,13 +3,13 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from paths import TARGETS
 
 from properties import cli
 
-TARGETS = Path(__file__).parent / "targets" / "leaky.py"
+LEAKY = TARGETS / "leaky.py"
 KEYS = {
     "target",
     "grid",
@@ -47,7 +47,7 @@ def test_zoo_model_passes_with_its_facts(tmp_path, capsys):
 
 
 def test_leaky_file_target_fails_with_violations(tmp_path, capsys):
-    target = f"{TARGETS}:same_padding"
+    target = f"{LEAKY}:same_padding"
     code, data, captured = run([target, "--layout", "BCT->BCT", "--length", "20"], tmp_path, capsys)
     assert code == 1
     assert (data["mode"], data["causal"]) == ("none", False)
@@ -58,20 +58,20 @@ def test_leaky_file_target_fails_with_violations(tmp_path, capsys):
 
 @pytest.mark.parametrize("predicts, code", [("current", 1), ("next", 0), ("auto", 0)])
 def test_predicts_decides_what_passes(predicts, code, tmp_path, capsys):
-    argv = [f"{TARGETS}:no_shift", "--layout", "BCT->BCT", "--length", "16", "--predicts", predicts]
+    argv = [f"{LEAKY}:no_shift", "--layout", "BCT->BCT", "--length", "16", "--predicts", predicts]
     got, data, _ = run(argv, tmp_path, capsys)
     assert (got, data["mode"]) == (code, "inclusive")
 
 
 def test_train_flag_catches_batchnorm_over_time(tmp_path, capsys):
-    argv = [f"{TARGETS}:batchnorm_over_time", "--layout", "BCT->BCT", "--length", "16"]
+    argv = [f"{LEAKY}:batchnorm_over_time", "--layout", "BCT->BCT", "--length", "16"]
     assert run(argv, tmp_path, capsys)[0] == 0
     code, data, _ = run([*argv, "--train"], tmp_path, capsys)
     assert (code, data["train"], data["mode"]) == (1, True, "none")
 
 
 def test_checks_not_run_are_null(tmp_path, capsys):
-    argv = [f"{TARGETS}:masked_2d", "--shape", "7", "9", "--layout", "BCHW->BCHW"]
+    argv = [f"{LEAKY}:masked_2d", "--shape", "7", "9", "--layout", "BCHW->BCHW"]
     code, data, _ = run([*argv, "--checks", "blind_spot"], tmp_path, capsys)
     assert code == 0
     assert data["mode"] is None and data["causal"] is None
@@ -81,7 +81,7 @@ def test_checks_not_run_are_null(tmp_path, capsys):
 
 
 def test_exact_covers_everything(tmp_path, capsys):
-    argv = [f"{TARGETS}:causal", "--layout", "BCT->BCT", "--length", "12", "--exact"]
+    argv = [f"{LEAKY}:causal", "--layout", "BCT->BCT", "--length", "12", "--exact"]
     code, data, _ = run(argv, tmp_path, capsys)
     cov = data["coverage"]
     assert code == 0 and cov["exhaustive"]
@@ -93,13 +93,13 @@ def test_exact_covers_everything(tmp_path, capsys):
     "argv, words",
     [
         (["zoo:nope"], "unknown model"),
-        ([f"{TARGETS}:causal"], "--length"),
-        ([f"{TARGETS}:causal", "--length", "8", "--checks", "speed"], "unknown check"),
-        ([f"{TARGETS}:missing", "--length", "8"], "no attribute"),
+        ([f"{LEAKY}:causal"], "--length"),
+        ([f"{LEAKY}:causal", "--length", "8", "--checks", "speed"], "unknown check"),
+        ([f"{LEAKY}:missing", "--length", "8"], "no attribute"),
         (["no_such_module_xyz:model", "--length", "8"], "no module"),
         (["justaname", "--length", "8"], "names no attribute"),
-        ([f"{TARGETS}:causal", "--length", "0"], "positive"),
-        ([f"{TARGETS}:causal", "--length", "8", "--layout", "BCHW"], "grid axes"),
+        ([f"{LEAKY}:causal", "--length", "0"], "positive"),
+        ([f"{LEAKY}:causal", "--length", "8", "--layout", "BCHW"], "grid axes"),
     ],
 )
 def test_usage_errors_exit_2_with_one_line(argv, words, tmp_path, capsys):
