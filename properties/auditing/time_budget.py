@@ -12,7 +12,7 @@ rolls over to the next), in the order the audit runs them:
 - the Hypothesis searches: everything left, and they stop at the deadline.
 
 Without a budget nothing here applies (see the coverage policy in
-:mod:`properties.auditing.gather`).
+:mod:`properties.auditing.options`).
 """
 
 import time

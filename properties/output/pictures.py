@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from properties.auditing.gather import AuditResult
+from properties.auditing.result import AuditResult
 from properties.errors import AuditError
 from properties.evidence import facts
 from properties.evidence.gradients import DependencyMap
+from properties.verdict import Source
 
 # Categories of an input position relative to one output (values of :func:`categories`).
 FUTURE, PRESENT, PAST, GAP, SEEN, LEAK = range(6)
@@ -485,7 +486,7 @@ def draw_image_fields(result: AuditResult, target: str):
         marks = [
             subject.position(v.input)
             for v in result.violations
-            if v.output == output and v.evidence.startswith("perturbation")
+            if v.output == output and v.source is not Source.GRADIENT
         ]
         if marks:
             perturbed = True
