@@ -20,7 +20,7 @@ from properties.auditing.coverage import SKIPPED, UNAVAILABLE, MapCoverage
 from properties.auditing.options import CHECKS, DYNAMIC, AuditOptions, CoveragePolicy
 from properties.auditing.result import AuditResult
 from properties.errors import ModelError
-from properties.evidence import gradients
+from properties.evidence import gradients, map_rounding
 from properties.evidence.gradients import DependencyMap, GradientUnavailable
 from properties.evidence.loss import LossRows
 from properties.evidence.perturbation import perturbation_evidence
@@ -328,6 +328,10 @@ def _map(subject: Subject, x: torch.Tensor, g: Gathering, probes: int) -> Depend
         rows = x[: policy.sampled_inputs] if big else x
         dmap = gradients.plain_map_around(subject, rows, outputs, probe, seed, shard=shard)
         dmap = replace(dmap, method="sampled", row_inputs=len(rows))
+    # Entries that would decide something and may be rounding (an FFT's cancelled future lags)
+    cert = g.result.certificate
+    bound = None if cert is None else cert.bound
+    dmap = map_rounding.screen(subject, x, dmap, seed=seed, bound=bound)
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     return replace(dmap, probe_silent=not probe.seen.any())

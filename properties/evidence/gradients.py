@@ -28,6 +28,7 @@ the length of the sequence.
 import copy
 import math
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from torch import nn
 
 from properties import progress
 from properties.errors import describe
+from properties.evidence import rounding
 from properties.evidence.perturbation import batch_interaction
 from properties.evidence.sharding import chunked, copies_per_pass, leads, spread
 from properties.subject import batching, memory
@@ -69,6 +71,12 @@ class DependencyMap:
     method: str
     probe_silent: bool = False  # the probed outputs have no gradient at all
     row_inputs: int = 0  # inputs the sampled rows were taken on (0: all of the map's)
+    # entries dismissed as rounding residues (see properties.evidence.map_rounding): how many,
+    # the largest, and the largest gradient of its row (what it is judged against)
+    rounding: int = 0
+    rounding_effect: float = 0.0
+    rounding_scale: float = 0.0
+    rounding_dtype: str = ""  # the dtype the map was taken in, when entries were dismissed
 
     def row_of(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.outputs)}
@@ -166,12 +174,20 @@ class DifferentiableInput:
 
         return self._measured("cost", measure)
 
-    def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(
+        self, copies: int, jitter: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The leaf and the outputs of ``copies`` stacked copies; ``jitter``: the float inputs
+        moved by one ulp (:mod:`.rounding`; the caller jitters the parameters)."""
         reps = (copies,) + (1,) * (self.inputs.dim() - 1)
         x = self.inputs.repeat(*reps)
         with seeded(self.subject, self.seed), torch.enable_grad():
             if self.embedding is None:
-                leaf = x.to(self.subject.device, self.subject.dtype).requires_grad_(True)
+                leaf = x.to(self.subject.device, self.subject.dtype)
+                if jitter is not None:
+                    classes = self.subject.classes is not None
+                    leaf = rounding.jitter_input(leaf, leaf.dtype, jitter, classes=classes)
+                leaf = leaf.requires_grad_(True)
                 y = self.subject(leaf)
             else:
                 leaf, y = self._run_tokens(x)
@@ -228,13 +244,15 @@ def weighted_vjps(
     *,
     per_pass: int = POSITIONS_PER_PASS,
     shard: tuple[int, int] | None = None,
+    jitter: torch.Generator | None = None,
 ) -> tuple[list[int], list[torch.Tensor]]:
     """Gradients of ``sum_t W[p, t] * <u[b, t], y[b, t]>`` for every row ``p`` of each weight set.
 
     ``weight_sets``: tensors ``(P, N)`` sharing the same ``P`` (one copy of the inputs per row;
     all sets reuse that copy's forward pass, hence the same dropout masks).
     ``directions``: ``u``, ``(B, N, K)``. Returns the rows computed (all of them, or this
-    ``shard``'s chunks) and, per set, their gradients ``(rows, B, N, D)``.
+    ``shard``'s chunks) and, per set, their gradients ``(rows, B, N, D)``. ``jitter``: every
+    operand (inputs, parameters, directions) moved by one ulp (:mod:`.rounding`).
     """
     n_rows = weight_sets[0].shape[0]
     batch, n = source.batch, source.subject.n_positions
@@ -250,29 +268,37 @@ def weighted_vjps(
     # than the two VJP copies that fit.
     if size > 1 and source.interacts():
         size = 1
+    module = source.subject.module
     for chunk in chunked(range(n_rows), size, shard):
         start, stop = chunk[0], chunk[-1] + 1
         rows.extend(chunk)
-        leaf, y = source.run(stop - start)
-        u = directions.to(y.dtype)
-        for i, weights in enumerate(weight_sets):
-            w = weights[start:stop].to(y.dtype)
-            cot = (w[:, None, :, None] * u[None]).reshape(y.shape)
-            try:
-                (g,) = torch.autograd.grad(
-                    y, leaf, cot, retain_graph=i < len(weight_sets) - 1, allow_unused=True
-                )
-            except Exception as exc:  # any error of the model's backward, not only torch's
-                raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
-            if g is None:  # the outputs need grad (parameters) but no path reaches the input
-                raise GradientUnavailable(
-                    "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
-                )
-            results[i].append(g.detach().reshape(stop - start, batch, n, -1))
+        with rounding.jittered(module, jitter) if jitter is not None else nullcontext():
+            leaf, y = source.run(stop - start, jitter)
+            u = directions.to(y.dtype)
+            if jitter is not None:
+                u = rounding.ulp_jitter(u, jitter)
+            for i, weights in enumerate(weight_sets):
+                w = weights[start:stop].to(y.dtype)
+                cot = (w[:, None, :, None] * u[None]).reshape(y.shape)
+                g = _vjp(y, leaf, cot, retain=i < len(weight_sets) - 1)
+                results[i].append(g.reshape(stop - start, batch, n, -1))
         del leaf, y
         progress.advance(stop - start)
     empty = torch.zeros(0, batch, n, 1, dtype=torch.float64)
     return rows, [torch.cat(parts) if parts else empty for parts in results]
+
+
+def _vjp(y, leaf, cot, *, retain: bool) -> torch.Tensor:
+    """The gradient at the leaf."""
+    try:
+        (g,) = torch.autograd.grad(y, leaf, cot, retain_graph=retain, allow_unused=True)
+    except Exception as exc:  # any error of the model's backward, not only torch's
+        raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
+    if g is None:  # the outputs need grad (parameters) but no path reaches the input
+        raise GradientUnavailable(
+            "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
+        )
+    return g.detach()
 
 
 def random_directions(y_shape, generator: torch.Generator) -> torch.Tensor:
@@ -298,7 +324,7 @@ def plain_map(
     source = DifferentiableInput(subject, inputs, seed=seed)
     n = subject.n_positions
     outputs = torch.arange(n) if outputs is None else torch.as_tensor(outputs, dtype=torch.long)
-    directions = _directions(source, seed)
+    directions = directions_for(source, seed)
     one_hot = torch.zeros(len(outputs), n, dtype=torch.float64)
     one_hot[torch.arange(len(outputs)), outputs] = 1.0
     rows, (g,) = weighted_vjps(source, [one_hot], directions, per_pass=per_pass, shard=shard)
@@ -336,7 +362,8 @@ def plain_map_around(
     return dmap
 
 
-def _directions(source: DifferentiableInput, seed: int) -> torch.Tensor:
+def directions_for(source: DifferentiableInput, seed: int) -> torch.Tensor:
+    """The random output directions of every map of this seed."""
     with torch.no_grad():
         _, y = source.run(1)
     generator = torch.Generator().manual_seed(seed + 1)
@@ -419,7 +446,7 @@ def colored_map(
     beta_w = alpha_w * beta
 
     source = DifferentiableInput(subject, inputs, seed=seed)
-    directions = _directions(source, seed)
+    directions = directions_for(source, seed)
     mine, (g1, g2) = weighted_vjps(
         source, [alpha_w, beta_w], directions, per_pass=per_pass, shard=shard
     )
@@ -449,6 +476,7 @@ def merge_maps(maps: list[DependencyMap]) -> DependencyMap:
     """One map from the maps of shards that computed disjoint rows."""
     outputs = torch.cat([m.outputs for m in maps])
     order = torch.argsort(outputs)
+    largest = max(maps, key=lambda m: m.rounding_effect)
     return DependencyMap(
         outputs=outputs[order],
         seen=torch.cat([m.seen for m in maps])[order],
@@ -456,6 +484,11 @@ def merge_maps(maps: list[DependencyMap]) -> DependencyMap:
         passes=sum(m.passes for m in maps),
         method=maps[0].method,
         probe_silent=maps[0].probe_silent,
+        row_inputs=maps[0].row_inputs,
+        rounding=sum(m.rounding for m in maps),
+        rounding_effect=largest.rounding_effect,
+        rounding_scale=largest.rounding_scale,
+        rounding_dtype=largest.rounding_dtype,
     )
 
 

@@ -151,6 +151,7 @@ def _loss_dict(subject: Subject, loss, full: bool) -> dict:
         "masked_loss": loss.masked_loss,
         "holds": loss.holds,
         "tolerance": loss.tolerance,
+        "rounding_positions": loss.rounding,
         "positions": [{**row, "position": subject.position(row["position"])} for row in rows],
         "positions_total": len(loss.positions),
         "positions_listed": "all" if len(rows) == len(loss.positions) else "worst",
@@ -360,6 +361,8 @@ def render_text(
             f"  loss equivalence: {'holds' if le['holds'] else 'FAILS'}: max |prediction diff| "
             f"{le['max_abs_diff']:.3g} over {le['positions_total']} positions"
         )
+        if le["rounding_positions"]:
+            text += f" ({le['rounding_positions']} of them at rounding level: not counted)"
         if le["one_pass_loss"] is not None:
             text += (
                 f"; one-pass loss {le['one_pass_loss']:.4f} vs masked {le['masked_loss']:.4f} nats"
