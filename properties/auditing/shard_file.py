@@ -29,6 +29,8 @@ from properties.subject.canonical import Subject
 from properties.subject.layout import parse_layout
 from properties.verdict import Kind, ModelMode, Violation
 
+__all__ = ["SCALARS", "VERSION", "dump", "load"]
+
 VERSION = 3  # 2: violations by source and mode, coverage as a typed record; 3: rounding
 MAP_ROUNDING = ("rounding", "rounding_effect", "rounding_scale", "rounding_dtype")
 
