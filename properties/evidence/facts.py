@@ -24,6 +24,7 @@ __all__ = [
     "gradient_violations",
     "rank_extremes",
     "receptive_field",
+    "rounding_note",
 ]
 
 GRADIENT_PAIRS_KEPT = 2000  # gradient violations kept as objects; the rest are counted

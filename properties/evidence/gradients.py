@@ -54,6 +54,7 @@ __all__ = [
     "colored_map",
     "coordinates",
     "dependency_map",
+    "directions_for",
     "distinct_weights",
     "find_token_embedding",
     "merge_maps",

@@ -40,6 +40,7 @@ from properties.verdict import Kind, Source, Violation
 __all__ = [
     "BATCH_DEPENDENCE",
     "CONFIRM_RATIO",
+    "Dismissed",
     "LOCALIZE_LIMIT",
     "OBVIOUS",
     "OUTPUT_PER_PASS",
