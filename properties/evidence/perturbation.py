@@ -150,7 +150,8 @@ class PerturbationReport:
                 f"{self.at_rounding} changes of predictions at rounding level, not counted "
                 f"({rounding.describe(self.rounding_effect, self.rounding_scale, self.dtype)}, "
                 "the outputs' largest; ulp-jittered operands move the predictions by as much)"
-                + (f"; no float64 confirmation: {self.unconfirmed}" if self.unconfirmed else "")
+                + (f"; judged without a float64 confirmation: {self.unconfirmed}"
+                   if self.unconfirmed else "")
             )
         elif self.unconfirmed:
             notes.append(

@@ -147,7 +147,8 @@ def test_a_float64_copy_over_the_memory_budget_leaves_rounding_to_the_ulp_jitter
     assert "over the memory budget" in tight.unconfirmed and "--memory" in tight.unconfirmed
     (note,) = tight.notes(False)
     assert note.startswith(f"{roomy.rounding} changes of predictions at rounding level")
-    assert "below float32 rounding" in note and note.endswith(tight.unconfirmed)
+    assert "below float32 rounding" in note and "without a float64 confirmation" in note
+    assert note.endswith(tight.unconfirmed)
 
 
 def test_merged_shards_keep_the_first_unconfirmed_reason():
