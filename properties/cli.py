@@ -1,7 +1,9 @@
 """``python -m properties audit TARGET ...``: the audit as a command, for people and CI gates.
 
-Exit codes: 0 the model passes, 1 it does not, 2 a usage or target error (one line on stderr that
-says what is wrong and how to fix it; never a traceback).
+Exit codes: 0 the model passes, 1 it does not (it sees what it must not, its loss check fails, or
+the certificate alone does not prove it), 2 the audit could not say: a usage or target error, a
+model that does not run, evidence that could not be gathered for any asked check (one line on
+stderr that says what is wrong and how to fix it; never a traceback).
 """
 
 import argparse
@@ -435,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `audit ... | head`: the reader left; say nothing more
         sys.stderr = open(os.devnull, "w")  # noqa: SIM115 (interpreter exit flushes it)
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115
-        return 1
+        return 2  # the report did not reach its reader: no verdict (1 would say "it leaks")
     except AuditError as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2

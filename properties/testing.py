@@ -91,6 +91,14 @@ def assert_causal(
     subject = make_subject(model, grid=grid, layout=layout, predicts=predicts, **subject_options)
     result = audit(subject, options=options)
     cert = result.certificate
+    if prove and cert is not None and cert.status == "unavailable":
+        # could not prove is not "sees the future": an error, not a failed assertion
+        from properties.errors import AuditError
+
+        raise AuditError(
+            f"prove=True: the certificate is unavailable: {cert.reason}",
+            "fix what it names, or let the dynamic evidence decide (prove=False)",
+        )
     # Shard 0 runs the certificate (once, whole); the other shards leave the proof to it.
     proved = not prove or (cert.proved if cert is not None else shard is not None and shard[0])
     if not result.passed or not proved:

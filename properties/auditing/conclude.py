@@ -24,6 +24,8 @@ def conclude(result: AuditResult) -> AuditResult:
             listed, total = facts.gradient_violations(s, dmap, train=mode.training)
             result.violations.extend(listed)
             result.violation_count += total
+        if dmap is not None and dmap.rounding:
+            result.derived_notes.append(facts.rounding_note(dmap, mode))
         report = result.perturbations.get(mode)
         if report is not None:
             found = report.violations(s)

@@ -8,19 +8,20 @@ concludes again, which gives the result one process would have given.
 """
 
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 from hypothesis import settings as hypothesis_settings
 
 from properties import progress as bars
 from properties.auditing import time_budget
+from properties.auditing.availability import require_some_evidence
 from properties.auditing.conclude import conclude, merge
 from properties.auditing.coverage import SKIPPED, UNAVAILABLE, MapCoverage
 from properties.auditing.options import CHECKS, DYNAMIC, AuditOptions, CoveragePolicy
 from properties.auditing.result import AuditResult
-from properties.errors import ModelError
-from properties.evidence import gradients
+from properties.errors import AdapterError, ModelError
+from properties.evidence import gradients, map_rounding
 from properties.evidence.gradients import DependencyMap, GradientUnavailable
 from properties.evidence.loss import LossRows
 from properties.evidence.perturbation import perturbation_evidence
@@ -103,6 +104,7 @@ class Gathering:
     options: AuditOptions
     result: AuditResult
     timing: time_budget.Plan | None
+    reasons: list[str] = field(default_factory=list)  # why evidence could not be gathered
 
     @property
     def policy(self) -> CoveragePolicy:
@@ -110,6 +112,11 @@ class Gathering:
 
     def note(self, text: str) -> None:
         self.result.evidence_notes.append(text)
+
+    def unavailable(self, text: str) -> None:
+        """A note on evidence that could not be gathered (the reason, should nothing run)."""
+        self.note(text)
+        self.reasons.append(text)
 
 
 def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
@@ -129,12 +136,14 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
         result.certificate = certify(subject, train=options.train, seed=options.seed)
     if options.certificate_only:  # the static analysis alone: no sampled evidence
         conclude(result)
+        require_some_evidence(result, g.reasons)
         result.seconds = time.perf_counter() - start
         return result
     _dynamic_evidence(g)
     # what the subject learnt while running (e.g. a model that runs at one batch size only)
     result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
+    require_some_evidence(result, g.reasons)
     result.coverage.exhaustive = (
         options.exact or subject.n_positions <= options.policy.exhaustive_positions
     ) and not result.coverage.budgeted
@@ -157,7 +166,7 @@ def _dynamic_evidence(g: Gathering) -> None:
                 _perturbation_evidence(g, mode)
             except ModelError as exc:
                 failures.append(exc)
-                g.note(f"perturbation evidence unavailable in {mode.label}: {exc.problem}")
+                g.unavailable(f"perturbation evidence unavailable in {mode.label}: {exc.problem}")
                 result.coverage.perturbation_unavailable.append(mode)
     if "causality" in checks and not (result.perturbations or result.maps) and failures:
         raise failures[0]  # no evidence at all: the model's error is the answer
@@ -169,7 +178,11 @@ def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
     bytes one sample holds in a forward pass (measured, see :mod:`properties.subject.memory`)."""
     x = subject.draw_inputs(2, torch.Generator().manual_seed(seed))
     with model_mode(subject, train=False):
-        y, cost = measure(lambda: forward(subject, x, seed=seed))
+        try:
+            y, cost = measure(lambda: forward(subject, x, seed=seed))
+        except ModelError as exc:
+            _dispatch_shy(subject, x, seed, exc)
+            raise
         check_outputs_finite(y)
         note = check_input_untouched(subject, x, seed)
         if timing is not None:
@@ -179,6 +192,21 @@ def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
     if note:
         notes.append(note)
     return cost.per_copy // 2
+
+
+def _dispatch_shy(subject: Subject, x: torch.Tensor, seed: int, exc: ModelError) -> None:
+    """The model raised under the memory probe (a ``TorchDispatchMode``): if it runs without
+    one, that is the cause to name, not the layout."""
+    try:
+        forward(subject, x, seed=seed)
+    except Exception:
+        return  # it fails anyway: the model's own error says why
+    raise AdapterError(
+        "the model raises under a TorchDispatchMode (the audit measures memory and traces the "
+        f"certificate under one), and runs without: {exc.problem}",
+        "let the model run under torch's dispatch modes (drop the check that refuses them), "
+        "or report the op that fails",
+    ) from None
 
 
 def stratified(n: int, count: int, seed: int) -> list[int]:
@@ -208,7 +236,7 @@ def _gradient_evidence(g: Gathering, mode: ModelMode) -> None:
             inputs = 1
         probes = min(probes, g.timing.affordable(time_budget.MAP_SHARE, row * inputs))
         if probes == 0:
-            g.note(
+            g.unavailable(
                 f"gradient evidence skipped in {mode.label}: one VJP pass would not fit the time "
                 "budget; the perturbations decide"
             )
@@ -224,7 +252,7 @@ def _gradient_evidence(g: Gathering, mode: ModelMode) -> None:
             "or a threshold, or a model that ignores its input); the perturbations decide"
         )
     if why is not None:
-        g.note(f"gradient evidence unavailable in {mode.label}: {why}")
+        g.unavailable(f"gradient evidence unavailable in {mode.label}: {why}")
         result.coverage.gradient[mode] = UNAVAILABLE
         return
     result.maps[mode] = dmap
@@ -328,6 +356,10 @@ def _map(subject: Subject, x: torch.Tensor, g: Gathering, probes: int) -> Depend
         rows = x[: policy.sampled_inputs] if big else x
         dmap = gradients.plain_map_around(subject, rows, outputs, probe, seed, shard=shard)
         dmap = replace(dmap, method="sampled", row_inputs=len(rows))
+    # Entries that would decide something and may be rounding (an FFT's cancelled future lags)
+    cert = g.result.certificate
+    bound = None if cert is None else cert.bound
+    dmap = map_rounding.screen(subject, x, dmap, seed=seed, bound=bound)
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     return replace(dmap, probe_silent=not probe.seen.any())

@@ -31,7 +31,8 @@ from properties.verdict import Kind, ModelMode, Violation
 
 __all__ = ["SCALARS", "VERSION", "dump", "load"]
 
-VERSION = 2  # 2: violations by source and mode, coverage as a typed record
+VERSION = 3  # 2: violations by source and mode, coverage as a typed record; 3: rounding
+MAP_ROUNDING = ("rounding", "rounding_effect", "rounding_scale", "rounding_dtype")
 
 
 def _float(x: float):
@@ -96,6 +97,7 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
                 "passes": m.passes,
                 "method": m.method,
                 "probe_silent": m.probe_silent,
+                **{k: getattr(m, k) for k in MAP_ROUNDING},
             }
             for mode, m in result.maps.items()
         },
@@ -200,6 +202,7 @@ def load(data: dict, where: str) -> AuditResult:
             passes=m["passes"],
             method=m["method"],
             probe_silent=m["probe_silent"],
+            **{k: m[k] for k in MAP_ROUNDING},
         )
     for mode, r in data["perturbations"].items():
         report = PerturbationReport(
@@ -211,7 +214,7 @@ def load(data: dict, where: str) -> AuditResult:
         result.perturbations[ModelMode(mode)] = report
     for convention, loss in data["losses"].items():
         rows = [
-            {k: (v if k == "position" else _unfloat(v)) for k, v in row.items()}
+            {k: (v if k in ("position", "rounding") else _unfloat(v)) for k, v in row.items()}
             for row in loss["rows"]
         ]
         result.losses[convention] = LossEquivalence.from_rows(rows, loss["tolerance"])

@@ -11,7 +11,7 @@ import torch
 from properties.evidence import gradients
 from properties.evidence.gradients import DependencyMap
 from properties.subject.canonical import Subject
-from properties.verdict import Kind, Source, Violation
+from properties.verdict import Kind, ModelMode, Source, Violation
 
 __all__ = [
     "BlindSpot",
@@ -24,6 +24,7 @@ __all__ = [
     "gradient_violations",
     "rank_extremes",
     "receptive_field",
+    "rounding_note",
 ]
 
 GRADIENT_PAIRS_KEPT = 2000  # gradient violations kept as objects; the rest are counted
@@ -75,6 +76,17 @@ def gradient_violations(
             )
         )
     return violations, total
+
+
+def rounding_note(dmap: DependencyMap, mode: ModelMode) -> str:
+    """What the report says of the entries :mod:`.map_rounding` took out of the map."""
+    return (
+        f"gradients ({mode.label}): {dmap.rounding} non-zero entries at rounding level, not "
+        f"counted as dependencies (largest below {dmap.rounding_dtype} rounding: "
+        f"{dmap.rounding_effect:.2g} against {dmap.rounding_scale:.2g}, the largest gradient of "
+        "its row; ulp-jittered operands move them by as much): zeros that cancel only on paper, "
+        "as an FFT convolution's future lags do"
+    )
 
 
 @dataclass

@@ -28,6 +28,7 @@ the length of the sequence.
 import copy
 import math
 import weakref
+from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -35,6 +36,7 @@ from torch import nn
 
 from properties import progress
 from properties.errors import describe
+from properties.evidence import rounding
 from properties.evidence.perturbation import batch_interaction
 from properties.evidence.sharding import chunked, copies_per_pass, leads, spread
 from properties.subject import batching, memory
@@ -52,8 +54,10 @@ __all__ = [
     "colored_map",
     "coordinates",
     "dependency_map",
+    "directions_for",
     "distinct_weights",
     "find_token_embedding",
+    "find_token_embeddings",
     "merge_maps",
     "offset_periods",
     "plain_map",
@@ -92,6 +96,12 @@ class DependencyMap:
     method: str
     probe_silent: bool = False  # the probed outputs have no gradient at all
     row_inputs: int = 0  # inputs the sampled rows were taken on (0: all of the map's)
+    # entries dismissed as rounding residues (see properties.evidence.map_rounding): how many,
+    # the largest, and the largest gradient of its row (what it is judged against)
+    rounding: int = 0
+    rounding_effect: float = 0.0
+    rounding_scale: float = 0.0
+    rounding_dtype: str = ""  # the dtype the map was taken in, when entries were dismissed
 
     def row_of(self) -> dict[int, int]:
         return {int(t): i for i, t in enumerate(self.outputs)}
@@ -101,8 +111,10 @@ class DependencyMap:
 # The differentiable input
 
 
-def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
-    """The first ``nn.Embedding`` that is called on the tokens themselves."""
+def find_token_embeddings(subject: Subject, tokens: torch.Tensor) -> list[nn.Module]:
+    """Every ``nn.Embedding`` called on the tokens themselves, in the order of their first call:
+    on the tokens as given, reshaped (MEGABYTE reads them as patches, ``(B, K, P)`` or
+    ``(B * K, P)``), or their first slice (a model run at one batch size only)."""
     module = subject.module
     embeddings = [m for m in module.modules() if isinstance(m, nn.Embedding)] if module else []
     native = subject.native_input(tokens.to(subject.device))
@@ -110,11 +122,13 @@ def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
 
     def hook(mod, args, kwargs, out):
         x = _read(args, kwargs)
-        if x is not None and x.shape[1:] == native.shape[1:]:
-            # the tokens, or their first slice (a model run at one batch size only)
-            first = batching.rows(0, x.shape[0], len(native))
-            if torch.equal(x, native) or torch.equal(x, native[first]):
-                called.append(mod)
+        if x is None or mod in called:
+            return
+        first = batching.rows(0, x.shape[0], len(native)) if x.dim() else None
+        if _reads_tokens(x, native) or (
+            x.shape[1:] == native.shape[1:] and torch.equal(x, native[first])
+        ):
+            called.append(mod)
 
     handles = [m.register_forward_hook(hook, with_kwargs=True) for m in embeddings]
     try:
@@ -125,15 +139,32 @@ def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
             h.remove()
     if not called:
         raise GradientUnavailable(
-            "no nn.Embedding reads the tokens, so there is no input to differentiate"
+            "no nn.Embedding reads the tokens, so there is no input to differentiate (none is "
+            "called on them, as given, reshaped or a slice)"
         )
-    return called[0]
+    return called
+
+
+def find_token_embedding(subject: Subject, tokens: torch.Tensor) -> nn.Module:
+    """The first ``nn.Embedding`` that is called on the tokens (see
+    :func:`find_token_embeddings`)."""
+    return find_token_embeddings(subject, tokens)[0]
 
 
 def _read(args: tuple, kwargs: dict) -> torch.Tensor | None:
-    """The indices an embedding was called on: positionally or as ``input=`` (a tensor: the
-    hook runs after ``nn.Embedding.forward`` accepted it)."""
-    return args[0] if args else kwargs.get("input")
+    """The indices an embedding was called on: positionally or as ``input=``; None when that is
+    no tensor (RoFormer's sinusoidal positions subclass ``nn.Embedding`` and are called with a
+    ``torch.Size``)."""
+    x = args[0] if args else kwargs.get("input")
+    return x if isinstance(x, torch.Tensor) else None
+
+
+def _reads_tokens(x: torch.Tensor, native: torch.Tensor) -> bool:
+    """``x`` holds the tokens, in their order, in any shape (and any integer dtype: a model may
+    read ``ids.int()``)."""
+    if x.numel() != native.numel() or x.is_floating_point():
+        return False
+    return torch.equal(x.reshape(-1).to(native.dtype), native.reshape(-1))
 
 
 class DifferentiableInput:
@@ -144,7 +175,7 @@ class DifferentiableInput:
         self.subject = subject
         self.inputs = inputs
         self.seed = seed
-        self.embedding = find_token_embedding(subject, inputs) if subject.tokens else None
+        self.embeddings = find_token_embeddings(subject, inputs) if subject.tokens else []
         self._local: dict = {}  # measurements, for a model that is not an nn.Module
 
     @property
@@ -189,59 +220,90 @@ class DifferentiableInput:
 
         return self._measured("cost", measure)
 
-    def run(self, copies: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def run(
+        self, copies: int, jitter: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The (first) leaf and the outputs of ``copies`` stacked copies (see :meth:`leaves`)."""
+        leaves, y = self.leaves(copies, jitter)
+        return leaves[0], y
+
+    def leaves(
+        self, copies: int, jitter: torch.Generator | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The leaves and the outputs of ``copies`` stacked copies: the float inputs, or the
+        output of every embedding call that reads the tokens (a model may embed them more than
+        once: MEGABYTE's global and local models); ``jitter``: the float inputs moved by one ulp
+        (:mod:`.rounding`; the caller jitters the parameters)."""
         reps = (copies,) + (1,) * (self.inputs.dim() - 1)
         x = self.inputs.repeat(*reps)
         with seeded(self.subject, self.seed), torch.enable_grad():
-            if self.embedding is None:
-                leaf = x.to(self.subject.device, self.subject.dtype).requires_grad_(True)
-                y = self.subject(leaf)
+            if not self.embeddings:
+                leaf = x.to(self.subject.device, self.subject.dtype)
+                if jitter is not None:
+                    classes = self.subject.classes is not None
+                    leaf = rounding.jitter_input(leaf, leaf.dtype, jitter, classes=classes)
+                leaves = [leaf.requires_grad_(True)]
+                y = self.subject(leaves[0])
             else:
-                leaf, y = self._run_tokens(x)
+                leaves, y = self._run_tokens(x)
         if not y.requires_grad:
             raise GradientUnavailable("the outputs do not depend differentiably on the inputs")
-        return leaf, y
+        return leaves, y
 
     def _run_tokens(self, tokens):
         native = self.subject.native_input(tokens.to(self.subject.device))
-        captured, parts, unmatched = [], [0], []
+        leaves: list[torch.Tensor] = []
+        shapes: list[tuple] = []  # what each leaf's embedding was called on
+        whole: dict = {}  # embedding -> its leaf over every token, for a model run in slices
+        parts: dict = {}  # embedding -> slices seen
+        unmatched: list[tuple] = []
 
         def hook(mod, args, kwargs, out):
             x = _read(args, kwargs)
-            if x is not None and x.shape != native.shape and x.shape[1:] == native.shape[1:]:
+            if x is None:
+                return None
+            if _reads_tokens(x, native):
+                leaves.append(out.detach().requires_grad_(True))
+                shapes.append(tuple(x.shape))
+                # a copy: a model may write into its embedding in place (x += pos_emb(x))
+                return leaves[-1].clone()
+            if x.dim() == native.dim() and x.shape[1:] == native.shape[1:]:
                 # a model run at one batch size only: one leaf embeds every token, each call
                 # (one slice) gets its rows of it
-                rows = batching.rows(parts[0], x.shape[0], len(native))
+                part = parts.get(mod, 0)
+                rows = batching.rows(part, x.shape[0], len(native))
                 if not torch.equal(x, native[rows]):
                     unmatched.append(tuple(x.shape))
                     return None
-                if not captured:
-                    whole = mod.forward(native)  # forward(), not __call__: no hook again
-                    captured.append(whole.detach().requires_grad_(True))
-                parts[0] += 1
-                return captured[0][rows]
-            if captured:  # only the first call reads the tokens
-                return None
-            captured.append(out.detach().requires_grad_(True))
-            return captured[0]
+                if mod not in whole:
+                    whole[mod] = mod.forward(native).detach().requires_grad_(True)  # no hook
+                    leaves.append(whole[mod])
+                    shapes.append(tuple(native.shape))
+                parts[mod] = part + 1
+                return whole[mod][rows]
+            return None  # another input (positions, shifted tokens): no leaf
 
-        handle = self.embedding.register_forward_hook(hook, with_kwargs=True)
+        handles = [m.register_forward_hook(hook, with_kwargs=True) for m in self.embeddings]
         try:
             y = self.subject(tokens)
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
         if unmatched:  # a slice without gradient would hide what it sees
             raise GradientUnavailable(
                 f"the model runs in slices and its embedding read {unmatched[0]} tokens that "
                 "are not the slice expected"
             )
-        leaf = captured[0]
-        n = self.subject.n_positions
-        if leaf.dim() < 3 or leaf.shape[0] != tokens.shape[0] or leaf[0].numel() % n:
-            raise GradientUnavailable(
-                f"the embedding's output has shape {tuple(leaf.shape)}, not (B, positions, D)"
-            )
-        return leaf, y
+        if not leaves:
+            raise GradientUnavailable("no nn.Embedding read the tokens in this run")
+        for leaf, shape in zip(leaves, shapes, strict=True):
+            # an embedding's output is its input's shape and a feature axis: then its elements
+            # are the tokens' in order, and reshape to (B, positions, D)
+            if leaf.dim() < 2 or tuple(leaf.shape[:-1]) != shape:
+                raise GradientUnavailable(
+                    f"the embedding's output has shape {tuple(leaf.shape)}, not (B, positions, D)"
+                )
+        return leaves, y
 
 
 def weighted_vjps(
@@ -251,13 +313,15 @@ def weighted_vjps(
     *,
     per_pass: int = POSITIONS_PER_PASS,
     shard: tuple[int, int] | None = None,
+    jitter: torch.Generator | None = None,
 ) -> tuple[list[int], list[torch.Tensor]]:
     """Gradients of ``sum_t W[p, t] * <u[b, t], y[b, t]>`` for every row ``p`` of each weight set.
 
     ``weight_sets``: tensors ``(P, N)`` sharing the same ``P`` (one copy of the inputs per row;
     all sets reuse that copy's forward pass, hence the same dropout masks).
     ``directions``: ``u``, ``(B, N, K)``. Returns the rows computed (all of them, or this
-    ``shard``'s chunks) and, per set, their gradients ``(rows, B, N, D)``.
+    ``shard``'s chunks) and, per set, their gradients ``(rows, B, N, D)``. ``jitter``: every
+    operand (inputs, parameters, directions) moved by one ulp (:mod:`.rounding`).
     """
     n_rows = weight_sets[0].shape[0]
     batch, n = source.batch, source.subject.n_positions
@@ -273,29 +337,41 @@ def weighted_vjps(
     # than the two VJP copies that fit.
     if size > 1 and source.interacts():
         size = 1
+    module = source.subject.module
     for chunk in chunked(range(n_rows), size, shard):
         start, stop = chunk[0], chunk[-1] + 1
         rows.extend(chunk)
-        leaf, y = source.run(stop - start)
-        u = directions.to(y.dtype)
-        for i, weights in enumerate(weight_sets):
-            w = weights[start:stop].to(y.dtype)
-            cot = (w[:, None, :, None] * u[None]).reshape(y.shape)
-            try:
-                (g,) = torch.autograd.grad(
-                    y, leaf, cot, retain_graph=i < len(weight_sets) - 1, allow_unused=True
+        with rounding.jittered(module, jitter) if jitter is not None else nullcontext():
+            leaves, y = source.leaves(stop - start, jitter)
+            u = directions.to(y.dtype)
+            if jitter is not None:
+                u = rounding.ulp_jitter(u, jitter)
+            for i, weights in enumerate(weight_sets):
+                w = weights[start:stop].to(y.dtype)
+                cot = (w[:, None, :, None] * u[None]).reshape(y.shape)
+                grads = _vjp(y, leaves, cot, retain=i < len(weight_sets) - 1)
+                # several leaves (embeddings): one input position, their features side by side
+                results[i].append(
+                    torch.cat([g.reshape(stop - start, batch, n, -1) for g in grads], -1)
                 )
-            except Exception as exc:  # any error of the model's backward, not only torch's
-                raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
-            if g is None:  # the outputs need grad (parameters) but no path reaches the input
-                raise GradientUnavailable(
-                    "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
-                )
-            results[i].append(g.detach().reshape(stop - start, batch, n, -1))
-        del leaf, y
+        del leaves, y
         progress.advance(stop - start)
     empty = torch.zeros(0, batch, n, 1, dtype=torch.float64)
     return rows, [torch.cat(parts) if parts else empty for parts in results]
+
+
+def _vjp(y, leaves, cot, *, retain: bool) -> list[torch.Tensor]:
+    """The gradients at the leaves (zeros at a leaf no path reaches, when another one is)."""
+    try:
+        grads = torch.autograd.grad(y, leaves, cot, retain_graph=retain, allow_unused=True)
+    except Exception as exc:  # any error of the model's backward, not only torch's
+        raise GradientUnavailable(f"backward failed: {describe(exc)}") from exc
+    if all(g is None for g in grads):  # the outputs need grad (parameters), no path reaches
+        raise GradientUnavailable(
+            "no gradient path from the outputs to the inputs (an integer cast or a detach?)"
+        )
+    pairs = zip(grads, leaves, strict=True)
+    return [torch.zeros_like(x) if g is None else g.detach() for g, x in pairs]
 
 
 def random_directions(y_shape, generator: torch.Generator) -> torch.Tensor:
@@ -321,7 +397,7 @@ def plain_map(
     source = DifferentiableInput(subject, inputs, seed=seed)
     n = subject.n_positions
     outputs = torch.arange(n) if outputs is None else torch.as_tensor(outputs, dtype=torch.long)
-    directions = _directions(source, seed)
+    directions = directions_for(source, seed)
     one_hot = torch.zeros(len(outputs), n, dtype=torch.float64)
     one_hot[torch.arange(len(outputs)), outputs] = 1.0
     rows, (g,) = weighted_vjps(source, [one_hot], directions, per_pass=per_pass, shard=shard)
@@ -359,7 +435,8 @@ def plain_map_around(
     return dmap
 
 
-def _directions(source: DifferentiableInput, seed: int) -> torch.Tensor:
+def directions_for(source: DifferentiableInput, seed: int) -> torch.Tensor:
+    """The random output directions of every map of this seed."""
     with torch.no_grad():
         _, y = source.run(1)
     generator = torch.Generator().manual_seed(seed + 1)
@@ -442,7 +519,7 @@ def colored_map(
     beta_w = alpha_w * beta
 
     source = DifferentiableInput(subject, inputs, seed=seed)
-    directions = _directions(source, seed)
+    directions = directions_for(source, seed)
     mine, (g1, g2) = weighted_vjps(
         source, [alpha_w, beta_w], directions, per_pass=per_pass, shard=shard
     )
@@ -472,6 +549,7 @@ def merge_maps(maps: list[DependencyMap]) -> DependencyMap:
     """One map from the maps of shards that computed disjoint rows."""
     outputs = torch.cat([m.outputs for m in maps])
     order = torch.argsort(outputs)
+    largest = max(maps, key=lambda m: m.rounding_effect)
     return DependencyMap(
         outputs=outputs[order],
         seen=torch.cat([m.seen for m in maps])[order],
@@ -479,6 +557,11 @@ def merge_maps(maps: list[DependencyMap]) -> DependencyMap:
         passes=sum(m.passes for m in maps),
         method=maps[0].method,
         probe_silent=maps[0].probe_silent,
+        row_inputs=maps[0].row_inputs,
+        rounding=sum(m.rounding for m in maps),
+        rounding_effect=largest.rounding_effect,
+        rounding_scale=largest.rounding_scale,
+        rounding_dtype=largest.rounding_dtype,
     )
 
 

@@ -29,7 +29,7 @@ from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.errors import ModelError
-from properties.evidence import strategies
+from properties.evidence import rounding, strategies
 from properties.evidence.replacements import ZEROS, Perturbation, apply, replace_one
 from properties.evidence.sharding import chunked, copies_per_pass, share, spread
 from properties.subject import memory
@@ -40,6 +40,7 @@ from properties.verdict import Kind, Source, Violation
 __all__ = [
     "BATCH_DEPENDENCE",
     "CONFIRM_RATIO",
+    "Dismissed",
     "LOCALIZE_LIMIT",
     "OBVIOUS",
     "OUTPUT_PER_PASS",
@@ -70,6 +71,27 @@ OBVIOUS = 1e-2
 OUTPUT_PER_PASS = 256 << 20
 
 
+def _finite_max(y: torch.Tensor) -> float:
+    """The largest finite |value| (0 when there is none)."""
+    finite = y[torch.isfinite(y)]
+    return float(finite.abs().max()) if finite.numel() else 0.0
+
+
+@dataclass
+class Dismissed:
+    """Changes dismissed at the rounding level that ulp jitter measured: how many, the largest,
+    and the largest scale it was judged against."""
+
+    count: int = 0
+    effect: float = 0.0
+    scale: float = 0.0
+
+    def add(self, count: int, effect: float, scale: float) -> None:
+        self.count += count
+        self.effect = max(self.effect, effect)
+        self.scale = max(self.scale, scale)
+
+
 def _first_set(values):
     return next((v for v in values if v), values[0])
 
@@ -93,8 +115,13 @@ class PerturbationReport:
     cuts_swept: int = _combined(sum, 0)
     examples: int = _combined(sum, 0)
     rounding: int = _combined(sum, 0)  # float32 changes dismissed as rounding
-    # why small changes were counted without a float64 confirmation
+    # why small changes were judged without a float64 confirmation
     unconfirmed: str = _combined(_first_set, "")
+    # changes at the rounding level measured by ulp jitter: how many, the largest, the scale
+    at_rounding: int = _combined(sum, 0)
+    rounding_effect: float = _combined(max, 0.0)
+    rounding_scale: float = _combined(max, 0.0)
+    dtype: str = _combined(_first_set, "")  # the model's dtype (what the jitter ran in)
 
     @classmethod
     def scalars(cls) -> tuple[str, ...]:
@@ -118,10 +145,18 @@ class PerturbationReport:
                 "in arithmetic where the future cancels only on paper (x_t subtracted back out "
                 "of a sum, a kernel that mixes neighbouring inputs), not a dependency; not counted"
             )
-        if self.unconfirmed:
+        if self.at_rounding:
             notes.append(
-                "small float32 changes counted without a float64 confirmation, so rounding may "
-                f"count: on the float64 copy, {self.unconfirmed}"
+                f"{self.at_rounding} changes of predictions at rounding level, not counted "
+                f"({rounding.describe(self.rounding_effect, self.rounding_scale, self.dtype)}, "
+                "the outputs' largest; ulp-jittered operands move the predictions by as much)"
+                + (f"; judged without a float64 confirmation: {self.unconfirmed}"
+                   if self.unconfirmed else "")
+            )
+        elif self.unconfirmed:
+            notes.append(
+                "small changes judged by their rounding level under ulp jitter, without a "
+                f"float64 confirmation: {self.unconfirmed}"
             )
         return notes
 
@@ -151,10 +186,15 @@ def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
 class Runner:
     """Evaluates perturbations against cached unperturbed outputs, in one mode, one RNG seed.
 
-    Changes seen in a float32 (or lower) model are confirmed on a float64 copy before they count:
-    a genuine dependency moves the float64 prediction as much as the float32 one, while rounding
-    (an exclusive prefix sum computed as ``cumsum(x) - x`` "depends" on ``x_t`` through its
-    last bits) shrinks by the ratio of the two machine epsilons.
+    A change is a dependency only when its size does not scale with the arithmetic's precision
+    (:mod:`properties.evidence.rounding`). Changes seen in a float32 (or lower) model are
+    confirmed on a float64 copy before they count: a genuine dependency moves the float64
+    prediction as much as the float32 one, while rounding (an exclusive prefix sum computed as
+    ``cumsum(x) - x`` "depends" on ``x_t`` through its last bits) shrinks by the ratio of the two
+    machine epsilons. Where there is no float64 copy (a float64 model, a kernel without float64
+    such as ``grouped_mm`` on CPU, a copy over the memory budget), the rounding level of the
+    comparison is measured by ulp jitter in the model's own dtype, and changes at that level do
+    not count either.
     """
 
     def __init__(self, subject: Subject, *, seed: int, pool_size: int = 2, confirm: bool = True):
@@ -164,11 +204,14 @@ class Runner:
         self._pools: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self.tolerance = 0.0
         self._confirm = confirm and subject.dtype != torch.float64
+        self._judge = confirm  # the float64 copy's runner judges nothing: its caller does
         self._double: Runner | None = None
-        self.rounding = 0  # violations dismissed as rounding
+        self.rounding = 0  # violations dismissed as rounding by the float64 copy
         self.cost: memory.PassCost | None = None  # of one pool, measured on its first pass
         self.scale = 0.0  # largest |output| of the first pool
         self.unconfirmed = ""  # why small float32 changes could not be confirmed in float64
+        self.jitter = Dismissed()  # changes at the rounding level ulp jitter measured
+        self._levels: dict[int, float] = {}  # jitter level of each pool's unperturbed outputs
 
     def run(self, x: torch.Tensor) -> torch.Tensor:
         return forward(self.subject, x, seed=self.seed).detach()
@@ -202,32 +245,53 @@ class Runner:
     def changes_at(self, pool: int, x1: torch.Tensor) -> torch.Tensor:
         return self.changes(self.pool(pool)[1], self.run(x1))
 
-    def evaluate(self, p: Perturbation) -> tuple[torch.Tensor, torch.Tensor]:
-        """Changes per position for ``p``, and the perturbed inputs."""
-        x, _ = self.pool(p.pool)
+    def evaluate(self, p: Perturbation) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Changes per position for ``p``, the perturbed inputs and their outputs."""
+        x, y0 = self.pool(p.pool)
         x1 = apply(self.subject, x, p)
-        return self.changes_at(p.pool, x1), x1
+        y1 = self.run(x1)
+        return self.changes(y0, y1), x1, y1
 
     def genuine(
-        self, pool: int, x1: torch.Tensor, changes: torch.Tensor, outputs: torch.Tensor
+        self,
+        pool: int,
+        x1: torch.Tensor,
+        changes: torch.Tensor,
+        outputs: torch.Tensor,
+        y1: torch.Tensor,
     ) -> torch.Tensor:
-        """The ``outputs`` whose change survives in float64 (all of them for float64 models)."""
-        if not self._confirm or len(outputs) == 0:
+        """The ``outputs`` whose change is no rounding: it survives in float64, or, without a
+        float64 copy, it exceeds the comparison's rounding level (``y1``: the outputs at
+        ``x1``)."""
+        if not self._judge or len(outputs) == 0:
             return outputs
-        if bool((changes[outputs] > OBVIOUS * self.scale).all()):
+        # The scale of the comparison: a perturbation 1e4 times the inputs' makes intermediates,
+        # and their rounding, that much larger than the unperturbed outputs.
+        scale = max(self.scale, _finite_max(y1))
+        obvious = changes[outputs] > OBVIOUS * scale
+        if bool(obvious.all()):
             return outputs
+        if self._confirm:
+            kept = self._confirmed(pool, x1, changes, outputs)
+            if kept is not None:
+                return kept
+        return outputs[obvious | ~self._at_rounding(pool, x1, y1, changes[outputs], scale)]
+
+    def _confirmed(self, pool, x1, changes, outputs) -> torch.Tensor | None:
+        """The outputs whose change survives on the float64 copy (None: there is no copy)."""
         try:
             double = self._float64()
             if double is None:
-                return outputs
+                return None
             changes64 = double.changes_at(pool, x1)
-        except ModelError:  # the float64 copy does not run (a dtype fixed inside the model)
+        except ModelError as exc:  # the float64 copy does not run (a dtype fixed inside it)
             self._confirm = False
-            return outputs
-        except memory.MemoryBudgetError as exc:  # counted unconfirmed, and said so
+            self.unconfirmed = f"the float64 copy raised ({exc.problem})"
+            return None
+        except memory.MemoryBudgetError as exc:
             self._confirm = False
             self.unconfirmed = f"{exc.problem} ({exc.fix})"
-            return outputs
+            return None
         keep = changes64[outputs] > torch.maximum(
             torch.full_like(changes64[outputs], double.tolerance),
             CONFIRM_RATIO * changes[outputs],
@@ -238,11 +302,36 @@ class Runner:
         self.rounding += int((~keep).sum())
         return outputs[keep]
 
+    def _at_rounding(self, pool, x1, y1, effects, scale) -> torch.Tensor:
+        """Which ``effects`` (changes between the pool's outputs and ``y1``) are at the
+        rounding level of the two computations, measured by ulp jitter of each."""
+        x0, y0 = self.pool(pool)
+        if pool not in self._levels:
+            self._levels[pool] = self._jitter_level(x0, y0, pool)
+        level = rounding.Level(
+            self._levels[pool] + self._jitter_level(x1, y1, pool), scale, self.subject.dtype
+        )
+        dismissed = level.explains(effects) & torch.isfinite(effects)
+        if bool(dismissed.any()):
+            self.jitter.add(int(dismissed.sum()), float(effects[dismissed].max()), scale)
+        return dismissed
+
+    def _jitter_level(self, x: torch.Tensor, y: torch.Tensor, pool: int) -> float:
+        """The largest move of any output of ``x`` (whose outputs are ``y``) under ulp jitter."""
+        classes = self.subject.classes is not None
+        moves = []
+        for g in rounding.generators(self.seed * 1000 + pool):
+            with rounding.jittered(self.subject.module, g):
+                xj = rounding.jitter_input(x, self.subject.dtype, g, classes=classes)
+                moves.append(float(_changes(y, self.run(xj)).max()))
+        return max(moves)
+
     def _float64(self) -> "Runner | None":
         if self._double is None:
             copy, note = float64_copy(self.subject)
             if note or copy is self.subject:
                 self._confirm = False
+                self.unconfirmed = note or "there is no float64 copy"
                 return None
             self._double = Runner(copy, seed=self.seed, pool_size=self.pool_size, confirm=False)
             self._double.tolerance = SAFETY * self._double.noise_floor(2)[0]
@@ -361,7 +450,8 @@ def sweep(runner: Runner, cut_list: list[int], *, per_chunk: int, shard=None, ob
     """At each cut, the future replaced by the lecture's zeros (wide values are the Hypothesis
     search's job). Returns ``{output: (cut, effect, kind)}``: for each output seen to move, the
     furthest cut that moved it (its furthest future input), or its own cut when it only sees
-    the present. ``observe(cut, outputs)`` sees every perturbed output (the loss check)."""
+    the present. ``observe(cut, outputs, genuine)`` sees every perturbed output, with the
+    positions whose change is no rounding (the loss check)."""
     subject = runner.subject
     x, y0 = runner.pool(0)
     records: dict[int, tuple[int, float, str]] = {}
@@ -369,18 +459,18 @@ def sweep(runner: Runner, cut_list: list[int], *, per_chunk: int, shard=None, ob
         perturbed = [apply(subject, x, Perturbation(c, ZEROS, 0.0, seed=c)) for c in chunk]
         y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
         progress.advance(len(chunk))
-        if observe is not None:
-            for c, y in zip(chunk, y1, strict=True):
-                observe(c, y)
         changes = runner.changes(y0, y1)  # (cuts, N)
         cuts = torch.tensor(chunk)[:, None]
         moved = (changes > runner.tolerance) & (subject.ranks[None, :] <= cuts)
-        for i in moved.any(1).nonzero().flatten().tolist():
-            c = chunk[i]
-            outputs = runner.genuine(0, perturbed[i], changes[i], moved[i].nonzero().flatten())
+        for i, c in enumerate(chunk):
+            outputs = moved[i].nonzero().flatten()
+            if len(outputs):
+                outputs = runner.genuine(0, perturbed[i], changes[i], outputs, y1[i])
             for t in outputs.tolist():
                 kind_ = Kind.FUTURE if subject.ranks[t] < c else Kind.PRESENT
                 _record(records, t, c, float(changes[i, t]), kind_)
+            if observe is not None:  # what moved beyond rounding, for the loss check
+                observe(c, y1[i], set(outputs.tolist()))
     return records
 
 
@@ -436,9 +526,9 @@ def hypothesis_search(
             return False
         calls[0] += 1
         progress.advance()
-        changes, x1 = runner.evaluate(p)
+        changes, x1, y1 = runner.evaluate(p)
         moved = test(subject, changes, p.cut, runner.tolerance)
-        return len(runner.genuine(p.pool, x1, changes, moved)) > 0
+        return len(runner.genuine(p.pool, x1, changes, moved, y1)) > 0
 
     config = settings(
         max_examples=max_examples,
@@ -453,8 +543,9 @@ def hypothesis_search(
         )
     except NoSuchExample:
         return None, None, calls[0]
-    changes, x1 = runner.evaluate(p)
-    outputs = runner.genuine(p.pool, x1, changes, test(subject, changes, p.cut, runner.tolerance))
+    changes, x1, y1 = runner.evaluate(p)
+    moved = test(subject, changes, p.cut, runner.tolerance)
+    outputs = runner.genuine(p.pool, x1, changes, moved, y1)
     output = (
         int(outputs[torch.argmax(subject.ranks[outputs])])
         if kind == Kind.FUTURE
@@ -484,9 +575,10 @@ def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int, ov
         if over is not None and over():
             break
         x_one = replace_one(subject, x, x1, position)
-        changes = runner.changes(y0, runner.run(x_one))
+        y_one = runner.run(x_one)
+        changes = runner.changes(y0, y_one)
         moved = torch.tensor([output]) if changes[output] > runner.tolerance else torch.tensor([])
-        if len(runner.genuine(p.pool, x_one, changes, moved.long())):
+        if len(runner.genuine(p.pool, x_one, changes, moved.long(), y_one)):
             return position
     return _position_of_rank(subject, p.cut)
 
@@ -549,4 +641,7 @@ def perturbation_evidence(
             report.counterexamples[kind] = p
     report.rounding = runner.rounding
     report.unconfirmed = runner.unconfirmed
+    report.at_rounding = runner.jitter.count
+    report.rounding_effect, report.rounding_scale = runner.jitter.effect, runner.jitter.scale
+    report.dtype = str(subject.dtype).replace("torch.", "")
     return report

@@ -168,6 +168,7 @@ def _loss_dict(subject: Subject, loss, full: bool) -> dict:
         "masked_loss": loss.masked_loss,
         "holds": loss.holds,
         "tolerance": loss.tolerance,
+        "rounding_positions": loss.rounding,
         "positions": [{**row, "position": subject.position(row["position"])} for row in rows],
         "positions_total": len(loss.positions),
         "positions_listed": "all" if len(rows) == len(loss.positions) else "worst",
@@ -195,7 +196,7 @@ def explain(subject: Subject, v: Violation) -> str:
     if v.kind == Kind.PRESENT:
         hint = "" if v.train else _present_hint(subject)
         return f"{what}: the model sees the present{where}{hint}"
-    return f"{what}: the model sees the future{where} (input {inp}){_hint(v)}"
+    return f"{what}: the model sees the future{where} (input {inp}){_hint(subject, v)}"
 
 
 def _present_hint(subject: Subject) -> str:
@@ -216,11 +217,18 @@ def _subpixel_advice(subject: Subject) -> str:
     )
 
 
-def _hint(v: Violation) -> str:
+def _hint(subject: Subject, v: Violation) -> str:
+    """The likely bug, for the kind of model: a sequence of values is convolved (padding), a
+    sequence of tokens attends (a mask) or routes (tokens competing for experts)."""
     if v.train:
         return "; normalization statistics over time (BatchNorm in training mode)?"
     if v.source is Source.SEARCH:
         return ""
+    if subject.tokens:
+        return (
+            "; an attention mask open to the future (no causal mask, or one of the wrong "
+            "polarity), or tokens that compete across positions (experts with a capacity)?"
+        )
     return "; symmetric padding (padding='same') or a mask open to the future?"
 
 
@@ -231,6 +239,8 @@ def headline(result: AuditResult) -> Violation | None:
     if not result.violations:
         return None
     worst = Kind.FUTURE if any(v.kind == Kind.FUTURE for v in result.violations) else Kind.PRESENT
+    if worst == Kind.PRESENT and result.subject.predicts != "current":
+        return None  # seeing the present is allowed: the failure is elsewhere (the loss check)
 
     def rank(v: Violation):
         return (v.train, v.source is Source.GRADIENT, v.source is Source.SEARCH)
@@ -247,8 +257,12 @@ def failure_summary(result: AuditResult) -> str:
     cert = result.certificate
     if lead is not None:
         first = explain(s, lead)
+    elif result.loss is not None and not result.loss.holds:
+        first = _loss_sentence(result)
     elif cert is not None and not cert.proved:
         first = f"the certificate does not prove it: {cert.reason}"
+    elif result.unsound:
+        first = soundness_note(result)
     else:
         first = _loss_sentence(result)
     lines = [first, ""]
@@ -306,31 +320,56 @@ def _loss_sentence(result: AuditResult) -> str:
     loss = result.loss
     if loss is None:
         return "the audit failed"
+    rounding = f", besides {loss.rounding} at rounding level" if loss.rounding else ""
     return (
-        f"one-pass predictions differ from the masked ones by {loss.max_abs_diff:.3g} "
-        f"(tolerance {loss.tolerance:.3g}): the one-pass loss is not the sum of the "
+        f"one-pass predictions differ from the masked ones by {loss.genuine_diff:.3g} "
+        f"(tolerance {loss.tolerance:.3g}{rounding}): the one-pass loss is not the sum of the "
         "per-position losses"
     )
 
 
-def verdict_line(result: AuditResult, passed: bool) -> str:
+MODE_WORDS = {
+    "strict": "strictly causal: no prediction sees the present or the future",
+    "inclusive": "causal, inclusive: predictions see the present, never the future",
+    "none": "NOT causal: some predictions see the future",
+}
+
+
+def verdict_line(result: AuditResult, passed: bool, declared: dict | None = None) -> str:
+    """``PASS: <causality>``, or ``FAIL: <what failed>``: the headline names the real cause
+    (the loss check, the certificate's soundness, a declared fact), and says what causality is
+    when that is not what failed."""
     s = result.subject
     cert = result.certificate
-    verdict = "PASS" if passed else "FAIL"
-    if result.mode is None and cert is not None and cert.mode is not None:
+    need = f"(--predicts {s.predicts} needs {_need(s)})"
+    causality = None
+    if result.mode is not None:
+        causality = f"{MODE_WORDS[result.mode]} {need}"
+    elif cert is not None and cert.mode is not None:
         proof = "proved" if cert.proved else "not proved"
-        return (
-            f"{verdict}: {proof} by the certificate, best mode {cert.mode} "
-            f"(--predicts {s.predicts} needs {_need(s)})"
+        causality = f"{proof} by the certificate, best mode {cert.mode} {need}"
+    if passed:
+        return f"PASS: {causality or 'causality not checked'}"
+    causality_fails = result.causal is False or (
+        result.mode is None and result.certificate_only and not (cert is not None and cert.proved)
+    )
+    causes = [causality] if causality_fails and causality else []
+    if result.loss is not None and not result.loss.holds:
+        causes.append(f"loss equivalence fails: {_loss_sentence(result)}")
+    if result.unsound:
+        causes.append(
+            f"the dynamic evidence refutes the certificate ({len(result.unsound)} dependencies "
+            "outside its bound: a soundness bug of the analysis, see the note)"
         )
-    if result.mode is None:
-        return verdict + ": causality not checked"
-    words = {
-        "strict": "strictly causal: no prediction sees the present or the future",
-        "inclusive": "causal, inclusive: predictions see the present, never the future",
-        "none": "NOT causal: some predictions see the future",
-    }[result.mode]
-    return f"{verdict}: {words} (--predicts {s.predicts} needs {_need(s)})"
+    mismatched = [fact for fact, d in (declared or {}).items() if not d["ok"]]
+    if mismatched:
+        causes.append(f"measured {', '.join(mismatched)} differ from the declared")
+    if not causes:
+        return f"FAIL: {causality or 'causality not checked'}"
+    line = "FAIL: " + "; ".join(causes)
+    if causality and not causality_fails:
+        line += f"; causality holds: {causality}"
+    return line
 
 
 def render_text(
@@ -341,7 +380,7 @@ def render_text(
     lines = [
         f"{target}  grid {tuple(s.grid)}  predicts {s.predicts}"
         + ("  [inference + training]" if result.train else "  [inference]"),
-        verdict_line(result, data["passed"]),
+        verdict_line(result, data["passed"], declared),
     ]
     if result.causal:
         # Seeing the present is what an inclusive model is allowed to do: one line of evidence
@@ -377,6 +416,8 @@ def render_text(
             f"  loss equivalence: {'holds' if le['holds'] else 'FAILS'}: max |prediction diff| "
             f"{le['max_abs_diff']:.3g} over {le['positions_total']} positions"
         )
+        if le["rounding_positions"]:
+            text += f" ({le['rounding_positions']} of them at rounding level: not counted)"
         if le["one_pass_loss"] is not None:
             text += (
                 f"; one-pass loss {le['one_pass_loss']:.4f} vs masked {le['masked_loss']:.4f} nats"

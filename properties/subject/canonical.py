@@ -444,7 +444,9 @@ def _embeddings_reading(module: nn.Module, x_native: torch.Tensor) -> list:
     found = []
 
     def pre_hook(mod, args, kwargs):
-        given = args[0] if args else kwargs["input"]  # emb(x) or emb(input=x)
+        given = args[0] if args else kwargs.get("input")  # emb(x) or emb(input=x)
+        if not isinstance(given, torch.Tensor):  # RoFormer's positions: called with a Size
+            return
         # torch.equal is False for another shape; the cast: a model may read ids.int()
         if torch.equal(given.to(x_native.dtype), x_native):
             found.append(mod)

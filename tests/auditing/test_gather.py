@@ -20,7 +20,7 @@ from properties.auditing.coverage import UNAVAILABLE, Coverage, MapCoverage
 from properties.auditing.gather import Gathering, stratified
 from properties.auditing.options import CHECKS, DEFAULT_POLICY, DYNAMIC, AuditOptions
 from properties.auditing.result import AuditResult
-from properties.errors import AdapterError, ModelError
+from properties.errors import AdapterError, AuditError, ModelError
 from properties.evidence import gradients
 from properties.subject import memory
 from properties.subject.memory import GIB, MemoryBudgetError
@@ -558,9 +558,9 @@ def test_a_model_that_gives_no_evidence_at_all_raises_its_error():
     s = make_subject(FailsOnZeros(steps=True), grid=(8,), layout="BTC", predicts="current")
     with pytest.raises(ModelError, match="zeros are not allowed"):
         audit(s, checks=["causality"], max_examples=5)
-    # without the causality check the error is a note: the loss check has no rows
-    result = audit(s, checks=["loss", "receptive_field"], max_examples=5)
-    assert result.loss is None and result.coverage.perturbation_unavailable == ["eval"]
+    # nor without it: no asked check has evidence (the loss check has no rows, the map none)
+    with pytest.raises(AuditError, match="^no evidence for --checks receptive_field,loss could"):
+        audit(s, checks=["loss", "receptive_field"], max_examples=5)
 
 
 def test_the_loss_check_runs_its_sweep_in_inference_only():
