@@ -371,7 +371,7 @@ def command_merge(args) -> int:
     from properties.auditing.gather import merge
     from properties.extra import zoo
 
-    parts, targets, memories = [], set(), set()
+    parts, targets, memories, sources = [], set(), set(), []
     for path in args.parts:
         try:
             with open(path) as f:
@@ -387,6 +387,7 @@ def command_merge(args) -> int:
             )
         parts.append(evidence.load(data["shard_evidence"], path))
         targets.add(data["target"])
+        sources.append(data.get("model_source"))
         memories.add(data["shard_evidence"]["memory_bytes"])
     counts = {p.shard[1] for p in parts}
     indexes = sorted(p.shard[0] for p in parts)
@@ -407,6 +408,7 @@ def command_merge(args) -> int:
     if target.startswith("zoo:"):
         declared = zoo.compare(zoo.declared_facts(target[4:], result.subject.grid), result)
     data = to_dict(result, target, declared, full=args.json_full)
+    data["model_source"] = sources[0]  # the shards had the model; the merge has not
     print(render_text(result, target, declared))
     _write_json(args.json, data)
     return 0 if data["passed"] else 1

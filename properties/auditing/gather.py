@@ -47,6 +47,7 @@ from hypothesis import settings as hypothesis_settings
 from properties import progress as bars
 from properties import verdict
 from properties.auditing import time_budget as plan
+from properties.auditing.locate import locate
 from properties.errors import AdapterError, ModelError
 from properties.evidence import facts, gradients
 from properties.evidence.gradients import DependencyMap, GradientUnavailable
@@ -122,6 +123,9 @@ class AuditResult:
     certificate_exact: bool | None = None  # the measured map equals the bound
     unsound: list = field(default_factory=list)  # dynamic dependencies outside the bound
     sample_bytes: int = 0  # what one sample holds in a forward pass (measured by validate)
+    # where each violated kind of dependency enters the model's source (a failing audit only;
+    # properties.auditing.locate): {"future": Blame, "present": Blame}
+    blame: dict = field(default_factory=dict)
 
     @property
     def notes(self) -> list[str]:
@@ -201,6 +205,7 @@ def _audit(subject, checks, train, exact, seed, max_examples, shard, budget) -> 
         result.certificate = certify(subject, train=train, seed=seed)
     if result.checks == ("certificate",):  # the static analysis alone: no sampled evidence
         conclude(result)
+        result.blame = locate(result, seed)
         result.seconds = time.perf_counter() - start
         return result
     examples = max_examples or hypothesis_settings.default.max_examples
@@ -224,6 +229,7 @@ def _audit(subject, checks, train, exact, seed, max_examples, shard, budget) -> 
     # what the subject learnt while running (e.g. a model that runs at one batch size only)
     result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
+    result.blame = locate(result, seed)  # nothing to do when it passed
     result.coverage["exhaustive"] = (
         exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
     ) and not result.coverage.get("budgeted")
