@@ -33,12 +33,12 @@ def blame_line(kind: str, b: dict) -> str:
     """``the future enters at tests/m.py:12 in forward (module attn, Attention; aten.bmm):
     y = q @ k`` (and the frames that called it)."""
     if b["file"] is None:
-        where = f"module {b['module'] or '(the model itself)'}"
+        where = module_words(b)
     else:
         where = f"{relative(b['file'])}:{b['line']} in {b['function']}"
     parts = []
     if b["module"] is not None:
-        parts.append(f"module {b['module'] or '(the model itself)'}, {b['module_type']}")
+        parts.append(module_words(b))
     if b["op"]:
         parts.append(b["op"])
     detail = f" ({'; '.join(parts)})" if parts else ""
@@ -46,6 +46,13 @@ def blame_line(kind: str, b: dict) -> str:
     callers = [f"{relative(f['file'])}:{f['line']}" for f in b["chain"][1:]]
     called = f" [called from {', '.join(callers)}]" if callers else ""
     return f"the {kind} enters at {where}{detail}{code}{called}"
+
+
+def module_words(b: dict) -> str:
+    """``module transformer.h.3.attn (GPT2Attention)``, or ``the model's own forward (Net)``."""
+    if b["module"] == "":
+        return f"the model's own forward ({b['module_type']})"
+    return f"module {b['module']} ({b['module_type']})"
 
 
 def blame_lines(blame: dict) -> list[str]:
