@@ -20,7 +20,10 @@ the Python stack there (:func:`properties.evidence.blame.model_frames`) and the 
   one input (a normalization by constants), and whose output sees the present: the first layer
   the unshifted input reaches (where the shift is missing).
 
-The plain :class:`~.tracer.Tracer` is unchanged: this class only overrides its blame hook.
+The plain :class:`~.tracer.Tracer` is unchanged: this class only extends its blame hook (the
+tracer's own answer, the op the certificate's reason names, stays as it was), and reads
+positions a little better: of several candidate axes, one along which the summary is broadcast
+(the channels of a toy grid with as many positions as channels) is not a position axis.
 """
 
 import itertools
@@ -43,6 +46,7 @@ class SiteTracer(Tracer):
         self.want_present = present
         self.sites: dict[str, blaming.Blame] = {}
         self.pending = WeakTensorKeyDictionary()  # axis-less tensor -> (order, Blame)
+        self.seen_future = WeakTensorKeyDictionary()  # tensor -> sees the future (None: unknown)
         self.order = itertools.count()
         self.func = None
 
@@ -50,14 +54,20 @@ class SiteTracer(Tracer):
         self.func = func
         return super().__torch_dispatch__(func, types, args, kwargs)
 
+    def _set(self, t, d) -> None:
+        super()._set(t, d)
+        self.seen_future.pop(t, None)  # a write in place changed what ``t`` may see
+
     # -- the tracer's blame hook ---------------------------------------------------------------
     def _check_blame(self, outs, inputs) -> None:
-        had = self.blame
-        super()._check_blame(outs, inputs)
-        if had is None and self.blame is not None and "future" not in self.sites:
-            self.sites["future"] = self._pending_of(inputs) or self._site("future")
-        elif self.blame is None:
-            self._note_pending(outs, inputs)
+        super()._check_blame(outs, inputs)  # the tracer's own word (the certificate's reason)
+        if "future" not in self.sites:
+            if any(self._future_at(o) is True for o in outs) and not any(
+                self._future_at(x) is True for x in inputs
+            ):
+                self.sites["future"] = self._pending_of(inputs) or self._site("future")
+            else:
+                self._note_pending(outs, inputs)
         if self.want_present and "present" not in self.sites:
             site = self._brings_present(outs, inputs)
             if site is not None:
@@ -70,9 +80,41 @@ class SiteTracer(Tracer):
         return blaming.make(kind, frames, module=path, module_type=type_name,
                             op=self.op_name, source="certificate")
 
+    # -- which axes hold the positions ----------------------------------------------------------
+    def _future_at(self, t: torch.Tensor):
+        """The tracer's question (does an element see a later input?) on
+        :func:`_position_axes`: a tensor with as many channels as positions is read on the
+        axis its summary varies along, the softmax of attention scores on its queries."""
+        if t in self.seen_future:
+            return self.seen_future[t]
+        r = self._rows(t)
+        if r is None:
+            result = False if self.deps(t) is None else None
+        else:
+            reach = torch.where(r, self.ranks[None, :], torch.tensor(-1)).amax(1)
+            result = bool((reach > self.ranks).any())
+        self.seen_future[t] = result
+        return result
+
+    def _rows(self, t: torch.Tensor) -> torch.Tensor | None:
+        """``(N, N)``: which inputs the elements at each position may depend on (None: no
+        summary, or no single set of position axes)."""
+        d = self.deps(t)
+        n = len(self.ranks)
+        if d is None or n < 2:
+            return None
+        d = aligned(d, t.dim())[..., :n]
+        axes = _position_axes(tuple(t.shape), tuple(d.shape[:-1]), self.grid)
+        if axes is None:
+            return None
+        others = [a for a in range(t.dim()) if a not in axes]
+        r = d.any(dim=tuple(others), keepdim=True) if others else d
+        return r.expand(*[t.shape[a] if a in axes else 1 for a in range(t.dim())], n).reshape(
+            n, n)
+
     # -- tensors without a position axis -------------------------------------------------------
     def _axisless(self, t: torch.Tensor) -> bool:
-        return _candidates(tuple(t.shape), self.grid) == 0
+        return not _candidates(tuple(t.shape), self.grid)
 
     def _pending_of(self, inputs) -> blaming.Blame | None:
         found = [self.pending[x] for x in inputs if x in self.pending]
@@ -102,28 +144,33 @@ class SiteTracer(Tracer):
         return site if site.chain else None  # the harness's own ops (layouts) are no blame
 
     def _sees_present(self, t: torch.Tensor) -> bool:
-        d = self.deps(t)
-        n = len(self.ranks)
-        if d is None or n < 2:
-            return False
-        axes = blaming.position_axes(tuple(t.shape), self.grid)
-        if axes is None:
-            return False
-        d = aligned(d, t.dim())[..., :n]
-        others = [a for a in range(t.dim()) if a not in axes]
-        r = d.any(dim=tuple(others), keepdim=True) if others else d
-        r = r.expand(*[t.shape[a] if a in axes else 1 for a in range(t.dim())], n).reshape(n, n)
-        return bool(r.diagonal().any())
+        r = self._rows(t)
+        return r is not None and bool(r.diagonal().any())
 
 
-def _candidates(shape: tuple[int, ...], grid: tuple[int, ...]) -> int:
-    """How many sets of axes of ``shape`` could hold the grid's positions."""
+def _candidates(shape: tuple[int, ...], grid: tuple[int, ...]) -> list[list[int]]:
+    """The sets of axes of ``shape`` that could hold the grid's positions: a run of axes of the
+    grid's shape, or (on a grid of several axes) one axis of all its positions."""
     n = 1
     for g in grid:
         n *= g
-    runs = sum(shape[a : a + len(grid)] == tuple(grid) for a in range(len(shape) - len(grid) + 1))
-    flat = sum(s == n for s in shape) if len(grid) > 1 else 0
-    return runs + flat
+    found = [list(range(a, a + len(grid))) for a in range(len(shape) - len(grid) + 1)
+             if shape[a : a + len(grid)] == tuple(grid)]
+    if len(grid) > 1:
+        found.extend([a] for a, s in enumerate(shape) if s == n)
+    return found
+
+
+def _position_axes(shape, summary_shape, grid) -> list[int] | None:
+    """The one set of candidate axes that holds the positions, else None. Of several, those
+    along which the summary is broadcast (every element alike: the channels after a dense
+    layer, when a toy grid has as many positions as channels) are not positions; attention
+    scores (queries x keys, both varying) stay ambiguous."""
+    found = _candidates(shape, grid)
+    if len(found) > 1:
+        found = [axes for axes in found
+                 if not all(summary_shape[a] == 1 < shape[a] for a in axes)]
+    return found[0] if len(found) == 1 else None
 
 
 def _moves(func) -> bool:
