@@ -198,7 +198,7 @@ def test_the_options_reach_xdist_workers(suite, monkeypatch):
         @pytest.mark.parametrize("i", range(4))
         def test_defaults_on_every_worker(i):
             assert os.environ["PYTEST_XDIST_WORKER"].startswith("gw")
-            assert DEFAULTS == {"train": True, "exact": True}
+            assert DEFAULTS == {"train": True, "exact": True, "device": None}
 
         def test_an_audit_in_a_worker():
             from nets import net  # torch: only on the worker that runs this test
