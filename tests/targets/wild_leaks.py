@@ -20,10 +20,10 @@ T = 8
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int = 4):
+    def __init__(self, dim: int = 4, length: int = T):
         super().__init__()
         self.qkv = nn.Linear(dim, 3 * dim)
-        hidden = torch.ones(T, T, dtype=torch.bool).triu(1)  # True where a key is in the future
+        hidden = torch.ones(length, length, dtype=torch.bool).triu(1)  # True: a future key
         self.register_buffer("hidden", hidden)
 
     def forward(self, x):  # (B, T, D) -> (B, T, D)
@@ -33,10 +33,10 @@ class Attention(nn.Module):
 
 
 class SdpaBoolMask(nn.Module):
-    def __init__(self):
+    def __init__(self, length: int = T):
         super().__init__()
         self.embed = nn.Linear(1, 4)
-        self.attn = Attention(4)
+        self.attn = Attention(4, length)
         self.head = nn.Linear(4, 1)
 
     def forward(self, x):  # (B, T, 1) -> (B, T, 1)
@@ -105,9 +105,9 @@ class MeanOverTime(nn.Module):
         return h - mean
 
 
-def sdpa_bool_mask():
+def sdpa_bool_mask(length: int = T):
     torch.manual_seed(0)
-    return SdpaBoolMask()
+    return SdpaBoolMask(length)
 
 
 def reflect_padding():
