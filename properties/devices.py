@@ -14,6 +14,8 @@ import torch
 
 from properties.errors import AuditError
 
+__all__ = ["DeviceError", "plan", "require", "worker_index"]
+
 
 class DeviceError(AuditError):
     """A requested device that this machine does not have."""

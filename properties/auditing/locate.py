@@ -13,19 +13,23 @@ import torch
 
 from properties.evidence import blame as blaming
 from properties.evidence.replacements import ZEROS, Perturbation, apply
+from properties.verdict import Kind, ModelMode, Source
 
-KINDS = ("future", "present")
+__all__ = ["base_pool", "counterexample", "locate", "violated_kinds"]
+
+KINDS = (Kind.FUTURE, Kind.PRESENT)
 
 
 def violated_kinds(result) -> list[str]:
-    """The kinds of dependency that break the subject's contract, worst first."""
+    """The kinds of dependency that break the subject's contract (``"future"``,
+    ``"present"``), worst first."""
     s = result.subject
-    kinds = {v.kind for v in result.violations}
+    kinds = {str(v.kind) for v in result.violations}
     cert = result.certificate
     if result.checks == ("certificate",) and cert is not None and not cert.proved:
-        kinds |= {f.kind for f in cert.forbidden}
+        kinds |= {str(f.kind) for f in cert.forbidden}
     allowed = {"present"} if s.predicts != "current" else set()
-    return [k for k in KINDS if k in kinds and k not in allowed]
+    return [str(k) for k in KINDS if str(k) in kinds and str(k) not in allowed]
 
 
 def locate(result, seed: int = 0) -> dict[str, blaming.Blame]:
@@ -43,25 +47,25 @@ def locate(result, seed: int = 0) -> dict[str, blaming.Blame]:
     return found
 
 
-def counterexample(result, kind: str) -> tuple[str, Perturbation] | None:
+def counterexample(result, kind: str) -> tuple[ModelMode, Perturbation] | None:
     """The perturbation that showed a ``kind`` violation, and its mode: Hypothesis' minimal one,
     else the sweep's (the lecture's zeros from the cut on), else one made from a gradient
     violation (normal values from the input's rank on)."""
     s = result.subject
-    for mode in ("eval", "train"):
+    kind = Kind(kind)
+    for mode in (ModelMode.EVAL, ModelMode.TRAIN):
         report = result.perturbations.get(mode)
         if report is None:
             continue
         if kind in report.counterexamples:
             return mode, report.counterexamples[kind]
         for _, (cut, _, k) in sorted(report.sweep.items()):
-            if k == kind:
+            if Kind(k) is kind:
                 return mode, Perturbation(cut, ZEROS, 0.0, seed=cut)
     for v in result.violations:
-        if v.kind == kind and v.evidence.startswith("gradient"):
-            mode = "train" if v.evidence.endswith("/train") else "eval"
+        if v.kind is kind and v.source is Source.GRADIENT:
             cut = int(s.ranks[v.input])
-            return mode, Perturbation(cut, "random" if s.tokens else "normal", 1.0, seed=cut)
+            return v.mode, Perturbation(cut, "random" if s.tokens else "normal", 1.0, seed=cut)
     return None
 
 
@@ -77,7 +81,7 @@ def _by_counterexample(result, kind: str, seed: int) -> blaming.Blame | None:
     if found is None or result.subject.module is None:
         return None
     mode, p = found
-    train = mode == "train"
+    train = mode.training
     x = base_pool(result.subject, seed, p.pool, 2 if train else 1)
     x1 = apply(result.subject, x, p)
     return blaming.by_modules(result.subject, x, x1, kind=kind, cut=p.cut, train=train, seed=seed)

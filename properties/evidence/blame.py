@@ -26,6 +26,11 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 
+__all__ = [
+    "Blame", "Frame", "by_modules", "is_model_code", "make", "model_frames", "position_axes",
+    "relative",
+]
+
 _TORCH_DIR = os.path.dirname(torch.__file__) + os.sep
 _PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep
 # Model code that lives inside the package: the planted bugs and the random architectures.

@@ -11,6 +11,8 @@ import os
 
 from properties.output.findings import Finding, findings
 
+__all__ = ["command", "commands", "escape_data", "escape_property", "wanted"]
+
 
 def escape_data(text: str) -> str:
     return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")

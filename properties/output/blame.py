@@ -13,6 +13,8 @@ import inspect
 from properties.auditing.locate import violated_kinds
 from properties.evidence.blame import is_model_code, relative
 
+__all__ = ["blame_dict", "blame_line", "blame_lines", "blames_of", "model_source", "module_words"]
+
 
 def blames_of(result) -> dict:
     """``{kind: Blame}``: what the audit located, or (a merged audit, whose shards ran the

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 
 from properties.output.blame import module_words
 
+__all__ = ["RULES", "Finding", "findings"]
+
 RULES = {  # id: (check, title, what the contract says)
     "sees-future": ("causality", "A prediction sees the future",
                     "No prediction may depend on an input of a later rank in the generation "

@@ -17,6 +17,8 @@ from properties.output.blame import module_words
 from properties.output.findings import findings
 from properties.output.report import certificate_line, coverage_line
 
+__all__ = ["anchor", "render"]
+
 CONTEXT = 2  # source lines shown on each side of a blamed line
 MAX_ROWS = 10  # violations listed per target
 

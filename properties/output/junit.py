@@ -14,6 +14,8 @@ import xml.etree.ElementTree as ET
 from properties.output.findings import findings
 from properties.output.report import certificate_line
 
+__all__ = ["build"]
+
 RESULT_KEYS = {"receptive_field": "receptive_field", "blind_spot": "blind_spot",
                "loss": "loss_equivalence", "certificate": "certificate"}
 

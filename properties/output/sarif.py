@@ -16,6 +16,8 @@ from pathlib import Path
 from properties.output.blame import module_words
 from properties.output.findings import RULES, Finding, findings
 
+__all__ = ["artifact", "build", "source_root"]
+
 SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
 TOOL = "causal-audit"
 

@@ -38,6 +38,8 @@ from . import rules
 from .deps import aligned
 from .tracer import Tracer
 
+__all__ = ["SiteTracer", "module_paths"]
+
 
 class SiteTracer(Tracer):
     def __init__(self, n, grid, ranks, names, *, paths: dict, present: bool):
