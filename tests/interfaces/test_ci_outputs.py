@@ -114,18 +114,3 @@ def test_the_plugin_stops_the_run_on_a_missing_device(pytester):
     lines = [line for line in result.stderr.lines + result.stdout.lines if "cuda:99" in line]
     assert len(lines) == 1 and "causal-audit: --causal-device" in lines[0]
     result.stdout.no_fnmatch_line("*passed*")  # never a run on the CPU, never a skip
-
-
-def test_the_plugins_device_reaches_every_xdist_worker(pytester, monkeypatch):
-    pytest.importorskip("xdist")
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    pytester.makepyfile(test_user="""
-        import pytest
-        from properties.testing import DEFAULTS
-
-        @pytest.mark.parametrize("i", range(2))
-        def test_device(i):
-            assert DEFAULTS["device"] == "cpu"
-        """)
-    result = pytester.runpytest_subprocess("-n", "2", "--causal-device", "cpu")
-    result.assert_outcomes(passed=2)
