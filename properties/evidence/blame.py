@@ -77,10 +77,18 @@ class Blame:
 
 
 def relative(path: str, root: str | None = None) -> str:
-    """``path`` relative to ``root`` (default: the working directory) when it lies under it."""
-    root = os.path.abspath(root or os.getcwd())
+    """``path`` relative to ``root`` (default: the working directory) when it lies under it;
+    else (an installed library's file, with ``root`` not given) relative to the ``sys.path``
+    entry it was imported from: ``transformers/models/gpt2/modeling_gpt2.py``."""
+    base = os.path.abspath(root or os.getcwd())
     path = os.path.abspath(path)
-    return os.path.relpath(path, root) if path.startswith(root + os.sep) else path
+    if path.startswith(base + os.sep):
+        return os.path.relpath(path, base)
+    if root is None:
+        for entry in sorted((os.path.abspath(e) for e in sys.path if e), key=len, reverse=True):
+            if path.startswith(entry + os.sep) and not base.startswith(entry + os.sep):
+                return os.path.relpath(path, entry)
+    return path
 
 
 def is_model_code(path: str) -> bool:

@@ -13,6 +13,8 @@ import inspect
 from properties.auditing.locate import violated_kinds
 from properties.evidence.blame import is_model_code, relative
 
+CALLERS = 2  # calling frames the text names (the JSON has them all)
+
 __all__ = ["blame_dict", "blame_line", "blame_lines", "blames_of", "model_source", "module_words"]
 
 
@@ -46,6 +48,8 @@ def blame_line(kind: str, b: dict) -> str:
     detail = f" ({'; '.join(parts)})" if parts else ""
     code = f": {b['code']}" if b["code"] else ""
     callers = [f"{relative(f['file'])}:{f['line']}" for f in b["chain"][1:]]
+    if len(callers) > CALLERS:
+        callers = callers[:CALLERS] + [f"{len(callers) - CALLERS} more"]
     called = f" [called from {', '.join(callers)}]" if callers else ""
     return f"the {kind} enters at {where}{detail}{code}{called}"
 
