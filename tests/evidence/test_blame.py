@@ -137,3 +137,12 @@ def test_a_blame_survives_its_dict():
 ])
 def test_position_axes(shape, grid, axes):
     assert blame.position_axes(shape, grid) == axes
+
+
+def test_an_installed_librarys_file_is_named_from_its_import_root(tmp_path):
+    assert blame.relative(torch.nn.functional.__file__) == os.path.join("torch", "nn",
+                                                                         "functional.py")
+    repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert blame.relative(__file__, root=repo) == os.path.join("tests", "evidence",
+                                                               "test_blame.py")
+    assert blame.relative(__file__, root=str(tmp_path)) == os.path.abspath(__file__)
