@@ -139,8 +139,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--device",
         type=_device,
         metavar="DEVICE",
-        help="run the model there (cpu, cuda, cuda:1...); default: where its parameters are",
+        help="run the model there (cpu, cuda, cuda:1...; a bare cuda under pytest-xdist is "
+        "cuda:{worker %% GPUs}); a missing device exits 2; default: where its parameters are",
     )
+    _ci_outputs(a)
     m = sub.add_parser(
         "merge",
         help="merge the --json files of an audit's shards",
@@ -150,7 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("parts", nargs="+", metavar="PART.json", help="one --json file per shard")
     m.add_argument("--json", metavar="PATH", help="write the merged JSON report here")
     m.add_argument("--json-full", action="store_true", help="per-position lists in full")
+    _ci_outputs(m)
     return parser
+
+
+def _ci_outputs(parser) -> None:
+    """The formats CI tools read (properties/output/): SARIF, JUnit, HTML, annotations."""
+    parser.add_argument("--sarif", metavar="PATH",
+                        help="write a SARIF 2.1.0 log: one result per violated contract, at the "
+                        "line where the leak enters")
+    parser.add_argument("--junit", metavar="PATH",
+                        help="write JUnit XML: one test case per check (per model for zoo)")
+    parser.add_argument("--html", metavar="PATH",
+                        help="write one self-contained HTML report, pictures embedded (needs "
+                        "matplotlib)")
+    parser.add_argument("--annotations", choices=("github", "off"), default=None,
+                        help="print GitHub ::error annotations at the blamed lines (default: "
+                        "when GITHUB_ACTIONS=true)")
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -167,17 +185,13 @@ def _shard(text: str) -> tuple[int, int]:
 
 
 def _device(text: str):
-    import torch
+    """A device this machine has; a bare ``cuda`` under xdist is planned per worker."""
+    from properties import devices
 
     try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
-        raise argparse.ArgumentTypeError(
-            f"unknown device {text!r} (cpu, cuda, cuda:1...)"
-        ) from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise argparse.ArgumentTypeError(f"--device {text}: CUDA is not available on this machine")
-    return device
+        return devices.plan(text)
+    except devices.DeviceError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _integer(what: str, low: int, high: int | None = None):
@@ -342,13 +356,13 @@ def run_one(args, target: str) -> tuple[dict, str]:
 
         with memory.limited(args.memory or memory.DEFAULT_CAP / memory.GIB):
             data["shard_evidence"] = shard_file.dump(result, memory.limit_bytes())
-    return data, render_text(result, target, declared, pictures=paths)
+    return data, render_text(result, target, declared, pictures=paths), result
 
 
 def command_audit(args) -> int:
     from properties.extra import zoo
 
-    if args.pictures:  # before minutes of auditing, not after
+    if args.pictures or args.html:  # before minutes of auditing, not after
         from properties.output.pictures import require_matplotlib
 
         require_matplotlib()
@@ -357,18 +371,23 @@ def command_audit(args) -> int:
             raise UsageError("--shard applies to one target, not the whole zoo", "use zoo:NAME")
         if _grid(args):
             raise UsageError("--length/--shape cannot apply to every zoo model", "use zoo:NAME")
-        rows = []
+        rows, results = [], []
         for name in zoo.names():
-            data, text = run_one(args, f"zoo:{name}")
+            data, text, result = run_one(args, f"zoo:{name}")
             print(text + "\n", flush=True)
             rows.append(data)
+            results.append(result)
         print(render_table(rows))
         _write_json(args.json, rows)
-        return 0 if all(r["passed"] for r in rows) else 1
-    data, text = run_one(args, args.target)
+        code = 0 if all(r["passed"] for r in rows) else 1
+        _write_ci_outputs(args, list(zip(rows, results, strict=True)), code, title="zoo")
+        return code
+    data, text, result = run_one(args, args.target)
     print(text)
     _write_json(args.json, data)
-    return 0 if data["passed"] else 1
+    code = 0 if data["passed"] else 1
+    _write_ci_outputs(args, [(data, result)], code, title=args.target)
+    return code
 
 
 def command_merge(args) -> int:
@@ -377,7 +396,7 @@ def command_merge(args) -> int:
     from properties.auditing.conclude import merge
     from properties.extra import zoo
 
-    parts, targets, memories = [], set(), set()
+    parts, targets, memories, sources = [], set(), set(), []
     for path in args.parts:
         try:
             with open(path) as f:
@@ -393,6 +412,7 @@ def command_merge(args) -> int:
             )
         parts.append(shard_file.load(data["shard_evidence"], path))
         targets.add(data["target"])
+        sources.append(data.get("model_source"))
         memories.add(data["shard_evidence"]["memory_bytes"])
     counts = {p.shard[1] for p in parts}
     indexes = sorted(p.shard[0] for p in parts)
@@ -413,21 +433,66 @@ def command_merge(args) -> int:
     if target.startswith("zoo:"):
         declared = zoo.compare(zoo.declared_facts(target[4:], result.subject.grid), result)
     data = to_dict(result, target, declared, full=args.json_full)
+    data["model_source"] = sources[0]  # the shards had the model; the merge has not
     print(render_text(result, target, declared))
     _write_json(args.json, data)
-    return 0 if data["passed"] else 1
+    code = 0 if data["passed"] else 1
+    _write_ci_outputs(args, [(data, result)], code, title=target)
+    return code
 
 
 def _write_json(path: str | None, data) -> None:
-    if not path:
-        return
+    if path:
+        _write(path, dumps(data) + "\n", "--json")
+
+
+def _write(path: str, content: str | bytes, flag: str) -> None:
     try:
-        with open(path, "w") as f:
-            f.write(dumps(data) + "\n")
+        with open(path, "wb" if isinstance(content, bytes) else "w") as f:
+            f.write(content)
     except OSError as exc:
         raise UsageError(
-            f"cannot write --json {path}: {exc.strerror}", "give a writable path"
+            f"cannot write {flag} {path}: {exc.strerror}", "give a writable path"
         ) from None
+
+
+def _write_ci_outputs(args, entries: list, code: int, *, title: str) -> None:
+    """SARIF, JUnit, HTML and GitHub annotations, from the JSON reports (and, for the
+    pictures of the HTML report, the results)."""
+    from properties.output import annotations
+
+    reports = [data for data, _ in entries]
+    if args.sarif:
+        from properties.output import sarif
+
+        log = sarif.build(reports, report_uri=args.html or args.json, exit_code=code)
+        _write(args.sarif, dumps(log) + "\n", "--sarif")
+    if args.junit:
+        from properties.output import junit
+
+        _write(args.junit, junit.build(reports), "--junit")
+    if args.html:
+        from properties.output import html
+
+        pages = [(data, _pictures(data, result)) for data, result in entries]
+        _write(args.html, html.render(pages, title=title), "--html")
+    if annotations.wanted(args.annotations):
+        for line in annotations.commands(reports):
+            print(line)
+
+
+def _pictures(data: dict, result) -> list[tuple[str, bytes]]:
+    """The PNG pictures of one audit: those --pictures drew, else drawn for the HTML report."""
+    import tempfile
+    from pathlib import Path
+
+    from properties.output import pictures
+
+    if data.get("pictures"):
+        return [(Path(p).name, Path(p).read_bytes()) for p in data["pictures"]]
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = pictures.draw(result, tmp, target=data["target"])
+        return [(p.name, p.read_bytes()) for p in paths]
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,6 +2,9 @@
 
 - ``--causal-train`` (also audit in training mode) and ``--causal-exact`` (every cut, output and
   position) change the defaults of :func:`properties.assert_causal` for the whole run;
+- ``--causal-device DEVICE`` moves every audited model there; a bare ``cuda`` under ``pytest
+  -n`` is planned per worker (``cuda:{worker % GPUs}``), and a device the machine lacks stops
+  the run at once with one line and exit code 2 (never a CPU run, never a skip);
 - ``@pytest.mark.causal(grid=..., layout=..., predicts=..., ...)`` sets per-test defaults for
   the ``causal_audit`` fixture (any keyword of ``assert_causal``; a class's or module's marker
   applies to its tests, the closest one wins);
@@ -43,6 +46,13 @@ def pytest_addoption(parser):
         help="assert_causal and the causal_audit fixture cover every cut, output and position "
         "(slower on large grids)",
     )
+    group.addoption(
+        "--causal-device",
+        default=None,
+        metavar="DEVICE",
+        help="move every audited model there (cpu, cuda, cuda:1...; a bare cuda under xdist is "
+        "cuda:{worker %% GPUs}); a missing device exits 2",
+    )
 
 
 def pytest_configure(config):
@@ -54,9 +64,23 @@ def pytest_configure(config):
         "(grid=..., layout=..., predicts=..., train=..., exact=..., any assert_causal keyword)",
     )
     previous = testing.set_defaults(
-        train=config.getoption("causal_train"), exact=config.getoption("causal_exact")
+        train=config.getoption("causal_train"),
+        exact=config.getoption("causal_exact"),
+        device=_planned_device(config.getoption("causal_device")),
     )
     config.stash[_previous_defaults] = previous
+
+
+def _planned_device(requested: str | None) -> str | None:
+    """This worker's device (torch loads only when one is asked for)."""
+    if requested is None:
+        return None
+    from properties import devices
+
+    try:
+        return str(devices.plan(requested))
+    except devices.DeviceError as exc:
+        pytest.exit(f"causal-audit: --causal-device: {exc}", returncode=2)
 
 
 def pytest_unconfigure(config):

@@ -19,18 +19,20 @@ see :mod:`properties.plugin`). The plugin imports this module at startup, so it 
 heavy itself: torch and the harness load on the first call.
 """
 
-# The run's defaults for ``train`` and ``exact`` (None in a call means "take these").
-DEFAULTS = {"train": False, "exact": False}
+# The run's defaults for ``train``, ``exact`` and ``device`` (None in a call means "take
+# these"); ``device`` is the plugin's ``--causal-device``, already planned for this worker.
+DEFAULTS = {"train": False, "exact": False, "device": None}
 
 
 def set_defaults(**values) -> dict:
-    """Set the run's defaults for ``train``/``exact``; return the previous ones, to restore
-    (the plugin sets them when a pytest session starts and restores them when it ends)."""
+    """Set the run's defaults for ``train``/``exact``/``device``; return the previous ones, to
+    restore (the plugin sets them when a pytest session starts and restores them when it
+    ends)."""
     unknown = set(values) - set(DEFAULTS)
     if unknown:
         raise TypeError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
     previous = dict(DEFAULTS)
-    DEFAULTS.update({k: bool(v) for k, v in values.items()})
+    DEFAULTS.update({k: v if k == "device" else bool(v) for k, v in values.items()})
     return previous
 
 
@@ -49,6 +51,7 @@ def assert_causal(
     prove=False,
     memory=None,
     budget=None,
+    device=None,
     **subject_options,
 ):
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
@@ -65,7 +68,13 @@ def assert_causal(
     then the dynamic evidence must also agree with the proof). ``memory``: gigabytes the audit's
     stacked passes may hold (default: a quarter of the available memory, at most 1.5);
     ``budget``: seconds the audit may take (it then covers what fits, and ``result.coverage``
-    says what).
+    says what). ``device``: move the model there first (``model.to(device)``; ``None``: the
+    run's ``--causal-device``, else where it is); a bare ``"cuda"`` under ``pytest -n`` is
+    ``cuda:{worker % GPUs}``, and a device this machine lacks raises
+    :class:`~properties.devices.DeviceError` (never a CPU run, never a skip).
+
+    The ``AssertionError``'s text is the JUnit failure text of the same audit on the command
+    line (the JSON report's ``failure``), the line where the leak enters included.
 
     Returns the :class:`~properties.auditing.result.AuditResult` when the model passes.
     """
@@ -77,6 +86,9 @@ def assert_causal(
 
     if prove:
         checks = ("certificate",) if checks is None else tuple({*checks, "certificate"})
+    device = DEFAULTS["device"] if device is None else device
+    if device is not None:
+        _move(model, device)
     options = AuditOptions(
         checks=None if checks is None else tuple(checks),
         train=DEFAULTS["train"] if train is None else train,
@@ -104,6 +116,19 @@ def assert_causal(
     if not result.passed or not proved:
         raise AssertionError(failure_summary(result))
     return result
+
+
+def _move(model, device) -> None:
+    from torch import nn
+
+    from properties import devices
+    from properties.errors import AdapterError
+
+    planned = devices.plan(device)
+    if not isinstance(model, nn.Module):
+        raise AdapterError(f"device={device!r} needs an nn.Module, got a "
+                           f"{type(model).__name__}", "move it yourself, or drop device=")
+    model.to(planned)
 
 
 def shards(count: int) -> list:

@@ -18,6 +18,7 @@ from properties.auditing import time_budget
 from properties.auditing.availability import require_some_evidence
 from properties.auditing.conclude import conclude, merge
 from properties.auditing.coverage import SKIPPED, UNAVAILABLE, MapCoverage
+from properties.auditing.locate import locate
 from properties.auditing.options import CHECKS, DYNAMIC, AuditOptions, CoveragePolicy
 from properties.auditing.result import AuditResult
 from properties.errors import AdapterError, ModelError
@@ -137,6 +138,7 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
     if options.certificate_only:  # the static analysis alone: no sampled evidence
         conclude(result)
         require_some_evidence(result, g.reasons)
+        result.blame = locate(result, options.seed)
         result.seconds = time.perf_counter() - start
         return result
     _dynamic_evidence(g)
@@ -144,6 +146,7 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
     result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
     require_some_evidence(result, g.reasons)
+    result.blame = locate(result, options.seed)  # nothing to do when it passed
     result.coverage.exhaustive = (
         options.exact or subject.n_positions <= options.policy.exhaustive_positions
     ) and not result.coverage.budgeted

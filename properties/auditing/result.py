@@ -50,6 +50,9 @@ class AuditResult:
     # the certificate's cross-check with the dynamic evidence
     certificate_exact: bool | None = None  # the measured map equals the bound
     unsound: list[Violation] = field(default_factory=list)  # dynamic dependencies outside it
+    # where each violated kind of dependency enters the model's source (a failing audit only;
+    # properties.auditing.locate): {"future": Blame, "present": Blame}
+    blame: dict = field(default_factory=dict)
 
     @property
     def notes(self) -> list[str]:

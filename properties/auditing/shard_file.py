@@ -140,12 +140,14 @@ def _certificate(cert) -> dict:
         },
         "forbidden": [vars(f) for f in cert.forbidden],
         "lost_precision": list(cert.lost_precision),
+        "blames": {kind: b.as_dict() for kind, b in cert.blames.items()},
     }
 
 
 def _uncertificate(d: dict | None):
     if d is None:
         return None
+    from properties.evidence.blame import Blame
     from properties.evidence.certificate import Certificate, Forbidden
     from properties.evidence.facts import ReceptiveField
 
@@ -163,6 +165,7 @@ def _uncertificate(d: dict | None):
         receptive_field=rf,
         forbidden=[Forbidden(**f) for f in d["forbidden"]],
         lost_precision=list(d["lost_precision"]),
+        blames={kind: Blame.from_dict(b) for kind, b in d.get("blames", {}).items()},
     )
 
 

@@ -17,6 +17,7 @@ import math
 
 from properties.auditing.conclude import soundness_note
 from properties.auditing.result import AuditResult
+from properties.output.blame import blame_dict, blame_lines, model_source
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, ModelMode, Source, Violation
 
@@ -66,14 +67,19 @@ def to_dict(
     s = result.subject
     rf, bs, loss = result.receptive_field, result.blind_spot, result.loss
     eval_report = result.perturbations.get(ModelMode.EVAL)
+    passed = result.passed and all(d["ok"] for d in (declared or {}).values())
     return {
         "target": target,
         "grid": list(s.grid),
         "predicts": s.predicts,
         "train": result.train,
+        "checks": list(result.checks),
         "mode": result.mode,
         "causal": result.causal,
-        "passed": result.passed and all(d["ok"] for d in (declared or {}).values()),
+        "passed": passed,
+        "failure": None if passed else failure_text(result, declared),
+        "blame": blame_dict(result),
+        "model_source": model_source(result),
         "violations": [violation_dict(s, v) for v in result.violations[:MAX_VIOLATIONS]],
         "violations_total": result.violation_count,
         "receptive_field": None
@@ -266,6 +272,7 @@ def failure_summary(result: AuditResult) -> str:
     else:
         first = _loss_sentence(result)
     lines = [first, ""]
+    lines.extend(line[0].upper() + line[1:] for line in blame_lines(blame_dict(result)))
     if result.unsound:  # the notes gathered before it may come first in result.notes
         lines.append(soundness_note(result))
     if cert is not None:
@@ -299,6 +306,16 @@ def failure_summary(result: AuditResult) -> str:
         coverage = result.coverage.to_json(result.perturbations, s.n_positions)
         lines.append("Evidence: " + _evidence_line(coverage, _floor(result)))
     return "\n".join(lines)
+
+
+def failure_text(result: AuditResult, declared: dict | None = None) -> str:
+    """Why the audit failed, as ``assert_causal`` raises it and the JUnit file holds it: the
+    :func:`failure_summary`, or the declared facts that do not match what was measured."""
+    if result.passed:
+        wrong = [f"{fact}: declared {d['declared']}, measured {d['measured']}"
+                 for fact, d in (declared or {}).items() if not d["ok"]]
+        return "the measured facts do not match the declared ones: " + "; ".join(wrong)
+    return failure_summary(result)
 
 
 def _need(subject: Subject) -> str:
@@ -399,6 +416,7 @@ def render_text(
             lines.append(f"  - {explain(s, v)} [{v.evidence}]")
         if result.violation_count > len(shown):
             lines.append(f"  ({result.violation_count} violations in all; --json lists them)")
+    lines.extend(f"  {line}" for line in blame_lines(data["blame"]))
     rf = data["receptive_field"]
     if rf:
         holes = "" if rf["holes"] is None else f", holes {rf['holes']}"

@@ -198,7 +198,7 @@ def test_the_options_reach_xdist_workers(suite, monkeypatch):
         @pytest.mark.parametrize("i", range(4))
         def test_defaults_on_every_worker(i):
             assert os.environ["PYTEST_XDIST_WORKER"].startswith("gw")
-            assert DEFAULTS == {"train": True, "exact": True}
+            assert DEFAULTS == {"train": True, "exact": True, "device": "cpu"}
 
         def test_an_audit_in_a_worker():
             from nets import net  # torch: only on the worker that runs this test
@@ -207,7 +207,9 @@ def test_the_options_reach_xdist_workers(suite, monkeypatch):
             assert_causal(model, grid=(64,), layout="BCT", predicts="current", max_examples=5)
         """
     )
-    result = suite.runpytest_subprocess("-n", "2", "--causal-train", "--causal-exact")
+    result = suite.runpytest_subprocess(
+        "-n", "2", "--causal-train", "--causal-exact", "--causal-device", "cpu"
+    )
     result.assert_outcomes(passed=4, failed=1)
     result.stdout.fnmatch_lines(["E * the model sees the future in training mode*"])
 

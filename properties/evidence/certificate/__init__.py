@@ -26,6 +26,7 @@ from properties.subject.canonical import Subject
 from properties.verdict import Source
 
 from .deps import aligned
+from .sites import SiteTracer, module_paths
 from .tracer import Tracer
 
 STATUSES = ("proved", "not_proved", "unavailable")
@@ -51,6 +52,9 @@ class Certificate:
     forbidden_count: int = 0
     lost_precision: list[str] = field(default_factory=list)  # ops ruled by the fallback
     path_dependent: bool = False  # a traced op read input values (a branch, a shape)
+    # where a forbidden dependency entered, by kind ("future", "present"), as a source line of
+    # the model (:mod:`.sites`); found on the blame run, which only runs when one is forbidden
+    blames: dict = field(default_factory=dict)
     seconds: float = 0.0
     train: bool = False
 
@@ -106,12 +110,14 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     the bound is then the union of both paths)."""
     start = time.perf_counter()
     paths = (False, True) if train else (False,)
-    bound, lost, path_dependent, blame = None, [], False, None
+    bound, lost, path_dependent, blame, blames = None, [], False, None, {}
     try:
         for training in paths:
             b, tracer = _trace(subject, training, seed)
-            if _sees_future(subject, b):  # once more, to say where the future entered
+            if _sees_future(subject, b) or _forbids_present(subject, b):
+                # once more, to say where the future (or the forbidden present) entered
                 b, tracer = _trace(subject, training, seed, blame=True)
+                blames = {**tracer.sites, **blames}  # inference's first
             bound = b if bound is None else bound | b
             lost.extend(f"{op} ({'train' if training else 'eval'})" if train else op
                         for op in tracer.lost)
@@ -126,6 +132,7 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     cert = _conclude(subject, bound, blame)
     cert.lost_precision = list(dict.fromkeys(lost))
     cert.path_dependent = path_dependent
+    cert.blames = blames
     cert.train = train
     if cert.status == "not_proved" and cert.lost_precision:
         cert.reason += f"; precision was lost at {', '.join(cert.lost_precision[:3])}"
@@ -136,6 +143,10 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
 def _sees_future(subject: Subject, bound: torch.Tensor) -> bool:
     ranks = subject.ranks
     return bool((bound & (ranks[None, :] > ranks[:, None])).any())
+
+
+def _forbids_present(subject: Subject, bound: torch.Tensor) -> bool:
+    return subject.predicts == "current" and bool(bound.diagonal().any())
 
 
 def _trace(
@@ -154,7 +165,11 @@ def _trace(
     deps = deps.reshape(*native_positions.shape, n)
     module = subject.module
     names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
-    tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
+    if blame:  # the blame run also says where, in the model's source (.sites)
+        tracer = SiteTracer(n, subject.grid, subject.ranks, names, paths=module_paths(module),
+                            present=subject.predicts == "current")
+    else:
+        tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
     tracer.track_input(x_native, deps)
     hooks = _module_hooks(tracer) if module is not None else []
     try:
