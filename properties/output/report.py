@@ -7,7 +7,8 @@ effect, detail}``, the first ``MAX_VIOLATIONS``) and ``violations_total``, ``rec
 ``loss_equivalence`` ``{max_abs_diff, max_loss_diff, one_pass_loss, masked_loss, holds,
 tolerance, positions, positions_total, positions_listed}`` (``positions``: the
 ``MAX_POSITIONS`` worst rows, worst first, unless ``full``: then every row, by position),
-``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``,
+``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``, ``certificate``,
+``incremental`` (:mod:`properties.output.incremental_report`),
 ``declared``, ``notes``, ``seconds``, and ``pictures`` (paths) when the CLI drew them. Keys of
 checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 """
@@ -17,6 +18,7 @@ import math
 
 from properties.auditing.conclude import soundness_note
 from properties.auditing.result import AuditResult
+from properties.output import incremental_report
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, ModelMode, Source, Violation
 
@@ -84,6 +86,7 @@ def to_dict(
             for kind, p in rep.counterexamples.items()
         },
         "certificate": certificate_dict(result),
+        "incremental": incremental_report.incremental_dict(result.incremental, s, full),
         "declared": declared,
         "notes": result.notes,
         "seconds": round(result.seconds, 3),
@@ -228,10 +231,13 @@ def failure_summary(result: AuditResult) -> str:
     s = result.subject
     lead = headline(result)
     cert = result.certificate
+    stepped = incremental_report.incremental_dict(result.incremental, s)
     if lead is not None:
         first = explain(s, lead)
     elif cert is not None and not cert.proved:
         first = f"the certificate does not prove it: {cert.reason}"
+    elif incremental_report.failed(stepped) and (result.loss is None or result.loss.holds):
+        first = incremental_report.incremental_sentence(stepped)
     else:
         first = _loss_sentence(result)
     lines = [first, ""]
@@ -264,6 +270,11 @@ def failure_summary(result: AuditResult) -> str:
             lines.append(line)
     if result.loss is not None and not result.loss.holds:
         lines.append(f"Loss equivalence: {_loss_sentence(result)}")
+    if incremental_report.failed(stepped):
+        lines.append(f"Incremental: {incremental_report.incremental_sentence(stepped)}")
+        module = incremental_report.module_line(stepped["divergence"]["module"])
+        if module:
+            lines.append(f"Incremental: {module}")
     if _gathered(result):
         coverage = result.coverage.to_json(result.perturbations, s.n_positions)
         lines.append("Evidence: " + _evidence_line(coverage, _floor(result)))
@@ -306,6 +317,10 @@ def verdict_line(result: AuditResult, passed: bool) -> str:
             f"{verdict}: {proof} by the certificate, best mode {cert.mode} "
             f"(--predicts {s.predicts} needs {_need(s)})"
         )
+    if result.mode is None and result.incremental is not None:
+        if result.incremental.holds:
+            return f"{verdict}: every way of running it gives the full pass's predictions"
+        return f"{verdict}: a stepped (cached, chunked or streamed) run diverges from the full pass"
     if result.mode is None:
         return verdict + ": causality not checked"
     words = {
@@ -313,6 +328,8 @@ def verdict_line(result: AuditResult, passed: bool) -> str:
         "inclusive": "causal, inclusive: predictions see the present, never the future",
         "none": "NOT causal: some predictions see the future",
     }[result.mode]
+    if result.incremental is not None and not result.incremental.holds:
+        words += "; and a stepped run diverges from the full pass"
     return f"{verdict}: {words} (--predicts {s.predicts} needs {_need(s)})"
 
 
@@ -367,6 +384,8 @@ def render_text(
         lines.append(text)
     if data["certificate"]:
         lines.append(certificate_line(data))
+    if data["incremental"]:
+        lines.extend(incremental_report.incremental_lines(data["incremental"]))
     for fact, d in (declared or {}).items():
         mark = "ok" if d["ok"] else "MISMATCH"
         lines.append(f"  declared {fact}: {d['declared']}, measured {d['measured']}: {mark}")
