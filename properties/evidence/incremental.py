@@ -22,11 +22,16 @@ read, since ``0 * NaN`` is NaN): an unsliced read of them shows.
 Rounding is not a bug. The two paths sum in different orders, so in float32 they differ by a
 few ulps. A difference counts in the model's dtype when it exceeds ``ulps * eps(dtype)`` of the
 outputs' scale (never looser than ``CAP``); it is then confirmed on a float64 copy of the model,
-where the tolerance is ``ulps * eps(float64)``: it diverges when it survives, it is rounding
-when it does not (counted, not reported). A float32 difference above ``OBVIOUS`` of the scale
-counts without a float64 run (rounding that large would need intermediates 1e5 times the
-outputs). The minimal divergence is reported with both differences, its first diverging
-position, and the first module whose output diverges (:mod:`properties.evidence.first_module`).
+as the audit's perturbations are: a genuine divergence keeps its size in float64, rounding
+shrinks with the machine epsilon (by about 1e-9), whatever the size of the intermediates that
+caused it. So a position diverges in float64 when its difference exceeds both ``ulps *
+eps(float64)`` of the scale and ``CONFIRM_RATIO`` of its float32 difference; a schedule whose
+differences all vanish there is rounding (counted, not reported). A float32 difference above
+``OBVIOUS`` of the scale counts without a float64 run (rounding that large would need
+intermediates 1e5 times the outputs). A float64 model is decided at its own tolerance. The
+minimal divergence is reported with both differences, its first diverging position (the
+float64 copy's, when it ran: a real divergence below the float32 tolerance shows there), and
+the first module whose output diverges (:mod:`properties.evidence.first_module`).
 """
 
 import math
@@ -51,6 +56,7 @@ __all__ = ["IncrementalReport", "Outcome", "incremental_evidence"]
 ULPS = 256  # a difference within this many ulps of the outputs' scale is rounding
 CAP = 1e-4  # the model dtype's relative tolerance is never looser (half types: float64 decides)
 OBVIOUS = 1e-2  # a float32 difference above this fraction of the scale is no rounding
+CONFIRM_RATIO = 1e-3  # float64 difference / float32 difference below this: rounding
 POISON = 1e4  # what unwritten cache slots hold (large, finite: 0 * POISON is still 0)
 EQUAL, ROUNDING, DIVERGES = "equal", "rounding", "diverges"
 
@@ -68,6 +74,7 @@ class Outcome:
     error: str | None = None  # the step raised (at ``position``)
     diffs64: torch.Tensor | None = None  # the same on the float64 copy, when it ran
     tolerance64: float | None = None
+    owners: torch.Tensor | None = None  # (n,) the continuation with the largest difference
 
     @property
     def diverges(self) -> bool:
@@ -249,7 +256,7 @@ class Checker:
         if failure is not None:
             per[:, failure[0] :] = math.inf
         diffs, which = per.max(0)  # (n,): the worst continuation at each position
-        outcome = Outcome(schedule, diffs, self.tolerance)
+        outcome = Outcome(schedule, diffs, self.tolerance, owners=which)
         over = (diffs > outcome.tolerance).nonzero().flatten()
         if len(over):
             outcome.verdict, outcome.position = DIVERGES, int(over[0])
@@ -288,8 +295,12 @@ class Checker:
             return outcome  # counted unconfirmed; the report says why
         o64 = double.compare(schedule)
         outcome.diffs64, outcome.tolerance64 = o64.diffs, o64.tolerance
-        if o64.diverges:
-            outcome.position, outcome.continuation = o64.position, o64.continuation
+        # genuine where float64 keeps the difference; inf (a NaN, a step that raised) always
+        floor = torch.clamp(CONFIRM_RATIO * outcome.diffs, min=o64.tolerance)
+        genuine = ((o64.diffs > floor) | torch.isinf(o64.diffs)).nonzero().flatten()
+        if len(genuine):
+            outcome.position = int(genuine[0])
+            outcome.continuation = int(o64.owners[outcome.position])
             outcome.error = outcome.error or o64.error
         elif not obvious:
             outcome.verdict, outcome.position = ROUNDING, None
