@@ -112,7 +112,7 @@ def canonical_chunk(subject: Subject, y: Any, length: int, batch: int = 1) -> to
     ``(B, L, K)``."""
     if not isinstance(y, torch.Tensor):
         y = select_output(y, subject.output)
-    layout = subject.layout_out
+    layout, native = subject.layout_out, tuple(y.shape)
     try:
         y = layout.to_canonical(y, (length,))
     except AdapterError as exc:
@@ -125,9 +125,9 @@ def canonical_chunk(subject: Subject, y: Any, length: int, batch: int = 1) -> to
         y = y.unsqueeze(-1)
     if tuple(y.shape[:2]) != (batch, length):
         raise AdapterError(
-            f"a step's predictions have shape {tuple(y.shape)} in canonical form for a chunk "
-            f"of {length} positions (expected ({batch}, {length}, K))",
-            "return one prediction per position of the chunk",
+            f"a step's predictions have shape {native} for a chunk of {length} positions, "
+            f"which is not one prediction per position in output layout {layout}",
+            "return one prediction per position of the chunk, in the layout of the full pass",
         )
     return y
 
