@@ -110,8 +110,9 @@ def test_the_picture_is_drawn(tmp_path, capsys):
         tmp_path, capsys,
     )
     assert code == 1
-    assert [p.name for p in pictures.iterdir()] == ["incremental_models_drop_buffer-incremental.png"]
-    assert data["pictures"] == [str(pictures / "incremental_models_drop_buffer-incremental.png")]
+    name = "incremental_models_drop_buffer-incremental.png"
+    assert [p.name for p in pictures.iterdir()] == [name]
+    assert data["pictures"] == [str(pictures / name)]
 
 
 def test_a_budget_bounds_it(tmp_path, capsys):
