@@ -382,10 +382,13 @@ def _run(checker: Checker, report: IncrementalReport, max_examples: int, seed, o
     limit = next((s.limit for s in checker.steppers if s.limit), None)
     variants = len(checker.steppers)
     failing: list[Outcome] = []
+    memo: dict[Schedule, Outcome] = {}  # Hypothesis may ask for a schedule twice
 
     def run(schedule: Schedule, counted: bool = False) -> Outcome | None:
+        if schedule in memo:
+            return memo[schedule]
         try:
-            outcome = checker.outcome(schedule)
+            outcome = memo[schedule] = checker.outcome(schedule)
         except _OutOfTime:
             report.budgeted = True
             return None

@@ -27,7 +27,8 @@ from hypothesis.errors import InvalidArgument
 __all__ = ["Branch", "Schedule", "fixed_schedules", "minimize", "schedules"]
 
 CONTINUATIONS = (2, 3)  # continuations of a branch the search draws
-MAX_CUTS = 8  # cuts the search draws besides a decoding tail (more is token by token)
+MAX_CUTS = 8  # cuts the search draws besides a decoding run (more is token by token)
+MAX_DECODE = 16  # positions a drawn decoding run steps one by one (token by token is fixed)
 
 
 @dataclass(frozen=True)
@@ -151,17 +152,19 @@ def fixed_schedules(
     n: int, *, variants: int = 1, window: int | None = None, branches: bool = True
 ) -> list[Schedule]:
     """The schedules every check runs, most telling first: one chunk (the plain call of the step
-    interface), token by token, a prefill of half then decoding, the prefix reused by fresh
-    continuations, the state saved and restored, and cuts across a sliding window; each on
-    every variant."""
+    interface) on every variant, token by token (on the first: it is ``n`` calls), a prefill of
+    half then decoding on every variant, the prefix reused by two fresh continuations (in two
+    chunks each: decoding is covered above), the state saved and restored, and cuts across a
+    sliding window on every variant. About ``2 n`` calls in all."""
     half = n // 2
     tail = tuple(range(max(1, half), n))
     found = [Schedule(n, (), variant=v) for v in range(variants)]
-    found += [Schedule(n, tuple(range(1, n)), variant=v) for v in range(variants)]
+    found.append(Schedule(n, tuple(range(1, n))))
     if half > 0:
         found += [Schedule(n, tail, variant=v) for v in range(variants)]
         if branches:
-            found.append(Schedule(n, tail, Branch(half, 2, fresh=True)))
+            split = tuple(sorted({half, half + max(1, (n - half) // 2)} - {n}))
+            found.append(Schedule(n, split, Branch(half, 2, fresh=True)))
             found.append(Schedule(n, (half,), Branch(half, 2, fresh=False)))
     if window is not None and 0 < window < n:
         found += [Schedule(n, tuple(landmarks(n, window)), variant=v) for v in range(variants)]
@@ -180,8 +183,9 @@ def schedules(
     """Schedules of ``n`` positions for Hypothesis to search.
 
     Draw order is shrink order: the cuts (a failure shrinks to fewer, earlier cuts; some drawn
-    at the window's and the static cache's ``landmarks``), then a decoding tail (every position
-    from some point on is its own chunk: prefill then decode), then a branch (prefix reuse or
+    at the window's and the static cache's ``landmarks``), then a decoding run (up to
+    ``MAX_DECODE`` positions from some point on, one chunk each: a prefill, decoding, and the
+    rest in one chunk, as a server interleaves them), then a branch (prefix reuse or
     save/restore; shrinks to none), then the variant (shrinks to the first).
     """
     if not isinstance(n, int) or n < 1:
@@ -202,9 +206,10 @@ def schedules(
 @st.composite
 def _schedules(draw, n, variants, cut, branches, max_cuts):
     cuts = set(draw(st.lists(cut, unique=True, max_size=max_cuts)))
-    tail = draw(st.none() | st.integers(1, n - 1))
-    if tail is not None:
-        cuts.update(range(tail, n))
+    decode = draw(st.none() | st.tuples(st.integers(1, n - 1), st.integers(1, MAX_DECODE)))
+    if decode is not None:
+        start, length = decode
+        cuts.update(range(start, min(n, start + length + 1)))
     cuts = tuple(sorted(cuts))
     branch = None
     if branches and cuts and draw(st.booleans()):

@@ -77,13 +77,15 @@ def test_fixed_schedules_cover_the_classic_ways_of_running():
     chunks = [(s.chunks, s.branch, s.variant) for s in found]
     for v in (0, 1):
         assert ([8], None, v) in chunks  # one chunk: the plain call
-        assert ([1] * 8, None, v) in chunks  # token by token
         assert ([4, 1, 1, 1, 1], None, v) in chunks  # prefill, then decoding
         assert ([2, 1, 1, 2, 2], None, v) in chunks  # cuts at the window's landmarks 2, 3, 4, 6
-    branches = [s.branch for s in found if s.branch is not None]
-    assert {b.fresh for b in branches} == {True, False}  # prefix reuse, save/restore
+    assert ([1] * 8, None, 0) in chunks and ([1] * 8, None, 1) not in chunks  # token by token
+    reuse, restore = [s for s in found if s.branch is not None]
+    assert reuse.chunks == [4, 2, 2] and reuse.branch == Branch(4, 2, fresh=True)
+    assert restore.chunks == [4, 4] and restore.branch == Branch(4, 2, fresh=False)
     assert len(found) == len(set(found))
     assert not any(s.branch for s in fixed_schedules(8, branches=False))
+    assert sum(s.steps for s in fixed_schedules(512, variants=2)) <= 2 * 512 + 16
 
 
 def test_landmarks_sit_at_a_window_and_a_static_cache():
@@ -99,6 +101,7 @@ def test_drawn_schedules_are_well_formed(data, n, variants):
     assert s.n == n and 0 <= s.variant < variants
     assert sum(s.chunks) == n
     assert s.branch is None or s.branch.at in s.cuts
+    assert len(s.cuts) <= 8 + 17  # the drawn cuts and one decoding run
 
 
 def test_the_search_draws_cuts_at_the_landmarks_and_branches():
