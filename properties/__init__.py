@@ -39,6 +39,7 @@ _EXPORTS = {
     "Subject": "properties.subject.canonical",
     "make_subject": "properties.subject.canonical",
     "assert_causal": "properties.testing",
+    "assert_incremental": "properties.testing",
     "Certificate": "properties.evidence.certificate",
     "certify": "properties.evidence.certificate",
 }
@@ -102,6 +103,7 @@ __all__ = [
     "TargetError",
     "Violation",
     "assert_causal",
+    "assert_incremental",
     "audit",
     "audit_model",
     "certify",

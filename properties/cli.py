@@ -74,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
         "model(x) (a model that returns the last position only, or folds batch and time)",
     )
     a.add_argument(
+        "--step",
+        metavar="FN",
+        help="module:fn or file.py:fn, a function (model, chunk, state) -> (predictions, state) "
+        "that runs the model a chunk at a time, for --checks incremental (Hugging Face, "
+        "pytorch-tcn and the lecture's models need none); with it, the default checks include "
+        "incremental",
+    )
+    a.add_argument(
         "--batch",
         type=_positive,
         metavar="N",
@@ -85,8 +93,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--checks",
         type=_checks,
         default=None,
-        help=f"comma-separated subset of {','.join(CHECKS)} (default: all; the certificate "
-        "only up to 1024 positions)",
+        help=f"comma-separated subset of {','.join(CHECKS)} (default: all but incremental; the "
+        "certificate only up to 1024 positions; incremental with --step). Exit codes of "
+        "--checks incremental: 0 every stepped run equals the full pass, 1 one diverges, 2 the "
+        "model cannot be stepped",
     )
     a.add_argument("--exact", action="store_true", help="every cut, output and position")
     a.add_argument("--seed", type=_seed, default=0, help="0 <= SEED < 2**32")
@@ -294,21 +304,22 @@ def _subject(args, target: str):
         order=_order(args.order, model, math.prod(grid)),
         predicts=args.predicts,
         name=target,
-        forward=_forward(args.forward),
+        forward=_hook(args.forward, "--forward", "(model, x) -> predictions", "all_logits"),
         batch=args.batch,
+        step=_hook(args.step, "--step", "(model, chunk, state) -> (predictions, state)", "step"),
     )
 
 
-def _forward(spec: str | None):
-    """The ``--forward`` hook: a callable ``(model, x) -> predictions`` named like a target."""
+def _hook(spec: str | None, flag: str, signature: str, example: str):
+    """A hook named like a target (``--forward``, ``--step``): a callable, or a usage error."""
     if spec is None:
         return None
     where, attr = split_target(spec)
     value = resolve_attribute(import_source(where), attr, spec)
     if not callable(value):
         raise UsageError(
-            f"--forward {spec} is a {type(value).__name__}, not a function",
-            "name a function (model, x) -> predictions, e.g. file.py:all_logits",
+            f"{flag} {spec} is a {type(value).__name__}, not a function",
+            f"name a function {signature}, e.g. file.py:{example}",
         )
     return value
 
@@ -328,7 +339,7 @@ def _options(args) -> AuditOptions:
 
 
 def run_one(args, target: str) -> tuple[dict, str]:
-    from properties.extra import zoo
+    from properties.extra import steppers, zoo  # noqa: F401 (registers the lecture's steppers)
 
     declared = None
     if target.startswith("zoo:"):

@@ -9,7 +9,9 @@
   the ``causal_audit`` fixture (any keyword of ``assert_causal``; a class's or module's marker
   applies to its tests, the closest one wins);
 - the ``causal_audit`` fixture is ``assert_causal`` with the marker's keywords applied (keywords
-  of the call win over the marker's, which win over the command line's).
+  of the call win over the marker's, which win over the command line's);
+- the ``incremental_audit`` fixture is :func:`properties.assert_incremental` (every cached,
+  chunked or streamed run equals the full pass) with the marker's keywords it takes applied.
 
 Under ``pytest -n`` (xdist) each worker runs ``pytest_configure`` with the controller's options,
 so the defaults reach every worker. Nothing heavy is imported here: ``pytest --help`` does not
@@ -118,5 +120,25 @@ def causal_audit(request):
     def check(model, **options):
         __tracebackhide__ = True
         return assert_causal(model, **{**defaults, **options})
+
+    return check
+
+
+# the keywords of assert_incremental a ``causal`` marker may set for the incremental_audit fixture
+INCREMENTAL_KEYWORDS = ("grid", "layout", "step", "seed", "max_examples", "budget", "policy",
+                        "features", "vocab", "output", "name", "value_range", "classes")
+
+
+@pytest.fixture
+def incremental_audit(request):
+    """``assert_incremental`` with this test's ``@pytest.mark.causal(...)`` keywords that it
+    takes (grid, layout, step, vocab, output...) applied; returns the incremental report."""
+    from properties.testing import assert_incremental
+
+    defaults = {k: v for k, v in marker_options(request.node).items() if k in INCREMENTAL_KEYWORDS}
+
+    def check(model, **options):
+        __tracebackhide__ = True
+        return assert_incremental(model, **{**defaults, **options})
 
     return check

@@ -12,7 +12,8 @@ On failure it raises an ``AssertionError`` that reads like ``torch.testing.asser
 sentence naming the prediction that moved, by how much, under which replacement, and the likely
 bug; then the mode, the number of violations, Hypothesis' minimal counterexample and the evidence.
 On success it returns the :class:`~properties.auditing.result.AuditResult`, to assert on receptive
-fields.
+fields. :func:`assert_incremental` does the same for the incremental check: every cached,
+chunked or streamed run of the model gives the full pass's predictions.
 
 Defaults for the whole run come from the pytest plugin (``--causal-train``, ``--causal-exact``;
 see :mod:`properties.plugin`). The plugin imports this module at startup, so it imports nothing
@@ -131,6 +132,56 @@ def _move(model, device) -> None:
     model.to(planned)
 
 
+def assert_incremental(
+    model,
+    *,
+    grid,
+    layout=None,
+    step=None,
+    seed=0,
+    max_examples=None,
+    budget=None,
+    policy=None,
+    **subject_options,
+):
+    """Check that every way of running ``model`` a chunk at a time (cached, chunked,
+    streamed: token by token, chunked prefill then decoding, a prefix reused by several
+    continuations, state saved and restored, and the schedules Hypothesis draws) gives the
+    predictions of one full pass at every position; raise ``AssertionError`` naming the
+    minimal diverging schedule, the first diverging position, the difference in the model's
+    dtype and in float64, and the first module whose output diverges.
+
+    ``step(model, chunk, state) -> (predictions, state)`` runs the model on a chunk in its own
+    layout (``state`` None at the start); Hugging Face causal LMs, pytorch-tcn and the
+    lecture's models need none. ``grid``, ``layout`` and ``subject_options`` (``vocab``,
+    ``output``, ``features``...) go to :func:`~properties.make_subject`; ``max_examples``
+    bounds the Hypothesis search, ``budget`` the seconds; ``policy`` a
+    :class:`~properties.CoveragePolicy` (``incremental_ulps``, ``incremental_poison``).
+
+    Returns the :class:`~properties.evidence.incremental.IncrementalReport` when it holds.
+    """
+    __tracebackhide__ = True
+    from properties.auditing.gather import audit
+    from properties.auditing.options import DEFAULT_POLICY, AuditOptions
+    from properties.extra import steppers  # noqa: F401 (registers the lecture's steppers)
+    from properties.output.report import failure_summary
+    from properties.subject.canonical import make_subject
+
+    options = AuditOptions(
+        checks=("incremental",),
+        seed=seed,
+        max_examples=max_examples,
+        budget=budget,
+        progress=False,
+        policy=policy or DEFAULT_POLICY,
+    )
+    subject = make_subject(model, grid=grid, layout=layout, step=step, **subject_options)
+    result = audit(subject, options=options)
+    if not result.passed:
+        raise AssertionError(failure_summary(result))
+    return result.incremental
+
+
 def shards(count: int) -> list:
     """``count`` pytest parameters ``(i, count)``, to split one audit over ``pytest -n``::
 
@@ -151,4 +202,4 @@ def shards(count: int) -> list:
     return [pytest.param((i, count), id=f"shard{i + 1}of{count}") for i in range(count)]
 
 
-__all__ = ["DEFAULTS", "assert_causal", "set_defaults", "shards"]
+__all__ = ["DEFAULTS", "assert_causal", "assert_incremental", "set_defaults", "shards"]

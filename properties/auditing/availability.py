@@ -28,6 +28,7 @@ def ran(result: AuditResult) -> dict[str, bool]:
         "blind_spot": mapped,
         "loss": bool(result.losses),
         "certificate": proof or not leads(result.shard),
+        "incremental": result.incremental is not None,
     }
     return {c: produced[c] for c in result.checks}
 

@@ -89,7 +89,7 @@ def audit(
             progress=progress,
             policy=policy or CoveragePolicy(),
         )
-    options = options.checked(subject.n_positions)
+    options = options.checked(subject.n_positions, stepping=subject.step is not None)
     memory = options.memory
     if memory is None and options.shard is not None:
         memory = DEFAULT_CAP / GIB  # the same on every machine: shards must cut alike
@@ -135,6 +135,8 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
 
         # within a budget, its time is taken from what the dynamic evidence has left
         result.certificate = certify(subject, train=options.train, seed=options.seed)
+    if "incremental" in options.checks:
+        result.incremental = _incremental_evidence(g)
     if options.certificate_only:  # the static analysis alone: no sampled evidence
         conclude(result)
         require_some_evidence(result, g.reasons)
@@ -155,6 +157,28 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
         result.coverage.forward_seconds = round(timing.forward, 6)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def _incremental_evidence(g: Gathering):
+    """The incremental check: cached, chunked and streamed runs against the full pass. Within
+    a budget it takes its share of the time left (all of it when it is the only check)."""
+    from properties.evidence.incremental import incremental_evidence
+
+    deadline = None
+    if g.timing is not None:
+        alone = g.options.checks == ("incremental",)
+        share = 1.0 if alone else time_budget.INCREMENTAL_SHARE
+        deadline = time.perf_counter() + share * g.timing.left()
+    report = incremental_evidence(
+        g.subject,
+        seed=g.options.seed,
+        max_examples=g.options.max_examples or hypothesis_settings.default.max_examples,
+        ulps=g.policy.incremental_ulps,
+        poison=g.policy.incremental_poison,
+        deadline=deadline,
+    )
+    g.result.coverage.budgeted = g.result.coverage.budgeted or report.budgeted
+    return report
 
 
 def _dynamic_evidence(g: Gathering) -> None:

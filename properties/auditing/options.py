@@ -13,6 +13,14 @@ Coverage policy (the report's ``coverage`` says what was covered):
 - Loss equivalence: read off the sweep's forward passes (its masked inputs are the sweep's), so
   it covers the positions of the swept cuts.
 - The certificate: added to the default checks up to ``certificate_positions`` positions.
+- The incremental check (every way of running the model a chunk at a time gives the full
+  pass's predictions): in the default checks only when the subject has a step hook of its own
+  (``step=``, ``--step``): a model whose cached path is found by an adapter (Hugging Face,
+  pytorch-tcn, the lecture's) is checked when asked (``--checks ...,incremental``), so that a
+  default audit's verdict and cost do not change with what an adapter happens to recognise.
+  The fixed schedules, then Hypothesis' examples; a difference within ``incremental_ulps`` ulps
+  of the outputs' scale is rounding (in float64 on confirmation); unwritten cache slots hold
+  ``incremental_poison`` (None: not poisoned).
 
 ``exact=True`` covers every cut, every output and every position, whatever the size.
 
@@ -37,10 +45,11 @@ from dataclasses import dataclass, field, fields
 
 from properties.errors import AdapterError
 
-__all__ = ["CHECKS", "DEFAULT_POLICY", "DYNAMIC", "AuditOptions", "CoveragePolicy"]
+__all__ = ["CHECKS", "DEFAULT_POLICY", "DYNAMIC", "STATIC", "AuditOptions", "CoveragePolicy"]
 
-CHECKS = ("causality", "receptive_field", "blind_spot", "loss", "certificate")
+CHECKS = ("causality", "receptive_field", "blind_spot", "loss", "certificate", "incremental")
 DYNAMIC = CHECKS[:4]
+STATIC = CHECKS[:5]  # the default checks up to certificate_positions
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,11 @@ class CoveragePolicy:
     # probe rows (three inputs) and the sweep look for leaks. Smaller models keep the union.
     sampled_inputs: int = 1
     big_vjp: int = 256 << 20
+    # The incremental check: rounding tolerance (ulps of the outputs' scale, in the model's
+    # dtype and again in float64), and what unwritten cache slots hold (large and finite: a
+    # correct masked read multiplies it by an exact 0; NaN would not survive that).
+    incremental_ulps: float = 256.0
+    incremental_poison: float | None = 1e4
 
 
 DEFAULT_POLICY = CoveragePolicy()
@@ -94,8 +108,10 @@ class AuditOptions:
             mine["checks"] = tuple(mine["checks"])
         return cls(**mine), {k: v for k, v in keywords.items() if k not in names}
 
-    def checked(self, n_positions: int) -> "AuditOptions":
-        """These options with their values checked and the default checks filled in."""
+    def checked(self, n_positions: int, stepping: bool = False) -> "AuditOptions":
+        """These options with their values checked and the default checks filled in
+        (``stepping``: the subject has a step hook of its own, which adds the incremental
+        check to the default ones)."""
         shard = _checked_shard(self.shard)
         budget = self.budget
         if budget is not None and not budget > 0:
@@ -107,7 +123,13 @@ class AuditOptions:
             )
         checks = self.checks
         if checks is None:
-            checks = CHECKS if n_positions <= self.policy.certificate_positions else DYNAMIC
+            checks = STATIC if n_positions <= self.policy.certificate_positions else DYNAMIC
+            checks += ("incremental",) if stepping and shard is None else ()
+        elif "incremental" in checks and shard is not None:
+            raise AdapterError(
+                "the incremental check does not run in shards",
+                "run --checks incremental unsharded (it costs a few forward passes)",
+            )
         return AuditOptions(
             checks=_checked_checks(checks),
             train=bool(self.train),

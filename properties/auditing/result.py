@@ -13,6 +13,7 @@ from properties.verdict import Causality, ModelMode, Violation
 
 if TYPE_CHECKING:
     from properties.evidence.certificate import Certificate
+    from properties.evidence.incremental import IncrementalReport
 
 __all__ = ["AuditResult"]
 
@@ -38,6 +39,7 @@ class AuditResult:
     seconds: float = 0.0
     certificate: "Certificate | None" = None  # the static bound (certificate check)
     sample_bytes: int = 0  # what one sample holds in a forward pass (measured by validate)
+    incremental: "IncrementalReport | None" = None  # stepped runs against the full pass
     # conclusions (recomputed by conclude())
     mode: Causality | None = None
     causal: bool | None = None
@@ -73,6 +75,8 @@ class AuditResult:
         ok = self.causal is not False and not self.unsound
         if self.loss is not None:
             ok = ok and self.loss.holds
+        if self.incremental is not None:
+            ok = ok and self.incremental.holds
         if self.certificate_only:  # the proof alone decides
             ok = ok and self.certificate is not None and self.certificate.proved
         return ok

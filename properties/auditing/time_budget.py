@@ -11,6 +11,10 @@ rolls over to the next), in the order the audit runs them:
   and the last always in);
 - the Hypothesis searches: everything left, and they stop at the deadline.
 
+The incremental check, when asked, runs before the dynamic evidence and takes
+``INCREMENTAL_SHARE`` of the time left (all of it when it is the only check): its full pass,
+the fixed schedules and Hypothesis' schedules stop at its deadline.
+
 Without a budget nothing here applies (see the coverage policy in
 :mod:`properties.auditing.options`).
 """
@@ -33,6 +37,7 @@ MAP_SHARE = 0.3
 SWEEP_SHARE = 0.55
 VJP_FACTOR = 6.0  # a float64 VJP of one sample, in forward passes of one float32 sample (prior)
 SEARCH_FACTOR = 2.0  # forward passes per Hypothesis example (shrinking, localizing, confirming)
+INCREMENTAL_SHARE = 0.3
 SLACK = 0.92  # plan to end a little early: the last pass of a phase runs over its share
 
 

@@ -8,6 +8,9 @@
 - Images: the receptive field of a pixel on the image grid, in the style of the PixelCNN
   paper's figure (lecture slide 19): the current pixel, the pixels it sees, its causal past and
   its blind spot; a second panel for the output with the largest blind spot, if any.
+- The incremental check: the difference between each stepped run and the full pass along the
+  sequence, one panel per fixed schedule (its chunk boundaries marked), one for every schedule
+  Hypothesis drew, one for the minimal divergence (in float64 too), against the tolerances.
 
 The arrays are prepared without matplotlib (:func:`dependency_matrix`, :func:`categories`), so
 they can be tested; drawing uses the Agg canvas directly and never touches pyplot's global
@@ -207,8 +210,11 @@ def draw(result: AuditResult, directory, *, target: str | None = None) -> list[P
     if result.certificate is not None and result.certificate.bound is not None:
         paths.append(directory / f"{stem}-certificate.png")
         _save(draw_certificate(result, target), paths[-1])
-        if result.dependency_map is None:
-            return paths  # the certificate alone (--checks certificate)
+    if result.incremental is not None:
+        paths.append(directory / f"{stem}-incremental.png")
+        _save(draw_incremental(result, target), paths[-1])
+    if paths and result.dependency_map is None:
+        return paths  # the certificate or the incremental check alone
     if len(result.subject.grid) == 2:
         path = directory / f"{stem}-receptive-field.png"
         _save(draw_image_fields(result, target), path)
@@ -216,6 +222,97 @@ def draw(result: AuditResult, directory, *, target: str | None = None) -> list[P
         path = directory / f"{stem}-dependencies.png"
         _save(draw_dependencies(result, target), path)
     return [path] + paths
+
+
+@dataclass
+class Panel:
+    """One panel of the incremental picture: curves of |stepped - full| along the sequence."""
+
+    title: str
+    curves: list[tuple[str, np.ndarray]]  # (label, (n,) differences)
+    tolerances: list[tuple[str, float]]  # (label, value)
+    boundaries: list[int] = field(default_factory=list)  # where chunks start
+    position: int | None = None  # the first diverging position
+
+
+MAX_PANELS = 8  # fixed schedules drawn one per panel (the rest join the Hypothesis panel)
+
+
+def incremental_panels(result: AuditResult) -> list[Panel]:
+    """The incremental picture's panels, as arrays (no matplotlib)."""
+    rep = result.incremental
+    dtype = rep.dtype
+    shown = rep.tried[: min(rep.fixed, MAX_PANELS)]
+    panels = [
+        Panel(
+            f"{o.schedule.describe(rep.variants)}: {o.verdict}",
+            [(dtype, o.diffs.numpy())],
+            [(f"tolerance ({dtype})", o.tolerance)],
+            [a for a, _ in o.schedule.spans[1:]],
+        )
+        for o in shown
+    ]
+    rest = [o for o in rep.tried if o not in shown]
+    if rest:
+        panels.append(Panel(
+            f"{len(rest)} more schedules (Hypothesis' and the shrinker's)",
+            [("", o.diffs.numpy()) for o in rest],
+            [(f"tolerance ({dtype})", rep.tolerance)],
+        ))
+    d = rep.divergence
+    if d is not None:
+        curves = [(dtype, d.diffs.numpy())]
+        tolerances = [(f"tolerance ({dtype})", d.tolerance)]
+        if d.diffs64 is not None:
+            curves.append(("float64", d.diffs64.numpy()))
+            tolerances.append(("tolerance (float64)", d.tolerance64))
+        panels.append(Panel(
+            f"minimal divergence: {d.schedule.describe(rep.variants)}",
+            curves, tolerances, [a for a, _ in d.schedule.spans[1:]], d.position,
+        ))
+    return panels
+
+
+def draw_incremental(result: AuditResult, target: str):
+    """|stepped - full| per position, on a log scale (exact zeros drawn at the bottom)."""
+    import matplotlib.pyplot as plt
+
+    panels = incremental_panels(result)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig, axes = plt.subplots(rows, columns, figsize=(4.6 * columns, 2.9 * rows), squeeze=False)
+    values = [c for p in panels for _, c in p.curves] + [np.array([t for p in panels
+                                                                   for _, t in p.tolerances])]
+    positive = np.concatenate([v[np.isfinite(v) & (v > 0)] for v in values] + [np.ones(1)])
+    floor = float(positive.min()) / 10
+    ceiling = float(positive.max()) * 10
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for (label, curve), color in zip(panel.curves, ("#2c7fb8", "#d95f02"), strict=False):
+            many = len(panel.curves) > 2
+            y = np.clip(np.nan_to_num(curve, nan=ceiling, posinf=ceiling), floor, ceiling)
+            ax.plot(y, color="#7f7f7f" if many else color, lw=0.6 if many else 1.2,
+                    alpha=0.5 if many else 1.0, label=None if many else label)
+        for (label, value), style in zip(panel.tolerances, ("--", ":"), strict=False):
+            ax.axhline(max(value, floor), color="#b2182b", ls=style, lw=0.9, label=label)
+        for b in panel.boundaries:
+            ax.axvline(b - 0.5, color="#bdbdbd", lw=0.5)
+        if panel.position is not None:
+            ax.axvline(panel.position, color="#b2182b", lw=1.5, alpha=0.4,
+                       label=f"first divergence ({panel.position})")
+        ax.set_yscale("log")
+        ax.set_ylim(floor, ceiling)
+        ax.set_title(panel.title if len(panel.title) < 70 else panel.title[:67] + "...",
+                     fontsize=7)
+        ax.set_xlabel("position", fontsize=7)
+        ax.set_ylabel("|stepped - full|", fontsize=7)
+        ax.tick_params(labelsize=6)
+        ax.legend(fontsize=5, loc="upper left")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    verdict = "holds" if result.incremental.holds else "DIVERGES"
+    fig.suptitle(f"{target}: stepped runs against the full pass ({verdict})", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 CERTIFICATE_SIDE = 512  # the first outputs and inputs drawn (a 8192 x 8192 image says no more)

@@ -7,7 +7,8 @@ effect, detail}``, the first ``MAX_VIOLATIONS``) and ``violations_total``, ``rec
 ``loss_equivalence`` ``{max_abs_diff, max_loss_diff, one_pass_loss, masked_loss, holds,
 tolerance, positions, positions_total, positions_listed}`` (``positions``: the
 ``MAX_POSITIONS`` worst rows, worst first, unless ``full``: then every row, by position),
-``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``,
+``coverage``, ``noise_floor``, ``tolerance``, ``counterexamples``, ``certificate``,
+``incremental`` (:mod:`properties.output.incremental_report`),
 ``declared``, ``notes``, ``seconds``, and ``pictures`` (paths) when the CLI drew them. Keys of
 checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 """
@@ -17,6 +18,7 @@ import math
 
 from properties.auditing.conclude import soundness_note
 from properties.auditing.result import AuditResult
+from properties.output import incremental_report
 from properties.output.blame import blame_dict, blame_lines, model_source
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, ModelMode, Source, Violation
@@ -107,6 +109,7 @@ def to_dict(
             for kind, p in rep.counterexamples.items()
         },
         "certificate": certificate_dict(result),
+        "incremental": incremental_report.incremental_dict(result.incremental, s, full),
         "declared": declared,
         "notes": result.notes,
         "seconds": round(result.seconds, 3),
@@ -261,6 +264,7 @@ def failure_summary(result: AuditResult) -> str:
     s = result.subject
     lead = headline(result)
     cert = result.certificate
+    stepped = incremental_report.incremental_dict(result.incremental, s)
     if lead is not None:
         first = explain(s, lead)
     elif result.loss is not None and not result.loss.holds:
@@ -269,6 +273,8 @@ def failure_summary(result: AuditResult) -> str:
         first = f"the certificate does not prove it: {cert.reason}"
     elif result.unsound:
         first = soundness_note(result)
+    elif incremental_report.failed(stepped):
+        first = incremental_report.incremental_sentence(stepped)
     else:
         first = _loss_sentence(result)
     lines = [first, ""]
@@ -302,6 +308,11 @@ def failure_summary(result: AuditResult) -> str:
             lines.append(line)
     if result.loss is not None and not result.loss.holds:
         lines.append(f"Loss equivalence: {_loss_sentence(result)}")
+    if incremental_report.failed(stepped):
+        lines.append(f"Incremental: {incremental_report.incremental_sentence(stepped)}")
+        module = incremental_report.module_line(stepped["divergence"]["module"])
+        if module:
+            lines.append(f"Incremental: {module}")
     if _gathered(result):
         coverage = result.coverage.to_json(result.perturbations, s.n_positions)
         lines.append("Evidence: " + _evidence_line(coverage, _floor(result)))
@@ -366,7 +377,7 @@ def verdict_line(result: AuditResult, passed: bool, declared: dict | None = None
         proof = "proved" if cert.proved else "not proved"
         causality = f"{proof} by the certificate, best mode {cert.mode} {need}"
     if passed:
-        return f"PASS: {causality or 'causality not checked'}"
+        return f"PASS: {causality or _stepped_or_unchecked(result)}"
     causality_fails = result.causal is False or (
         result.mode is None and result.certificate_only and not (cert is not None and cert.proved)
     )
@@ -378,15 +389,23 @@ def verdict_line(result: AuditResult, passed: bool, declared: dict | None = None
             f"the dynamic evidence refutes the certificate ({len(result.unsound)} dependencies "
             "outside its bound: a soundness bug of the analysis, see the note)"
         )
+    if result.incremental is not None and not result.incremental.holds:
+        causes.append("a stepped (cached, chunked or streamed) run diverges from the full pass")
     mismatched = [fact for fact, d in (declared or {}).items() if not d["ok"]]
     if mismatched:
         causes.append(f"measured {', '.join(mismatched)} differ from the declared")
     if not causes:
-        return f"FAIL: {causality or 'causality not checked'}"
+        return f"FAIL: {causality or _stepped_or_unchecked(result)}"
     line = "FAIL: " + "; ".join(causes)
     if causality and not causality_fails:
         line += f"; causality holds: {causality}"
     return line
+
+
+def _stepped_or_unchecked(result: AuditResult) -> str:
+    if result.incremental is not None and result.incremental.holds:
+        return "every way of running it gives the full pass's predictions"
+    return "causality not checked"
 
 
 def render_text(
@@ -443,6 +462,8 @@ def render_text(
         lines.append(text)
     if data["certificate"]:
         lines.append(certificate_line(data))
+    if data["incremental"]:
+        lines.extend(incremental_report.incremental_lines(data["incremental"]))
     for fact, d in (declared or {}).items():
         mark = "ok" if d["ok"] else "MISMATCH"
         lines.append(f"  declared {fact}: {d['declared']}, measured {d['measured']}: {mark}")

@@ -164,6 +164,9 @@ class Subject:
     batch: int | None = None  # run the model at this batch size only (slices, padding)
     first_batch: int | None = None  # the batch size of the first call that worked
     subpixel_axis: int | None = None  # grid axis of the input's channels, when they are ordered
+    # (model, chunk, state) -> (predictions, state): how to run it a chunk at a time (the
+    # incremental check, properties.subject.steppers)
+    step: Callable[[Any, torch.Tensor, Any], Any] | None = None
 
     def __post_init__(self):
         if self.ranks is None:
@@ -499,6 +502,7 @@ def make_subject(
     name: str | None = None,
     forward: Callable[[Any, torch.Tensor], Any] | None = None,
     batch: int | None = None,
+    step: Callable[[Any, torch.Tensor, Any], Any] | None = None,
 ) -> Subject:
     """Wrap any model (a module or a callable) into a :class:`Subject`.
 
@@ -517,6 +521,8 @@ def make_subject(
     model whose call is not one prediction per position (``model(x, targets=x)[0]``...).
     ``batch`` runs every forward pass at that batch size (in slices, padded): for a model that
     caches state sized by its first batch; the audit also finds this out by itself.
+    ``step(model, chunk, state) -> (predictions, state)`` runs it a chunk at a time, for the
+    incremental check (:mod:`properties.subject.steppers`).
     """
     grid = tuple(int(g) for g in grid)
     if not grid or any(g < 1 for g in grid):
@@ -535,6 +541,11 @@ def make_subject(
         raise AdapterError(
             f"forward is a {type(forward).__name__}, not a callable",
             "pass a function (model, x) -> predictions",
+        )
+    if step is not None and not callable(step):
+        raise AdapterError(
+            f"step is a {type(step).__name__}, not a callable",
+            "pass a function (model, chunk, state) -> (predictions, state)",
         )
     text = layout or default_layout(len(grid), vocab is not None)
     subpixel = _is_subpixel(order, math.prod(grid), features)
@@ -569,6 +580,7 @@ def make_subject(
         forward=forward,
         batch=batch,
         subpixel_axis=axis,
+        step=step,
     )
     n = subject.n_positions
     if isinstance(order, str):

@@ -18,7 +18,7 @@ from properties.auditing import gather
 from properties.auditing import time_budget as plan
 from properties.auditing.coverage import UNAVAILABLE, Coverage, MapCoverage
 from properties.auditing.gather import Gathering, stratified
-from properties.auditing.options import CHECKS, DEFAULT_POLICY, DYNAMIC, AuditOptions
+from properties.auditing.options import CHECKS, DEFAULT_POLICY, DYNAMIC, STATIC, AuditOptions
 from properties.auditing.result import AuditResult
 from properties.errors import AdapterError, AuditError, ModelError
 from properties.evidence import gradients
@@ -76,7 +76,7 @@ def test_default_checks_add_the_certificate_up_to_its_grid_size():
     small_grids = policy(certificate_positions=8)
     small = audit(taps_subject("neither", 8, predicts="current"), max_examples=5,
                   policy=small_grids)
-    assert small.checks == CHECKS and small.certificate.proved
+    assert small.checks == STATIC and small.certificate.proved
     large = audit(taps_subject("neither", 9, predicts="current"), max_examples=5,
                   policy=small_grids)
     assert large.checks == DYNAMIC and large.certificate is None
@@ -180,9 +180,9 @@ def test_shards_share_one_memory_budget(monkeypatch):
     assert audit(s, shard=(0, 2), memory=0.5, checks=["loss"]) == "result"
     assert audit(s, budget=0.5) == "result"
     assert seen == [
-        (memory.DEFAULT_CAP, (1, 3), None, 4, 7, True, True, CHECKS),
+        (memory.DEFAULT_CAP, (1, 3), None, 4, 7, True, True, STATIC),
         (GIB // 2, (0, 2), None, 0, None, False, False, ("loss",)),
-        (memory.default_limit_bytes(), None, 0.5, 0, None, False, False, CHECKS),
+        (memory.default_limit_bytes(), None, 0.5, 0, None, False, False, STATIC),
     ]
 
 
