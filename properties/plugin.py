@@ -1,7 +1,10 @@
 """The pytest plugin (entry point ``pytest11: causal_audit``): options, a marker and a fixture.
 
-- ``--causal-train`` (also audit in training mode) and ``--causal-exact`` (every cut, output and
-  position) change the defaults of :func:`properties.assert_causal` for the whole run;
+- ``--causal-train`` (also audit in training mode), ``--causal-exact`` (every cut, output and
+  position) and ``--causal-batch-independent`` (hold every model to batch independence) change
+  the defaults of :func:`properties.assert_causal` for the whole run;
+- the marker and the fixture take the contract keywords too (``documents=``, ``window=``,
+  ``padding=``...: see :mod:`properties.contracts`);
 - ``@pytest.mark.causal(grid=..., layout=..., predicts=..., ...)`` sets per-test defaults for
   the ``causal_audit`` fixture (any keyword of ``assert_causal``; a class's or module's marker
   applies to its tests, the closest one wins);
@@ -28,6 +31,13 @@ def pytest_addoption(parser):
         "(BatchNorm statistics over time, dropout)",
     )
     group.addoption(
+        "--causal-batch-independent",
+        action="store_true",
+        default=False,
+        help="assert_causal and the causal_audit fixture also hold every model to batch "
+        "independence (no output depends on another sample of its batch)",
+    )
+    group.addoption(
         "--causal-exact",
         action="store_true",
         default=False,
@@ -45,7 +55,9 @@ def pytest_configure(config):
         "(grid=..., layout=..., predicts=..., train=..., exact=..., any assert_causal keyword)",
     )
     previous = testing.set_defaults(
-        train=config.getoption("causal_train"), exact=config.getoption("causal_exact")
+        train=config.getoption("causal_train"),
+        exact=config.getoption("causal_exact"),
+        batch_independent=config.getoption("causal_batch_independent"),
     )
     config.stash[_previous_defaults] = previous
 
