@@ -11,6 +11,8 @@ are built with ``use_cache=False`` unless the name says ``cached``.
 
 import torch
 from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
     MistralConfig,
@@ -42,6 +44,19 @@ def build(family: str, attn: str = "sdpa", *, layers: int = 2, use_cache=False, 
     cfg = config_class(num_hidden_layers=layers, attn_implementation=attn, use_cache=use_cache,
                        **SIZES, **config)
     return model_class(cfg).eval()
+
+
+def gpt2(attn="sdpa"):
+    """GPT-2 (absolute positions: the restarting position_ids are its positions too)."""
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_head=2, n_embd=32, vocab_size=VOCAB, n_positions=64,
+                        bos_token_id=0, eos_token_id=0, attn_implementation=attn,
+                        use_cache=False)
+    return GPT2LMHeadModel(config).eval()
+
+
+def gpt2_eager():
+    return gpt2("eager")
 
 
 def llama(attn="sdpa"):
