@@ -29,6 +29,8 @@ from properties.subject.canonical import Subject
 from properties.subject.layout import parse_layout
 from properties.verdict import Kind, ModelMode, Violation
 
+__all__ = ["SCALARS", "VERSION", "dump", "load"]
+
 VERSION = 3  # 3: the contract's clauses and their evidence; 2: violations by source and mode
 
 

@@ -18,6 +18,17 @@ Without a budget nothing here applies (see the coverage policy in
 import time
 from dataclasses import dataclass, field
 
+__all__ = [
+    "MAP_SHARE",
+    "NOISE_FLOOR_PASSES",
+    "Plan",
+    "SEARCH_FACTOR",
+    "SLACK",
+    "SWEEP_SHARE",
+    "VJP_FACTOR",
+    "measure_forward",
+]
+
 MAP_SHARE = 0.3
 SWEEP_SHARE = 0.55
 VJP_FACTOR = 6.0  # a float64 VJP of one sample, in forward passes of one float32 sample (prior)

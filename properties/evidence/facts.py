@@ -16,6 +16,19 @@ from properties.evidence.gradients import DependencyMap
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, Source, Violation
 
+__all__ = [
+    "BlindSpot",
+    "GRADIENT_PAIRS_KEPT",
+    "ROWS_AT_ONCE",
+    "ReceptiveField",
+    "blind_spot",
+    "clipped_sides",
+    "clipping_note",
+    "gradient_violations",
+    "rank_extremes",
+    "receptive_field",
+]
+
 GRADIENT_PAIRS_KEPT = 2000  # gradient violations kept as objects; the rest are counted
 
 

@@ -41,6 +41,29 @@ from properties.subject import batching, memory
 from properties.subject.calls import seeded
 from properties.subject.canonical import Subject
 
+__all__ = [
+    "DependencyMap",
+    "DifferentiableInput",
+    "GradientUnavailable",
+    "POSITIONS_PER_PASS",
+    "RATIO_TOLERANCE",
+    "STRENGTH",
+    "color_count",
+    "colored_map",
+    "coordinates",
+    "dependency_map",
+    "distinct_weights",
+    "find_token_embedding",
+    "merge_maps",
+    "offset_periods",
+    "plain_map",
+    "plain_map_around",
+    "probe_positions",
+    "random_directions",
+    "vjp_bytes",
+    "weighted_vjps",
+]
+
 # A gradient that is itself a near-cancelling sum has a relative rounding error far above 1e-16
 # (4.5e-9 measured on the lecture's dilated net), so the ratio test allows 1e-6; the weights
 # differ by at least 1/N, so it still names exactly one output.

@@ -46,6 +46,26 @@ from properties.subject.calls import check_outputs_finite, float64_copy, forward
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, Source, Violation
 
+__all__ = [
+    "BATCH_DEPENDENCE",
+    "CONFIRM_RATIO",
+    "LOCALIZE_LIMIT",
+    "OBVIOUS",
+    "OUTPUT_PER_PASS",
+    "POSITIONS_PER_PASS",
+    "PerturbationReport",
+    "Runner",
+    "SAFETY",
+    "batch_interaction",
+    "chunk_copies",
+    "hypothesis_search",
+    "measure_noise_floor",
+    "merge_reports",
+    "perturbation_evidence",
+    "sweep",
+    "sweep_violations",
+]
+
 SAFETY = 4.0
 BATCH_DEPENDENCE = 1e-4  # slot differences above this (relative) mean samples interact
 LOCALIZE_LIMIT = 64  # positions tried one by one to name the input behind a leak

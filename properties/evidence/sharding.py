@@ -10,6 +10,8 @@ unsharded result bit for bit.
 import math
 from collections.abc import Iterator, Sequence
 
+__all__ = ["MIN_CHUNKS", "chunked", "copies_per_pass", "leads", "share", "spread"]
+
 # Every phase with at least this many items is cut in at least this many chunks, so that a small
 # audit spreads over up to this many shards (and a shard is never the whole audit by accident).
 MIN_CHUNKS = 8

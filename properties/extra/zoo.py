@@ -10,6 +10,8 @@ from properties.auditing.result import AuditResult
 from properties.errors import TargetError
 from properties.subject.canonical import Subject, make_subject
 
+__all__ = ["compare", "declared_facts", "names", "zoo_subject"]
+
 
 def names() -> list[str]:
     return list(REGISTRY)

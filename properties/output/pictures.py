@@ -13,7 +13,7 @@
 
 The arrays are prepared without matplotlib (:func:`dependency_matrix`, :func:`categories`), so
 they can be tested; drawing uses the Agg canvas directly and never touches pyplot's global
-state. matplotlib is imported on first use (``pip install causal-audit[plots]``).
+state. matplotlib is imported on first use (``pip install autoregressive-audit[plots]``).
 """
 
 import re
@@ -207,7 +207,8 @@ def require_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise AuditError("pictures need matplotlib", "pip install causal-audit[plots]") from None
+        fix = "pip install autoregressive-audit[plots]"
+        raise AuditError("pictures need matplotlib", fix) from None
     return Figure, FigureCanvasAgg
 
 

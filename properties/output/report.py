@@ -23,6 +23,23 @@ from properties.auditing.result import AuditResult
 from properties.subject.canonical import Subject
 from properties.verdict import ContractName, Kind, ModelMode, Source, Violation
 
+__all__ = [
+    "MAX_POSITIONS",
+    "MAX_VIOLATIONS",
+    "certificate_dict",
+    "certificate_line",
+    "coverage_line",
+    "dumps",
+    "explain",
+    "failure_summary",
+    "headline",
+    "render_table",
+    "render_text",
+    "to_dict",
+    "verdict_line",
+    "violation_dict",
+]
+
 MAX_VIOLATIONS = 100
 MAX_POSITIONS = 20  # per-position rows listed in the JSON unless it is asked in full
 

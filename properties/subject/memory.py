@@ -29,6 +29,22 @@ from torch.utils._pytree import tree_flatten
 
 from properties.errors import AdapterError
 
+__all__ = [
+    "DEFAULT_CAP",
+    "FORWARD_LIVE",
+    "GIB",
+    "MIN_DEFAULT",
+    "MemoryBudgetError",
+    "PassCost",
+    "available",
+    "copies",
+    "default_limit_bytes",
+    "gigabytes",
+    "limit_bytes",
+    "limited",
+    "measure",
+]
+
 GIB = 1 << 30
 DEFAULT_CAP = 3 * GIB // 2  # with a 124M model and its float64 copy: under 4 GB in all
 FORWARD_LIVE = 4  # live tensors of the largest size during a forward pass (input, output, temps)
