@@ -35,6 +35,15 @@ from properties.subject.calls import forward
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, Source, Violation
 
+__all__ = [
+    "BatchPerturbation",
+    "SampleFindings",
+    "Samples",
+    "batch_evidence",
+    "batch_perturbations",
+    "gradient_violations",
+]
+
 SWEEP_BATCH = 3  # samples in the sweep's batch
 MAX_BATCH = 4  # the search's largest batch
 LOCALIZE_LIMIT = 64  # positions of the replaced sample tried one by one

@@ -35,6 +35,8 @@ from properties import progress
 from properties.evidence.batch import SampleFindings, Samples
 from properties.verdict import Kind, Source, Violation
 
+__all__ = ["PaddingPerturbation", "padding_evidence", "padding_perturbations"]
+
 SHAPE_ROUNDING = 64  # machine epsilons of the outputs' scale that a change of shape may round
 FILLS = ("zeros", "random", "constant")
 

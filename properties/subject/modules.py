@@ -23,6 +23,8 @@ from torch.utils._pytree import tree_flatten, tree_unflatten
 
 from properties.errors import AdapterError
 
+__all__ = ["ModuleCall", "module_subject", "record"]
+
 
 class _Recorded(Exception):
     pass
