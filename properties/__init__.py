@@ -1,4 +1,5 @@
-"""properties: prove (or refute) that a model's predictions never see the future.
+"""properties: prove (or refute) that a model's predictions never see the future, nor any other
+input its contract forbids (packed documents, other samples, padding, beyond a window).
 
 Works on any model that maps a sequence or an image to per-position predictions::
 
@@ -40,6 +41,12 @@ _EXPORTS = {
     "make_subject": "properties.subject.canonical",
     "assert_causal": "properties.testing",
     "assert_incremental": "properties.testing",
+    "assert_contract": "properties.testing",
+    "Contract": "properties.contracts",
+    "Documents": "properties.contracts",
+    "Window": "properties.contracts",
+    "BatchIndependence": "properties.contracts",
+    "Padding": "properties.contracts",
     "Certificate": "properties.evidence.certificate",
     "certify": "properties.evidence.certificate",
 }
@@ -47,6 +54,7 @@ _EXPORTS = {
 _SUBMODULES = (
     "auditing",
     "cli",
+    "contracts",
     "errors",
     "evidence",
     "extra",
@@ -96,7 +104,12 @@ __all__ = [
     "AuditError",
     "AuditOptions",
     "AuditResult",
+    "BatchIndependence",
     "Certificate",
+    "Contract",
+    "Documents",
+    "Padding",
+    "Window",
     "CoveragePolicy",
     "DependencyMap",
     "Subject",
@@ -104,6 +117,7 @@ __all__ = [
     "Violation",
     "assert_causal",
     "assert_incremental",
+    "assert_contract",
     "audit",
     "audit_model",
     "certify",

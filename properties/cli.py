@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import traceback
 from collections.abc import Sequence
@@ -20,7 +21,12 @@ from properties.auditing.gather import audit
 from properties.auditing.options import CHECKS, AuditOptions
 from properties.errors import AuditError, TargetError, describe
 from properties.output.report import dumps, render_table, render_text, to_dict
-from properties.subject.canonical import CONVENTIONS, NAMED_ORDERS, make_subject
+from properties.subject.canonical import (
+    CONVENTIONS,
+    NAMED_ORDERS,
+    contract_clauses,
+    make_subject,
+)
 from properties.target import (
     build_model,
     import_source,
@@ -88,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every forward pass at batch size N (for a model that caches state sized by "
         "its first batch; found out by itself when the first call is the audit's)",
     )
+    _contract_arguments(a)
     a.add_argument("--train", action="store_true", help="also audit in training mode")
     a.add_argument(
         "--checks",
@@ -179,6 +186,90 @@ def _ci_outputs(parser) -> None:
     parser.add_argument("--annotations", choices=("github", "off"), default=None,
                         help="print GitHub ::error annotations at the blamed lines (default: "
                         "when GITHUB_ACTIONS=true)")
+
+
+def _contract_arguments(a) -> None:
+    """The contracts besides causality (properties.contracts), each checked by every evidence."""
+    c = a.add_argument_group("contracts besides causality")
+    c.add_argument(
+        "--documents",
+        metavar="SPEC",
+        help="packed documents: lengths (5,7,4), ids:0,0,1,..., position_ids:0,1,0,... "
+        "(restarting positions, Hugging Face's padding-free packing), cu_seqlens:0,5,12, or "
+        "file.py:attr / module:attr naming one; no output may see another document",
+    )
+    c.add_argument(
+        "--documents-as",
+        action="append",
+        metavar="KEYWORD[=FORM]",
+        help="pass the documents to the model as this keyword argument (FORM: ids, "
+        "position_ids or cu_seqlens; by default the one its name says); repeatable. A --forward "
+        "hook that takes documents= gets them instead",
+    )
+    c.add_argument(
+        "--window",
+        type=_positive,
+        metavar="W",
+        help="no output sees more than W positions, its own included (a sliding window)",
+    )
+    c.add_argument(
+        "--window-exact",
+        action="store_true",
+        help="and every output sees the far end of its window (a window that shrank fails)",
+    )
+    c.add_argument(
+        "--window-module",
+        action="append",
+        metavar="PATTERN[=W]",
+        help="the window is per module (fnmatch over qualified names, e.g. "
+        "'model.layers.*.self_attn'; W: a width or global, default --window): each module is "
+        "audited on its own, the model against the bound they compose; repeatable",
+    )
+    c.add_argument(
+        "--batch-independent",
+        action="store_true",
+        help="no output depends on another sample of the batch (inference, and with --train "
+        "training mode)",
+    )
+    c.add_argument(
+        "--padding",
+        choices=("left", "right", "both"),
+        help="real positions do not change when the sequence is padded (inference, 1D)",
+    )
+    c.add_argument(
+        "--padding-mask",
+        default="attention_mask",
+        metavar="KEYWORD",
+        help="the keyword of the attention mask (1 real, 0 padding; default attention_mask; "
+        "none: no mask)",
+    )
+
+
+def _contracts(args) -> dict:
+    """make_subject's contract keywords from the command line."""
+    return {
+        "documents": _documents(args.documents),
+        "documents_as": args.documents_as,
+        "window": args.window,
+        "window_exact": args.window_exact,
+        "window_modules": args.window_module,
+        "batch_independent": args.batch_independent,
+        "padding": args.padding,
+        "padding_mask": None if args.padding_mask in ("none", "") else args.padding_mask,
+    }
+
+
+_DOCUMENT_SPEC = re.compile(r"((lengths|ids|position_ids|cu_seqlens):)?[\d,\s]+")
+
+
+def _documents(spec: str | None):
+    """``--documents``: the numbers themselves, or a module attribute that holds them."""
+    if spec is None or _DOCUMENT_SPEC.fullmatch(spec):
+        return spec
+    where, attr = split_target(spec)
+    value = resolve_attribute(import_source(where), attr, spec)
+    value = value() if callable(value) and not isinstance(value, torch.Tensor) else value
+    return value
 
 
 def _shard(text: str) -> tuple[int, int]:
@@ -307,6 +398,7 @@ def _subject(args, target: str):
         forward=_hook(args.forward, "--forward", "(model, x) -> predictions", "all_logits"),
         batch=args.batch,
         step=_hook(args.step, "--step", "(model, chunk, state) -> (predictions, state)", "step"),
+        **_contracts(args),
     )
 
 
@@ -345,6 +437,7 @@ def run_one(args, target: str) -> tuple[dict, str]:
     if target.startswith("zoo:"):
         name = target[4:]
         subject = zoo.zoo_subject(name, _grid(args), seed=args.seed)
+        subject.clauses = contract_clauses(subject, **_contracts(args))
     else:
         subject = _subject(args, target)
     if args.device is not None:

@@ -1,7 +1,10 @@
 """The pytest plugin (entry point ``pytest11: causal_audit``): options, a marker and a fixture.
 
-- ``--causal-train`` (also audit in training mode) and ``--causal-exact`` (every cut, output and
-  position) change the defaults of :func:`properties.assert_causal` for the whole run;
+- ``--causal-train`` (also audit in training mode), ``--causal-exact`` (every cut, output and
+  position) and ``--causal-batch-independent`` (hold every model to batch independence) change
+  the defaults of :func:`properties.assert_causal` for the whole run;
+- the marker and the fixture take the contract keywords too (``documents=``, ``window=``,
+  ``padding=``...: see :mod:`properties.contracts`);
 - ``--causal-device DEVICE`` moves every audited model there; a bare ``cuda`` under ``pytest
   -n`` is planned per worker (``cuda:{worker % GPUs}``), and a device the machine lacks stops
   the run at once with one line and exit code 2 (never a CPU run, never a skip);
@@ -42,6 +45,13 @@ def pytest_addoption(parser):
         "(BatchNorm statistics over time, dropout)",
     )
     group.addoption(
+        "--causal-batch-independent",
+        action="store_true",
+        default=False,
+        help="assert_causal and the causal_audit fixture also hold every model to batch "
+        "independence (no output depends on another sample of its batch)",
+    )
+    group.addoption(
         "--causal-exact",
         action="store_true",
         default=False,
@@ -69,6 +79,7 @@ def pytest_configure(config):
         train=config.getoption("causal_train"),
         exact=config.getoption("causal_exact"),
         device=_planned_device(config.getoption("causal_device")),
+        batch_independent=config.getoption("causal_batch_independent"),
     )
     config.stash[_previous_defaults] = previous
 

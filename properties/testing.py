@@ -23,17 +23,22 @@ heavy itself: torch and the harness load on the first call.
 # The run's defaults for ``train``, ``exact`` and ``device`` (None in a call means "take
 # these"); ``device`` is the plugin's ``--causal-device``, already planned for this worker.
 DEFAULTS = {"train": False, "exact": False, "device": None}
+# The run's default contracts besides causality (``--causal-batch-independent``).
+CONTRACT_DEFAULTS = {"batch_independent": False}
 
 
 def set_defaults(**values) -> dict:
-    """Set the run's defaults for ``train``/``exact``/``device``; return the previous ones, to
-    restore (the plugin sets them when a pytest session starts and restores them when it
-    ends)."""
-    unknown = set(values) - set(DEFAULTS)
+    """Set the run's defaults for ``train``/``exact``/``device`` (and the contracts':
+    ``batch_independent``); return the previous ones, to restore (the plugin sets them when a
+    pytest session starts and restores them when it ends)."""
+    known = set(DEFAULTS) | set(CONTRACT_DEFAULTS)
+    unknown = set(values) - known
     if unknown:
-        raise TypeError(f"unknown defaults {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    previous = dict(DEFAULTS)
-    DEFAULTS.update({k: v if k == "device" else bool(v) for k, v in values.items()})
+        raise TypeError(f"unknown defaults {sorted(unknown)}; known: {sorted(known)}")
+    previous = {**DEFAULTS, **CONTRACT_DEFAULTS}
+    for key, value in values.items():
+        table = DEFAULTS if key in DEFAULTS else CONTRACT_DEFAULTS
+        table[key] = value if key == "device" else bool(value)
     return previous
 
 
@@ -58,10 +63,13 @@ def assert_causal(
     """Audit ``model`` and raise ``AssertionError`` with a readable message if it fails.
 
     ``grid``, ``layout``, ``predicts`` and ``subject_options`` (``features``, ``vocab``,
-    ``output``, ``order``, ``classes``, ``value_range``, ``name``, ``forward``, ``batch``) go to
-    :func:`~properties.make_subject`. ``train``: also audit in training mode; ``exact``: every
-    cut, output and position (``None``: the run's default, set by ``--causal-train`` and
-    ``--causal-exact``). ``checks``: a subset of :data:`~properties.CHECKS` (default: all).
+    ``output``, ``order``, ``classes``, ``value_range``, ``name``, ``forward``, ``batch``, and the
+    contracts besides causality: ``documents``/``documents_as``, ``window``/``window_exact``/
+    ``window_modules``, ``batch_independent``, ``padding``/``padding_mask``, ``contracts``) go to
+    :func:`~properties.make_subject`: the model must keep every one of them. ``train``: also
+    audit in training mode; ``exact``: every cut, output and position (``None``: the run's
+    default, set by ``--causal-train`` and ``--causal-exact``). ``checks``: a subset of
+    :data:`~properties.CHECKS` (default: all).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
     ``shard=(i, n)``: audit only the i-th of n disjoint parts (see :func:`shards`): the model
     passes when every shard passes. ``prove=True``: the static certificate must *prove* the
@@ -101,6 +109,8 @@ def assert_causal(
         budget=budget,
         progress=False,  # pytest owns the terminal
     )
+    if CONTRACT_DEFAULTS["batch_independent"]:
+        subject_options.setdefault("batch_independent", True)
     subject = make_subject(model, grid=grid, layout=layout, predicts=predicts, **subject_options)
     result = audit(subject, options=options)
     cert = result.certificate
@@ -202,4 +212,15 @@ def shards(count: int) -> list:
     return [pytest.param((i, count), id=f"shard{i + 1}of{count}") for i in range(count)]
 
 
-__all__ = ["DEFAULTS", "assert_causal", "assert_incremental", "set_defaults", "shards"]
+# The same assertion under the name that says what it checks once contracts are declared.
+assert_contract = assert_causal
+
+__all__ = [
+    "CONTRACT_DEFAULTS",
+    "DEFAULTS",
+    "assert_causal",
+    "assert_contract",
+    "assert_incremental",
+    "set_defaults",
+    "shards",
+]

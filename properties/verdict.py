@@ -10,6 +10,9 @@ audit concludes with them; this module imports nothing else of the package. The 
 - The *causality* of a model (:class:`Causality`, the report's ``mode``) is the worst over all
   evidence: ``none`` (some output sees the future), ``inclusive`` (some output sees the present,
   none the future) or ``strict``.
+- Causality is one *contract* (:class:`ContractName`) of several a model may be held to
+  (:mod:`properties.contracts`): each :class:`Kind` belongs to one contract, so every violation
+  names the contract it breaks.
 """
 
 from dataclasses import dataclass
@@ -18,6 +21,7 @@ from enum import Enum
 __all__ = [
     "MODES",
     "Causality",
+    "ContractName",
     "Kind",
     "ModelMode",
     "Source",
@@ -27,15 +31,48 @@ __all__ = [
 ]
 
 
+class ContractName(str, Enum):
+    """The contracts a model can be held to (:mod:`properties.contracts`)."""
+
+    CAUSALITY = "causality"  # no output sees a later (or, for `current`, its own) input
+    DOCUMENTS = "documents"  # no output sees another document packed into its row
+    WINDOW = "window"  # no output sees further back than its declared window
+    BATCH = "batch"  # no output sees another sample of its batch
+    PADDING = "padding"  # no real output changes with the padding around it
+
+    def __str__(self) -> str:
+        return self.value
+
+
 class Kind(str, Enum):
-    """Where the input lies against the output, in generation order."""
+    """Where the input lies against the output: in generation order (causality), or in the
+    terms of another contract."""
 
     FUTURE = "future"
     PRESENT = "present"
     PAST = "past"  # only in the certificate's cross-check: a past the bound did not allow
+    DOCUMENT = "document"  # in another (earlier) document of the packed row
+    WINDOW = "window"  # further back than the declared window
+    SHRUNK = "shrunk"  # (exact windows) the output does not see the far end of its window
+    SAMPLE = "sample"  # in another sample of the batch
+    PADDING = "padding"  # the padding of the batch (its length or contents)
+
+    @property
+    def contract(self) -> ContractName:
+        """The contract a dependency of this kind breaks."""
+        return _CONTRACT_OF.get(self, ContractName.CAUSALITY)
 
     def __str__(self) -> str:
         return self.value
+
+
+_CONTRACT_OF = {
+    Kind.DOCUMENT: ContractName.DOCUMENTS,
+    Kind.WINDOW: ContractName.WINDOW,
+    Kind.SHRUNK: ContractName.WINDOW,
+    Kind.SAMPLE: ContractName.BATCH,
+    Kind.PADDING: ContractName.PADDING,
+}
 
 
 class Source(str, Enum):
@@ -105,11 +142,20 @@ class Violation:
     # what was seen ("non-zero gradient")
     detail: str = ""
     train: bool = False  # seen in training mode
+    # (input sample, output sample) of a batch or padding violation; None for the others, whose
+    # input and output are positions of one sample
+    samples: tuple[int, int] | None = None
 
     def __post_init__(self):
         # plain strings are accepted (hand-made violations, shard files) and made enums here
         object.__setattr__(self, "kind", Kind(self.kind))
         object.__setattr__(self, "source", Source(self.source))
+        if self.samples is not None:
+            object.__setattr__(self, "samples", tuple(int(i) for i in self.samples))
+
+    @property
+    def contract(self) -> ContractName:
+        return self.kind.contract
 
     @property
     def evidence(self) -> str:

@@ -8,7 +8,7 @@ from properties.auditing.result import AuditResult
 from properties.evidence import facts, gradients
 from properties.evidence.loss import merge_losses
 from properties.evidence.perturbation import merge_reports
-from properties.verdict import Kind, ModelMode, Source, Violation
+from properties.verdict import ContractName, Kind, ModelMode, Source, Violation
 
 __all__ = ["SOUNDNESS_BUG", "conclude", "loss_convention", "merge", "soundness_note"]
 
@@ -20,27 +20,65 @@ def conclude(result: AuditResult) -> AuditResult:
     result.violations, result.derived_notes, result.violation_count = [], [], 0
     for mode in ModelMode:
         dmap = result.maps.get(mode)
+        report = result.perturbations.get(mode)
         if dmap is not None and "causality" in checks:
             listed, total = facts.gradient_violations(s, dmap, train=mode.training)
-            result.violations.extend(listed)
-            result.violation_count += total
+            shrunk = _shrunk(result, dmap, report, mode)
+            result.violations.extend(listed + shrunk)
+            result.violation_count += total + len(shrunk)
         if dmap is not None and dmap.rounding:
             result.derived_notes.append(facts.rounding_note(dmap, mode))
-        report = result.perturbations.get(mode)
+        found = list(result.sample_gradients.get(mode, []))
         if report is not None:
-            found = report.violations(s)
-            result.violations.extend(found)
-            result.violation_count += len(found)
+            found += report.violations(s)
             result.derived_notes.extend(report.notes(mode.training))
+        result.violations.extend(found)
+        result.violation_count += len(found)
     if "causality" in checks and (result.perturbations or result.maps):
         result.mode = verdict.mode_of(result.violations)
         result.causal = verdict.passes(result.mode, s.predicts)
+    _contracts(result)
     _facts(result)
     result.loss = result.losses.get(loss_convention(result))
     if result.loss is not None:
         result.coverage.loss_convention = loss_convention(result)
     _cross_check(result)
     return result
+
+
+def _shrunk(result: AuditResult, dmap, report, mode: ModelMode) -> list[Violation]:
+    """An exact window's outputs that do not reach its far end (the map's rows, cleared by the
+    window probes that saw them reach it)."""
+    window = result.subject.contract.window
+    if window is None or not window.exact or result.subject.contract.width is None:
+        return []
+    reached = report.reached if report is not None else set()
+    return facts.shrunk_violations(result.subject, dmap, reached, train=mode.training)
+
+
+def _contracts(result: AuditResult) -> None:
+    """Each declared contract's verdict besides causality's: no violation of its kinds, and,
+    for per-module windows, every module within its own. The certificate alone speaks for the
+    contracts it can prove."""
+    contract, cert = result.subject.contract, result.certificate
+    result.contracts = {}
+    checked = "causality" in result.checks and bool(result.perturbations or result.maps)
+    for name in contract.names[1:]:
+        if checked:
+            bad = any(v.contract == name and contract.forbids(v.kind) for v in result.violations)
+            result.contracts[name] = not bad
+        elif result.certificate_only and cert is not None:
+            result.contracts[name] = cert.contracts.get(str(name))
+        else:
+            result.contracts[name] = None
+    if result.modules and result.contracts.get(ContractName.WINDOW) is not None:
+        within = all(_module_passes(m) for m in result.modules.values())
+        result.contracts[ContractName.WINDOW] = result.contracts[ContractName.WINDOW] and within
+
+
+def _module_passes(module_result: AuditResult) -> bool:
+    within = module_result.contracts.get(ContractName.WINDOW) is not False
+    return within and not module_result.unsound
 
 
 def _facts(result: AuditResult) -> None:
@@ -136,6 +174,10 @@ def merge(results: list[AuditResult]) -> AuditResult:
             merged.perturbations[mode] = merge_reports(reports)
     for convention in {c for r in results for c in r.losses}:
         merged.losses[convention] = merge_losses([r.losses[convention] for r in results])
+    for mode in ModelMode:
+        found = [v for r in results for v in r.sample_gradients.get(mode, [])]
+        if found or any(mode in r.sample_gradients for r in results):
+            merged.sample_gradients[mode] = found
     merged.certificate = next((r.certificate for r in results if r.certificate), None)
     merged.coverage = Coverage.merged([r.coverage for r in results])
     merged.seconds = sum(r.seconds for r in results)

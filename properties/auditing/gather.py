@@ -90,6 +90,12 @@ def audit(
             policy=policy or CoveragePolicy(),
         )
     options = options.checked(subject.n_positions, stepping=subject.step is not None)
+    window = subject.contract.window
+    if window is not None and window.matched and options.shard is not None:
+        raise AdapterError(
+            "per-module windows cannot be sharded (each module is audited whole)",
+            "drop --shard, or declare a model-level --window",
+        )
     memory = options.memory
     if memory is None and options.shard is not None:
         memory = DEFAULT_CAP / GIB  # the same on every machine: shards must cut alike
@@ -144,6 +150,7 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
         result.seconds = time.perf_counter() - start
         return result
     _dynamic_evidence(g)
+    _module_evidence(g)
     # what the subject learnt while running (e.g. a model that runs at one batch size only)
     result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
@@ -197,6 +204,25 @@ def _dynamic_evidence(g: Gathering) -> None:
                 result.coverage.perturbation_unavailable.append(mode)
     if "causality" in checks and not (result.perturbations or result.maps) and failures:
         raise failures[0]  # no evidence at all: the model's error is the answer
+
+
+def _module_evidence(g: Gathering) -> None:
+    """Per-module window declarations: each declared module audited on its own, against its
+    width (:mod:`properties.subject.modules`); the model itself is held to the bound they
+    compose (its contract's window)."""
+    window = g.subject.contract.window
+    if window is None or not window.matched or "causality" not in g.options.checks:
+        return
+    from properties.subject import modules
+
+    calls = modules.record(g.subject, [name for name, _ in window.matched])
+    checks = ("causality", "receptive_field") + (
+        ("certificate",) if "certificate" in g.options.checks else ()
+    )
+    options = replace(g.options, checks=checks, budget=None, shard=None)
+    for name, width in window.matched:
+        sub = modules.module_subject(g.subject, calls[name], width, exact=window.exact)
+        g.result.modules[name] = _audit(sub, options.checked(sub.n_positions))
 
 
 def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
@@ -341,13 +367,34 @@ def _map_within_memory(g: Gathering, subject: Subject, mode: ModelMode, inputs: 
     try:
         x = subject.draw_inputs(inputs, torch.Generator().manual_seed(seed + 7))
         with model_mode(subject, train=mode.training):
-            return _map(subject, x, g, probes), inputs
+            dmap = _map(subject, x, g, probes)
+        if leads(g.options.shard):
+            _sample_gradients(g, subject, x, mode)
+        return dmap, inputs
     except MemoryBudgetError:
         if inputs == 1:
             raise
     x = subject.draw_inputs(g.policy.map_inputs, torch.Generator().manual_seed(seed + 7))[:1]
     with model_mode(subject, train=mode.training):
         return _map(subject, x, g, probes), 1
+
+
+def _sample_gradients(g: Gathering, subject: Subject, x: torch.Tensor, mode: ModelMode) -> None:
+    """The batch-independence contract's gradients: from each sample's outputs to the other
+    samples' inputs (:func:`properties.evidence.batch.gradient_violations`)."""
+    if g.subject.contract.batch is None or "causality" not in g.options.checks:
+        return
+    from properties.evidence import batch
+
+    try:
+        with model_mode(subject, train=mode.training):
+            found = batch.gradient_violations(
+                subject, x, seed=g.options.seed, train=mode.training
+            )
+    except (GradientUnavailable, ModelError, MemoryBudgetError) as exc:
+        g.note(f"gradients between samples unavailable in {mode.label}: {exc}")
+        return
+    g.result.sample_gradients[mode] = found
 
 
 def _map(subject: Subject, x: torch.Tensor, g: Gathering, probes: int) -> DependencyMap:
@@ -415,11 +462,34 @@ def _cuts(g: Gathering) -> list[int]:
     return cut_list
 
 
+def _probe_indices(g: Gathering) -> dict[str, list[int]]:
+    """The probes the sweep covers for the contract's clauses besides causality: every
+    document; every window end up to the exhaustive size, else (or within a budget) as many
+    ends, stratified, as cuts are swept."""
+    contract, policy, n = g.subject.contract, g.policy, g.subject.n_positions
+    out = {}
+    for family in contract.families()[1:]:
+        indices = contract.indices(family)
+        if family == "window":
+            count = len(indices)
+            if not g.options.exact and n > policy.exhaustive_positions:
+                count = policy.sampled_cuts
+            if g.timing is not None:
+                count = min(count, len(_cuts(g)))
+            if count < len(indices):
+                picks = stratified(len(indices), count, g.options.seed + 3)
+                indices = [indices[i] for i in picks]
+                g.result.coverage.cuts_stratified = True
+        out[family] = indices
+    return out
+
+
 def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
     """The sweep (and, for the causality check, the Hypothesis search); in inference its
     forward passes also give the loss check's rows."""
     subject, options, result = g.subject, g.options, g.result
     cut_list = _cuts(g)
+    probes = _probe_indices(g) if "causality" in options.checks else {}
     observers: list[LossRows] = []
 
     def observe(x, y_full, tolerance):
@@ -438,6 +508,7 @@ def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
             search="causality" in options.checks,
             observe=observe if wants_loss else None,
             timing=g.timing,
+            probes=probes,
         )
     if "causality" in options.checks:
         result.perturbations[mode] = report

@@ -9,7 +9,7 @@ from properties.evidence.gradients import DependencyMap
 from properties.evidence.loss import LossEquivalence
 from properties.evidence.perturbation import PerturbationReport
 from properties.subject.canonical import Subject
-from properties.verdict import Causality, ModelMode, Violation
+from properties.verdict import Causality, ContractName, ModelMode, Violation
 
 if TYPE_CHECKING:
     from properties.evidence.certificate import Certificate
@@ -40,6 +40,10 @@ class AuditResult:
     certificate: "Certificate | None" = None  # the static bound (certificate check)
     sample_bytes: int = 0  # what one sample holds in a forward pass (measured by validate)
     incremental: "IncrementalReport | None" = None  # stepped runs against the full pass
+    # gradients between the samples of a batch (the batch-independence contract), by mode
+    sample_gradients: dict[ModelMode, list[Violation]] = field(default_factory=dict)
+    # per-module window declarations: each declared module's own audit, by module name
+    modules: dict[str, "AuditResult"] = field(default_factory=dict)
     # conclusions (recomputed by conclude())
     mode: Causality | None = None
     causal: bool | None = None
@@ -55,6 +59,8 @@ class AuditResult:
     # where each violated kind of dependency enters the model's source (a failing audit only;
     # properties.auditing.locate): {"future": Blame, "present": Blame}
     blame: dict = field(default_factory=dict)
+    # each declared contract's verdict (causality's is `causal`; None: not checked)
+    contracts: dict[ContractName, bool | None] = field(default_factory=dict)
 
     @property
     def notes(self) -> list[str]:
@@ -73,6 +79,7 @@ class AuditResult:
     @property
     def passed(self) -> bool:
         ok = self.causal is not False and not self.unsound
+        ok = ok and all(v is not False for v in self.contracts.values())
         if self.loss is not None:
             ok = ok and self.loss.holds
         if self.incremental is not None:

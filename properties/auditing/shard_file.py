@@ -31,7 +31,8 @@ from properties.verdict import Kind, ModelMode, Violation
 
 __all__ = ["SCALARS", "VERSION", "dump", "load"]
 
-VERSION = 3  # 2: violations by source and mode, coverage as a typed record; 3: rounding
+VERSION = 4  # 2: violations by source and mode, coverage as a typed record; 3: rounding
+# (or, apart, the contract's clauses); 4: both
 MAP_ROUNDING = ("rounding", "rounding_effect", "rounding_scale", "rounding_dtype")
 
 
@@ -61,6 +62,57 @@ def _violation(v: Violation) -> dict:
     return {**vars(v), "kind": str(v.kind), "source": str(v.source), "effect": _float(v.effect)}
 
 
+def _clauses(subject: Subject) -> list[dict]:
+    """The contract's clauses besides causality, as JSON (what concluding reads of them)."""
+    from properties import contracts as c
+
+    out = []
+    for clause in subject.clauses:
+        if isinstance(clause, c.Documents):
+            out.append({"documents": clause.ids.tolist(), "keywords": list(clause.keywords)})
+        elif isinstance(clause, c.Window):
+            out.append({"window": clause.width, "exact": clause.exact,
+                        "modules": list(clause.modules), "matched": list(clause.matched)})
+        elif isinstance(clause, c.BatchIndependence):
+            out.append({"batch": True})
+        else:
+            out.append({"padding": list(clause.sides), "keyword": clause.keyword})
+    return out
+
+
+def _unclauses(data: list[dict], ranks: torch.Tensor) -> tuple:
+    from properties import contracts as c
+
+    out = []
+    for d in data:
+        if "documents" in d:
+            keywords = tuple(tuple(k) for k in d["keywords"])
+            clause = c.Documents(torch.tensor(d["documents"]), keywords)
+            out.append(clause.checked(len(ranks), ranks))
+        elif "window" in d:
+            out.append(c.Window(d["window"], d["exact"],
+                                tuple(tuple(m) for m in d["modules"]),
+                                tuple(tuple(m) for m in d["matched"])))
+        elif "batch" in d:
+            out.append(c.BatchIndependence())
+        else:
+            out.append(c.Padding(tuple(d["padding"]), d["keyword"]))
+    return tuple(out)
+
+
+def _counterexample(d: dict):
+    """A counterexample of any probe family (``family`` says which dataclass it is)."""
+    from properties.evidence.batch import BatchPerturbation
+    from properties.evidence.padding import PaddingPerturbation
+
+    family = d.get("family", "causality")
+    if family == "batch":
+        return BatchPerturbation(**d)
+    if family == "padding":
+        return PaddingPerturbation(**{**d, "lengths": tuple(d["lengths"])})
+    return Perturbation(**d)
+
+
 def _unviolation(d: dict) -> Violation:
     return Violation(**{**d, "effect": _unfloat(d["effect"])})
 
@@ -85,6 +137,7 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
             "classes": s.classes,
             "value_range": None if s.value_range is None else list(s.value_range),
             "subpixel_axis": s.subpixel_axis,
+            "clauses": _clauses(s),
         },
         "checks": list(result.checks),
         "train": result.train,
@@ -105,10 +158,19 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
             str(mode): {
                 **{k: getattr(r, k) for k in PerturbationReport.scalars()},
                 "sweep": [[t, c, _float(e), str(k)] for t, (c, e, k) in r.sweep.items()],
+                "probed": {
+                    family: [[t, c, _float(e), str(k)] for t, (c, e, k) in records.items()]
+                    for family, records in r.probed.items()
+                },
+                "reached": sorted(r.reached),
                 "found": [_violation(v) for v in r.found],
                 "counterexamples": {str(k): vars(p) for k, p in r.counterexamples.items()},
             }
             for mode, r in result.perturbations.items()
+        },
+        "sample_gradients": {
+            str(mode): [_violation(v) for v in found]
+            for mode, found in result.sample_gradients.items()
         },
         "losses": {
             convention: {
@@ -141,6 +203,7 @@ def _certificate(cert) -> dict:
         "forbidden": [vars(f) for f in cert.forbidden],
         "lost_precision": list(cert.lost_precision),
         "blames": {kind: b.as_dict() for kind, b in cert.blames.items()},
+        "contracts": dict(cert.contracts),
     }
 
 
@@ -166,6 +229,7 @@ def _uncertificate(d: dict | None):
         forbidden=[Forbidden(**f) for f in d["forbidden"]],
         lost_precision=list(d["lost_precision"]),
         blames={kind: Blame.from_dict(b) for kind, b in d.get("blames", {}).items()},
+        contracts=dict(d["contracts"]),
     )
 
 
@@ -195,6 +259,7 @@ def load(data: dict, where: str) -> AuditResult:
         value_range=None if d["value_range"] is None else tuple(d["value_range"]),
         subpixel_axis=d["subpixel_axis"],
     )
+    subject.clauses = _unclauses(d["clauses"], subject.ranks)
     shard = tuple(data["shard"]) if data["shard"] else None
     result = AuditResult(subject, tuple(data["checks"]), data["train"], data["exact"], shard)
     for mode, m in data["maps"].items():
@@ -211,10 +276,17 @@ def load(data: dict, where: str) -> AuditResult:
         report = PerturbationReport(
             sweep={t: (c, _unfloat(e), Kind(k)) for t, c, e, k in r["sweep"]},
             found=[_unviolation(v) for v in r["found"]],
-            counterexamples={Kind(k): Perturbation(**p) for k, p in r["counterexamples"].items()},
+            counterexamples={Kind(k): _counterexample(p) for k, p in r["counterexamples"].items()},
+            probed={
+                family: {t: (c, _unfloat(e), Kind(k)) for t, c, e, k in records}
+                for family, records in r["probed"].items()
+            },
+            reached=set(r["reached"]),
             **{k: r[k] for k in PerturbationReport.scalars()},
         )
         result.perturbations[ModelMode(mode)] = report
+    for mode, found in data["sample_gradients"].items():
+        result.sample_gradients[ModelMode(mode)] = [_unviolation(v) for v in found]
     for convention, loss in data["losses"].items():
         rows = [
             {k: (v if k in ("position", "rounding") else _unfloat(v)) for k, v in row.items()}

@@ -1,13 +1,16 @@
 """Facts computed from a dependency map: gradient violations, receptive fields, blind spots.
 
 All of them read the same object: ``seen[row, s]`` (output ``outputs[row]`` depends on input
-``s``) together with the subject's ranks. None of them knows which model it is looking at.
+``s``) together with the subject's contract (:attr:`~properties.subject.Subject.contract`: its
+ranks, and which inputs each output must not see). None of them knows which model it is looking
+at.
 """
 
 from dataclasses import dataclass
 
 import torch
 
+from properties.contracts import KIND_OF_CODE
 from properties.evidence import gradients
 from properties.evidence.gradients import DependencyMap
 from properties.subject.canonical import Subject
@@ -33,34 +36,37 @@ GRADIENT_PAIRS_KEPT = 2000  # gradient violations kept as objects; the rest are 
 def gradient_violations(
     subject: Subject, dmap: DependencyMap, train: bool = False
 ) -> tuple[list[Violation], int]:
-    """(output, input) pairs where the output depends on its own or a later rank, in output
-    rank order: the first ``GRADIENT_PAIRS_KEPT`` (and the first future one, if later), and how
-    many in all.
+    """(output, input) pairs where the output depends on an input the contract forbids it (its
+    own or a later rank; another document; beyond its window), in output rank order: the first
+    ``GRADIENT_PAIRS_KEPT`` (and the first of each kind, if later), and how many in all.
 
     A model that leaks everywhere has N^2/2 of them; the report needs examples and a count.
     """
-    ranks = subject.ranks
-    pairs, total, first_future = [], 0, None
+    ranks, contract = subject.ranks, subject.contract
+    pairs, total, first = [], 0, {}
     # Rows in their outputs' rank order (ranks are distinct): once GRADIENT_PAIRS_KEPT pairs are
     # collected, every later block's pairs come after them, whatever order the map stores its
     # rows in.
     by_rank = torch.argsort(ranks[dmap.outputs])
     for start in range(0, len(by_rank), ROWS_AT_ONCE):
         block = by_rank[start : start + ROWS_AT_ONCE]
-        out_ranks = ranks[dmap.outputs[block]][:, None]
-        forbidden = dmap.seen[block] & (ranks[None, :] >= out_ranks)
+        codes = contract.codes(dmap.outputs[block])
+        forbidden = dmap.seen[block] & (codes != 0)
         rows, inputs = forbidden.nonzero(as_tuple=True)
         total += len(rows)
         if len(pairs) < GRADIENT_PAIRS_KEPT:
             pairs.extend(zip(block[rows].tolist(), inputs.tolist(), strict=True))
-        if first_future is None:
-            future = (ranks[inputs] > out_ranks[rows, 0]).nonzero().flatten()
-            if len(future):
-                first_future = (int(block[rows[future[0]]]), int(inputs[future[0]]))
+        kinds = codes[rows, inputs]
+        for code in kinds.unique().tolist():
+            # the mode (and each other contract) must not lose its evidence to the cap
+            if code not in first and KIND_OF_CODE[code] != Kind.PRESENT:
+                at = int((kinds == code).nonzero()[0])
+                first[code] = (int(block[rows[at]]), int(inputs[at]))
     pairs.sort(key=lambda p: (int(ranks[dmap.outputs[p[0]]]), int(ranks[p[1]])))
     pairs = pairs[:GRADIENT_PAIRS_KEPT]
-    if first_future is not None and first_future not in pairs:
-        pairs.append(first_future)  # the mode must not lose its evidence to the cap
+    for pair in first.values():
+        if pair not in pairs:
+            pairs.append(pair)
     violations = []
     for row, s in pairs:
         t = int(dmap.outputs[row])
@@ -68,7 +74,7 @@ def gradient_violations(
             Violation(
                 output=t,
                 input=s,
-                kind=Kind.PRESENT if ranks[s] == ranks[t] else Kind.FUTURE,
+                kind=KIND_OF_CODE[int(contract.codes(torch.tensor([t]))[0, s])],
                 source=Source.GRADIENT,
                 effect=float(dmap.strength[row, s]),
                 detail="non-zero gradient",
@@ -87,6 +93,37 @@ def rounding_note(dmap: DependencyMap, mode: ModelMode) -> str:
         "its row; ulp-jittered operands move them by as much): zeros that cancel only on paper, "
         "as an FFT convolution's future lags do"
     )
+
+
+def shrunk_violations(
+    subject: Subject, dmap: DependencyMap, reached: set, train: bool = False
+) -> list[Violation]:
+    """For an exact window: the mapped outputs that do not see the far end of their window
+    (``width - 1`` back, where the grid and their document have it), by the gradients, and
+    that the window's perturbations did not see reach it either (``reached``)."""
+    far = subject.contract.far_ends(dmap.outputs)
+    rows = torch.arange(len(dmap.outputs))
+    has = far >= 0
+    missing = has.clone()
+    missing[has] = ~dmap.seen[rows[has], far[has]]
+    out = []
+    for row in missing.nonzero().flatten().tolist():
+        t, s = int(dmap.outputs[row]), int(far[row])
+        if t in reached:
+            continue
+        out.append(
+            Violation(
+                output=t,
+                input=s,
+                kind=Kind.SHRUNK,
+                source=Source.GRADIENT,
+                effect=0.0,
+                detail="no gradient at the far end of its window, and replacing it moved "
+                "nothing",
+                train=train,
+            )
+        )
+    return sorted(out, key=lambda v: int(subject.ranks[v.output]))
 
 
 @dataclass

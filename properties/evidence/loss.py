@@ -2,7 +2,10 @@
 
 For every position ``u``, the prediction at ``u`` computed from the input whose positions of rank
 ``>= u`` are replaced by the lecture's zeros (``> u`` for a ``next`` model, which may see ``u``)
-must equal the prediction at ``u`` from the one-pass forward. The masked inputs are exactly the
+must equal the prediction at ``u`` from the one-pass forward. Under a contract that allows less
+(packed documents, a window: :meth:`properties.contracts.Contract.allowed`), every input the
+contract forbids to ``u`` is replaced too: the one-pass loss of a packed row must be the sum of
+its documents' own losses. The masked inputs are exactly the
 perturbation sweep's (:func:`properties.evidence.perturbation.sweep`), so the rows are read off its
 forward passes (:class:`LossRows`) instead of costing passes of their own, and a difference is
 judged as the sweep judges the same change: one at the rounding level of the two computations
@@ -96,6 +99,11 @@ class LossRows:
                 self._row(convention, int(self.by_rank[rank]), y_masked, genuine)
         if cut == self.subject.n_positions - 1:  # next: the last position masks nothing
             self._row("next", int(self.by_rank[cut]), self.y_full, None)
+
+    def take(self, convention: str, u: int, y_masked: torch.Tensor, genuine=None) -> None:
+        """One row from a masked input made for it (the contract's, when it keeps less than
+        a cut: :func:`properties.evidence.perturbation.loss_sweep`)."""
+        self._row(convention, u, y_masked, genuine)
 
     def _row(self, convention: str, u: int, y_masked: torch.Tensor, genuine) -> None:
         targets = self.targets[convention]

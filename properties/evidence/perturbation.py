@@ -1,10 +1,18 @@
-"""Perturbation evidence: replace the future, watch the past.
+"""Perturbation evidence: replace the forbidden inputs, watch the outputs they are forbidden to.
 
-For a cut ``c`` (a rank), every input of rank ``>= c`` is replaced and the predictions are
-compared with the unperturbed ones:
+The subject's contract (:mod:`properties.contracts`) gives, for each of its clauses, a family
+of probes: which inputs to replace and which outputs to watch. For causality, a cut ``c`` (a
+rank): every input of rank ``>= c`` is replaced and the predictions are compared with the
+unperturbed ones:
 
 - a change at an output of rank ``< c`` means that output sees the future (mode ``none``);
 - a change at the output of rank ``c`` itself means it sees the present (mode ``inclusive``).
+
+For packed documents, the documents before document ``d`` are replaced and document ``d`` is
+watched; for a window ``W``, the ranks ``<= e`` are replaced and the ranks ``>= e + W`` watched.
+Batch independence and padding, which relate samples rather than positions, have their probes
+in :mod:`properties.evidence.batch` and :mod:`properties.evidence.padding`; their violations
+join this report's.
 
 Two searches, both black-box (they work on thresholds, integer ops, anything):
 
@@ -28,6 +36,7 @@ from hypothesis import HealthCheck, Phase, find, settings
 from hypothesis.errors import NoSuchExample
 
 from properties import progress
+from properties.contracts import FURTHER, SEARCH_ORDER, SEARCHES
 from properties.errors import ModelError
 from properties.evidence import rounding, strategies
 from properties.evidence.replacements import ZEROS, Perturbation, apply, replace_one
@@ -101,12 +110,24 @@ def _combined(how, default):
     return field(default=default, metadata={"merge": how})
 
 
+def _sum_counts(counts: list[dict]) -> dict:
+    out: dict = {}
+    for one in counts:
+        for key, value in one.items():
+            out[key] = out.get(key, 0) + value
+    return out
+
+
 @dataclass
 class PerturbationReport:
     # the evidence itself (merged by merge_reports, record by record)
     sweep: dict[int, tuple[int, float, Kind]] = field(default_factory=dict)  # see sweep()
-    found: list[Violation] = field(default_factory=list)  # Hypothesis' minimal violations
+    # Hypothesis' minimal violations, and the batch and padding evidence's
+    found: list[Violation] = field(default_factory=list)
     counterexamples: dict[Kind, Perturbation] = field(default_factory=dict)
+    # the sweeps of the contract's other probe families (documents, window), as `sweep`
+    probed: dict[str, dict[int, tuple[int, float, Kind]]] = field(default_factory=dict)
+    reached: set[int] = field(default_factory=set)  # outputs seen to reach their window's end
     # scalars: each says how the shards' values combine
     train: bool = _combined(_first_set, False)  # gathered in training mode
     noise_floor: float = _combined(max, 0.0)
@@ -122,6 +143,8 @@ class PerturbationReport:
     rounding_effect: float = _combined(max, 0.0)
     rounding_scale: float = _combined(max, 0.0)
     dtype: str = _combined(_first_set, "")  # the model's dtype (what the jitter ran in)
+    # probes swept per family besides causality's cuts (and per batch/padding check)
+    swept: dict[str, int] = field(default_factory=dict, metadata={"merge": _sum_counts})
 
     @classmethod
     def scalars(cls) -> tuple[str, ...]:
@@ -129,8 +152,12 @@ class PerturbationReport:
         return tuple(f.name for f in fields(cls) if "merge" in f.metadata)
 
     def violations(self, subject: Subject) -> list[Violation]:
-        """Hypothesis' minimal violations first, then the sweep's, by output rank."""
-        return self.found + sweep_violations(subject, self.sweep, self.train)
+        """Hypothesis' minimal violations first, then the sweep's, by output rank (causality's,
+        then each other family's)."""
+        out = self.found + sweep_violations(subject, self.sweep, self.train)
+        for family, records in self.probed.items():
+            out += sweep_violations(subject, records, self.train, family)
+        return out
 
     def notes(self, train: bool) -> list[str]:
         notes = []
@@ -164,13 +191,14 @@ class PerturbationReport:
 def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
     """One report from the reports of shards that swept disjoint cuts (the first shard ran the
     Hypothesis search): the same report one process would have made."""
-    order = (Kind.FUTURE, Kind.PRESENT)  # the order one process searches in
+    order = SEARCH_ORDER  # the order one process searches in
     found = sorted((v for r in reports for v in r.found), key=lambda v: order.index(v.kind))
     merged = PerturbationReport(
         found=found,
         counterexamples={
             k: r.counterexamples[k] for k in order for r in reports if k in r.counterexamples
         },
+        reached={t for r in reports for t in r.reached},
         **{
             f.name: f.metadata["merge"]([getattr(r, f.name) for r in reports])
             for f in fields(PerturbationReport)
@@ -180,6 +208,10 @@ def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
     for report in reports:
         for t, (cut, effect, kind) in report.sweep.items():
             _record(merged.sweep, t, cut, effect, kind)
+        for family, records in report.probed.items():
+            into = merged.probed.setdefault(family, {})
+            for t, (index, effect, kind) in records.items():
+                _record(into, t, index, effect, kind, FURTHER[family])
     return merged
 
 
@@ -419,12 +451,11 @@ def _changes(y0: torch.Tensor, y1: torch.Tensor) -> torch.Tensor:
 # Violations from the changes of one cut
 
 
-def _future(subject: Subject, changes: torch.Tensor, cut: int, tol: float) -> torch.Tensor:
-    return ((subject.ranks < cut) & (changes > tol)).nonzero().flatten()
-
-
-def _present(subject: Subject, changes: torch.Tensor, cut: int, tol: float) -> torch.Tensor:
-    return ((subject.ranks == cut) & (changes > tol)).nonzero().flatten()
+def _moved(subject: Subject, changes: torch.Tensor, p: Perturbation, kind: Kind, tol: float):
+    """The outputs ``p``'s probe watches for ``kind`` that moved (for causality's future: the
+    ranks before the cut; its present: the cut's own)."""
+    watch = subject.contract.probe(p.family, p.cut).watching(kind)
+    return (watch & (changes > tol)).nonzero().flatten()
 
 
 def _position_of_rank(subject: Subject, rank: int) -> int:
@@ -446,56 +477,89 @@ def chunk_copies(runner: Runner, items: int) -> int:
     return runner.copies(spread(cap, items))
 
 
-def sweep(runner: Runner, cut_list: list[int], *, per_chunk: int, shard=None, observe=None) -> dict:
-    """At each cut, the future replaced by the lecture's zeros (wide values are the Hypothesis
-    search's job). Returns ``{output: (cut, effect, kind)}``: for each output seen to move, the
-    furthest cut that moved it (its furthest future input), or its own cut when it only sees
-    the present. ``observe(cut, outputs, genuine)`` sees every perturbed output, with the
-    positions whose change is no rounding (the loss check)."""
+def sweep(
+    runner: Runner,
+    cut_list: list[int],
+    *,
+    per_chunk: int,
+    shard=None,
+    observe=None,
+    family: str = "causality",
+    reached: set | None = None,
+) -> dict:
+    """At each probe of ``family`` (for causality: each cut, the future replaced), the inputs
+    it names replaced by the lecture's zeros (wide values are the Hypothesis search's job).
+    Returns ``{output: (cut, effect, kind)}``: for each output seen to move, the furthest probe
+    that moved it (for causality: the furthest cut, its furthest future input; its own cut when
+    it only sees the present). ``observe(cut, outputs, genuine)`` sees every perturbed output,
+    with the positions whose change is no rounding (the loss check); ``reached`` collects the
+    outputs seen to reach the far end of an exact window."""
     subject = runner.subject
+    contract = subject.contract
     x, y0 = runner.pool(0)
     records: dict[int, tuple[int, float, str]] = {}
     for chunk in chunked(cut_list, per_chunk, shard):
-        perturbed = [apply(subject, x, Perturbation(c, ZEROS, 0.0, seed=c)) for c in chunk]
+        probes = [contract.probe(family, c) for c in chunk]
+        perturbed = [
+            apply(subject, x, Perturbation(c, ZEROS, 0.0, seed=c, family=family)) for c in chunk
+        ]
         y1 = runner.run(torch.cat(perturbed)).reshape(len(chunk), *y0.shape)
         progress.advance(len(chunk))
         changes = runner.changes(y0, y1)  # (cuts, N)
-        cuts = torch.tensor(chunk)[:, None]
-        moved = (changes > runner.tolerance) & (subject.ranks[None, :] <= cuts)
-        for i, c in enumerate(chunk):
+        moved = (changes > runner.tolerance) & torch.stack([p.watched for p in probes])
+        for i, (c, probe) in enumerate(zip(chunk, probes, strict=True)):
             outputs = moved[i].nonzero().flatten()
             if len(outputs):
                 outputs = runner.genuine(0, perturbed[i], changes[i], outputs, y1[i])
             for t in outputs.tolist():
-                kind_ = Kind.FUTURE if subject.ranks[t] < c else Kind.PRESENT
-                _record(records, t, c, float(changes[i, t]), kind_)
+                kind_ = probe.kind_at(t)
+                if kind_ is None:  # the far end of an exact window: seen, as it should be
+                    if reached is not None:
+                        reached.add(t)
+                    continue
+                _record(records, t, c, float(changes[i, t]), kind_, probe.further)
             if observe is not None:  # what moved beyond rounding, for the loss check
                 observe(c, y1[i], set(outputs.tolist()))
     return records
 
 
-def _record(records: dict, t: int, cut: int, effect: float, kind: Kind) -> None:
-    """Keep, per output, a future violation over a present one, and the furthest cut."""
+def _record(
+    records: dict, t: int, cut: int, effect: float, kind: Kind, further: int = 1
+) -> None:
+    """Keep, per output, a future violation over a present one, and the furthest cut (for the
+    other families, the probe that reaches furthest: ``further`` says which way)."""
     old = records.get(t)
     if old is None or (kind == Kind.FUTURE and (old[2] == Kind.PRESENT or old[0] < cut)):
         records[t] = (cut, effect, kind)
+    elif kind == old[2] and kind not in (Kind.FUTURE, Kind.PRESENT):
+        if further * cut > further * old[0]:
+            records[t] = (cut, effect, kind)
 
 
-def sweep_violations(subject: Subject, records: dict, train: bool) -> list[Violation]:
-    return [
-        Violation(
-            output=t,
-            input=_position_of_rank(subject, c),
-            kind=kind,
-            source=Source.SWEEP,
-            effect=effect,
-            detail=f"positions of rank >= {c} were replaced",
-            train=train,
+def sweep_violations(
+    subject: Subject, records: dict, train: bool, family: str = "causality"
+) -> list[Violation]:
+    def named(c: int) -> tuple[int, str]:
+        if family == "causality":
+            return _position_of_rank(subject, c), f"positions of rank >= {c} were replaced"
+        probe = subject.contract.probe(family, c)
+        return probe.nearest, f"{probe.region} were replaced"
+
+    out = []
+    for t, (c, effect, kind) in sorted(records.items(), key=lambda kv: int(subject.ranks[kv[0]])):
+        source, detail = named(c)
+        out.append(
+            Violation(
+                output=t,
+                input=source,
+                kind=kind,
+                source=Source.SWEEP,
+                effect=effect,
+                detail=detail,
+                train=train,
+            )
         )
-        for t, (c, effect, kind) in sorted(
-            records.items(), key=lambda kv: int(subject.ranks[kv[0]])
-        )
-    ]
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -511,14 +575,16 @@ def hypothesis_search(
     train: bool = False,
     over=None,
 ) -> tuple[Violation | None, Perturbation | None, int]:
-    """Find, then shrink, a perturbation that shows a ``kind`` ("future"/"present") violation.
+    """Find, then shrink, a perturbation that shows a ``kind`` violation ("future"/"present":
+    causality's cuts; "document", "window": the probes of those clauses).
 
     Returns the violation (output, localized input, effect), the minimal perturbation and the
     number of examples tried. ``over()``: true once the time budget is spent; the search then
     stops trying new examples (a shrink in progress keeps what it has).
     """
     subject = runner.subject
-    test = _future if kind == Kind.FUTURE else _present
+    kind = Kind(kind)
+    family = next(f for f, k in SEARCHES if k == kind)
     calls = [0]
 
     def shows_violation(p: Perturbation) -> bool:
@@ -527,7 +593,7 @@ def hypothesis_search(
         calls[0] += 1
         progress.advance()
         changes, x1, y1 = runner.evaluate(p)
-        moved = test(subject, changes, p.cut, runner.tolerance)
+        moved = _moved(subject, changes, p, kind, runner.tolerance)
         return len(runner.genuine(p.pool, x1, changes, moved, y1)) > 0
 
     config = settings(
@@ -539,12 +605,15 @@ def hypothesis_search(
     )
     try:
         p = find(
-            strategies.perturbations(subject), shows_violation, settings=config, random=Random(seed)
+            strategies.perturbations(subject, family=family),
+            shows_violation,
+            settings=config,
+            random=Random(seed),
         )
     except NoSuchExample:
         return None, None, calls[0]
     changes, x1, y1 = runner.evaluate(p)
-    moved = test(subject, changes, p.cut, runner.tolerance)
+    moved = _moved(subject, changes, p, kind, runner.tolerance)
     outputs = runner.genuine(p.pool, x1, changes, moved, y1)
     output = (
         int(outputs[torch.argmax(subject.ranks[outputs])])
@@ -565,12 +634,16 @@ def hypothesis_search(
 
 
 def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int, over=None) -> int:
-    """The first position (in rank order, from the cut) whose lone replacement moves ``output``;
-    the cut's own position when no single position does (the leak needs several at once)."""
+    """The first replaced position (nearest the output in rank: for causality, in rank order
+    from the cut) whose lone replacement moves ``output``; the probe's nearest input (the cut's
+    own position) when no single position does (the leak needs several at once)."""
     subject = runner.subject
     x, y0 = runner.pool(p.pool)
-    order = torch.argsort(subject.ranks)
-    candidates = order[p.cut : p.cut + LOCALIZE_LIMIT].tolist()
+    probe = subject.contract.probe(p.family, p.cut)
+    replaced = probe.replace.nonzero().flatten()
+    distance = (subject.ranks[replaced] - subject.ranks[output]).abs()
+    order = replaced[torch.argsort(distance * subject.n_positions + subject.ranks[replaced])]
+    candidates = order[:LOCALIZE_LIMIT].tolist()
     for position in candidates:
         if over is not None and over():
             break
@@ -580,7 +653,7 @@ def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int, ov
         moved = torch.tensor([output]) if changes[output] > runner.tolerance else torch.tensor([])
         if len(runner.genuine(p.pool, x_one, changes, moved.long(), y_one)):
             return position
-    return _position_of_rank(subject, p.cut)
+    return probe.nearest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -598,17 +671,24 @@ def perturbation_evidence(
     search: bool = True,
     observe=None,
     timing=None,
+    probes: dict[str, list[int]] | None = None,
 ) -> PerturbationReport:
     """Sweep the given cuts, then (``search``) let Hypothesis search and shrink, in one mode. A
     ``shard`` sweeps its chunks of cuts only; the search for future leaks runs on shard 0, the
     one for the present on shard 1 (mod n). ``observe``: a callable made with the pool and its
     outputs, ``observe(x, y0)``, that returns the sweep's observer (see :func:`sweep`).
     ``timing``: the audit's time budget (:class:`~properties.auditing.time_budget.Plan`): the
-    searches try the examples it affords and stop at its deadline."""
+    searches try the examples it affords and stop at its deadline.
+
+    ``probes``: the indices to sweep of the contract's other probe families (``documents``,
+    ``window``); with ``search``, each of the contract's searches runs on one shard (the batch
+    and padding checks too, :mod:`.batch`, :mod:`.padding`), and the loss check's masked inputs
+    keep what the contract allows (a pass of their own when that is more than a cut's)."""
     # One base sample per pool in inference (samples are independent there, and every forward
     # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
     # couple the samples and a batch of one would hide that.
     runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
+    contract = subject.contract
     report = PerturbationReport(train=train)
     copies = chunk_copies(runner, len(cut_list))
     floor, independent = runner.noise_floor(copies, stacked=not train)
@@ -620,20 +700,31 @@ def perturbation_evidence(
     per_chunk = copies if batched else 1
     report.cuts_swept = len(share(cut_list, per_chunk, shard))
     progress.phase("sweep", report.cuts_swept)
-    report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=observer)
-    searches = (Kind.FUTURE, Kind.PRESENT)
+    in_sweep = observer if contract.only_causal else None  # its cuts are the loss's masks
+    report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=in_sweep)
+    for family, indices in (probes or {}).items():
+        report.swept[family] = len(share(indices, per_chunk, shard))
+        progress.phase(f"sweep: {family}", report.swept[family])
+        report.probed[family] = sweep(
+            runner, indices, per_chunk=per_chunk, shard=shard, family=family,
+            reached=report.reached,
+        )
+    if observer is not None and not contract.only_causal:
+        loss_sweep(runner, cut_list, observer, per_chunk=per_chunk, shard=shard)
+    searches = contract.searches()
     kinds = [k for i, k in enumerate(searches) if shard is None or i % shard[1] == shard[0]]
     if timing is not None and search:
         max_examples = min(max_examples, timing.search_examples(len(kinds)))
-    for kind in kinds if search and max_examples > 0 else ():
+    over = None if timing is None else timing.over
+    for family, kind in kinds if search else ():
+        if family in ("batch", "padding"):
+            _sample_evidence(runner, report, family, max_examples, seed, over)
+            continue
+        if max_examples <= 0:
+            continue
         progress.phase(f"hypothesis: {kind}", max_examples)
         found, p, n = hypothesis_search(
-            runner,
-            kind,
-            max_examples=max_examples,
-            seed=seed,
-            train=train,
-            over=None if timing is None else timing.over,
+            runner, kind, max_examples=max_examples, seed=seed, train=train, over=over
         )
         report.examples += n
         if found is not None:
@@ -645,3 +736,46 @@ def perturbation_evidence(
     report.rounding_effect, report.rounding_scale = runner.jitter.effect, runner.jitter.scale
     report.dtype = str(subject.dtype).replace("torch.", "")
     return report
+
+
+def _sample_evidence(runner: Runner, report, family: str, max_examples: int, seed: int, over):
+    """The batch-independence or the padding check (sweep and search), into the report."""
+    from properties.evidence import batch, padding
+
+    common = {"max_examples": max_examples, "seed": seed, "train": report.train, "over": over}
+    if family == "batch":
+        found = batch.batch_evidence(runner, **common)
+    elif report.train:
+        return  # a padded batch has another shape: dropout masks would differ (inference only)
+    else:
+        found = padding.padding_evidence(runner, independent=report.batch_independent, **common)
+    report.found.extend(found.violations)
+    report.counterexamples.update(found.counterexamples)
+    report.examples += found.examples
+    report.swept[family] = found.swept
+
+
+def loss_sweep(runner: Runner, cut_list: list[int], observer, *, per_chunk: int, shard=None):
+    """The loss check's masked inputs where the contract allows less than a cut keeps (packed
+    documents, a window): for each cut, the inputs each of its loss rows may see kept, the rest
+    replaced by the lecture's zeros (equal masks share a pass)."""
+    subject = runner.subject
+    contract = subject.contract
+    x, y0 = runner.pool(0)
+    for chunk in chunked(cut_list, per_chunk, shard):
+        groups = [group for c in chunk for group in contract.loss_keeps(c)]
+        masked = []
+        for keep, _ in groups:
+            one = x.clone()
+            one[:, ~keep] = 0
+            masked.append(one)
+        y1 = runner.run(torch.cat(masked)).reshape(len(groups), *y0.shape)
+        for (_, targets), x1, y in zip(groups, masked, y1, strict=True):
+            # judged as the sweep judges its cuts: a change at the rounding level is reported,
+            # and does not fail the check
+            changes = runner.changes(y0, y)
+            rows = torch.tensor(sorted({position for _, position in targets}))
+            moved = rows[changes[rows] > runner.tolerance]
+            genuine = set(runner.genuine(0, x1, changes, moved, y).tolist())
+            for convention, position in targets:
+                observer.take(convention, position, y, genuine)

@@ -1,9 +1,11 @@
-"""Perturbations: what replaces the inputs at and after a cut.
+"""Perturbations: what replaces the inputs a probe of the contract names.
 
-A :class:`Perturbation` replaces, in every sample of a small pool of base inputs, each position
-whose rank is at least ``cut``. Values are drawn from a ``torch.Generator`` seeded by the
-perturbation's own seed, never from the global RNG, so a perturbation is a value: it can be
-printed, shrunk by Hypothesis and replayed.
+A :class:`Perturbation` replaces, in every sample of a small pool of base inputs, the inputs of
+one probe of the subject's contract (:meth:`properties.contracts.Contract.probe`): for
+causality, each position whose rank is at least ``cut``; for documents, the documents before
+document ``cut``; for a window, the positions of rank at most ``cut``. Values are drawn from a
+``torch.Generator`` seeded by the perturbation's own seed, never from the global RNG, so a
+perturbation is a value: it can be printed, shrunk by Hypothesis and replayed.
 
 Kinds (floats): ``add`` (base + magnitude * noise: the smallest change), ``normal`` and
 ``uniform`` (fresh values of the given magnitude), ``constant`` (one value everywhere),
@@ -41,19 +43,25 @@ MAGNITUDES = (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0, 1e3, 1e4)
 
 @dataclass(frozen=True)
 class Perturbation:
-    cut: int  # rank: positions with rank >= cut are replaced
+    cut: int  # the probe's index: for causality a rank (positions with rank >= cut replaced)
     kind: str
     magnitude: float
     seed: int
     pool: int = 0  # which pool of base inputs
+    family: str = "causality"  # the contract's probe family (properties.contracts.FAMILIES)
+    region: str = ""  # the replaced inputs in words (the probe's; causality's by default)
+
+    @property
+    def where(self) -> str:
+        return self.region or f"positions of rank >= {self.cut}"
 
     def describe(self, vocab: int | None = None) -> str:
         """In words; ``vocab``: the subject's, for token models ("constant" is a kind of both)."""
         if self.kind == ZEROS:
-            return f"positions of rank >= {self.cut} were replaced by zeros"
+            return f"{self.where} were replaced by zeros"
         if self.kind == "random" or (self.kind == "constant" and vocab is not None):
             what = "random tokens" if self.kind == "random" else f"the token {self.seed % vocab}"
-            return f"positions of rank >= {self.cut} replaced by {what}"
+            return f"{self.where} replaced by {what}"
         what = {
             "add": f"shifted by {self.magnitude:g} x noise",
             "normal": f"replaced by normal values of scale {self.magnitude:g}",
@@ -61,7 +69,7 @@ class Perturbation:
             "constant": f"replaced by the constant {self.magnitude:g}",
             "levels": "replaced by random class values",
         }[self.kind]
-        return f"positions of rank >= {self.cut} {what}"
+        return f"{self.where} {what}"
 
 
 def kinds_for(subject: Subject) -> tuple[str, ...]:
@@ -70,14 +78,22 @@ def kinds_for(subject: Subject) -> tuple[str, ...]:
     return FLOAT_KINDS if subject.classes is not None else FLOAT_KINDS[:4]
 
 
-def replacement_mask(subject: Subject, cut: int) -> torch.Tensor:
-    """(N,) bool: the positions a cut replaces."""
-    return subject.ranks >= cut
+def replacement_mask(subject: Subject, cut: int, family: str = "causality") -> torch.Tensor:
+    """(N,) bool: the positions a probe replaces (for causality: ranks >= ``cut``)."""
+    if family == "causality":
+        return subject.ranks >= cut
+    return subject.contract.probe(family, cut).replace
 
 
 def apply(subject: Subject, pool: torch.Tensor, p: Perturbation) -> torch.Tensor:
-    """The pool with every position of rank >= ``p.cut`` replaced, in every sample."""
-    mask = replacement_mask(subject, p.cut)
+    """The pool with the inputs of ``p``'s probe replaced (for causality: every position of rank
+    >= ``p.cut``), in every sample."""
+    mask = replacement_mask(subject, p.cut, p.family)
+    return replace_where(subject, pool, p, mask)
+
+
+def replace_where(subject: Subject, pool: torch.Tensor, p: Perturbation, mask) -> torch.Tensor:
+    """The pool with the positions of ``mask`` replaced as ``p`` says, in every sample."""
     generator = torch.Generator().manual_seed(p.seed)
     x = pool.clone()
     k = int(mask.sum())

@@ -6,6 +6,8 @@ names, :class:`~hypothesis.errors.InvalidArgument` for bad arguments. Tensors ar
 drawn seed through a ``torch.Generator``; no strategy touches the global torch RNG.
 """
 
+from dataclasses import replace
+
 import torch
 from hypothesis import strategies as st
 from hypothesis.errors import InvalidArgument
@@ -41,14 +43,21 @@ def perturbations(
     max_magnitude: float = MAGNITUDES[-1],
     kinds: tuple[str, ...] | None = None,
     cut=None,
+    family: str = "causality",
 ):
-    """Perturbations of ``subject``'s inputs at and after a cut.
+    """Perturbations of ``subject``'s inputs at and after a cut (for the contract's other probe
+    families, ``family``: the probes of that clause, by index, e.g. a document).
 
     Draw order matters for shrinking: the cut first (a failure shrinks to the earliest cut),
     then the kind (``add``, the gentlest, first), then the magnitude (the smallest first).
     ``cut`` may be a strategy of ranks (default: :func:`cuts`).
     """
     _check_subject(subject)
+    if family != "causality" and cut is None:
+        indices = subject.contract.indices(family)
+        if not indices:
+            raise InvalidArgument(f"the contract has no {family} probes")
+        cut = st.integers(indices[0], indices[-1])
     allowed = kinds_for(subject)
     kinds = allowed if kinds is None else tuple(kinds)
     if not kinds or any(k not in allowed for k in kinds):
@@ -58,13 +67,19 @@ def perturbations(
             f"need 0 < min_magnitude={min_magnitude} <= max_magnitude={max_magnitude}"
         )
     magnitudes = [m for m in MAGNITUDES if min_magnitude <= m <= max_magnitude] or [min_magnitude]
-    return st.builds(
+    drawn = st.builds(
         Perturbation,
         cut=cuts(subject) if cut is None else cut,
         kind=st.sampled_from(kinds),
         magnitude=st.sampled_from(magnitudes),
         seed=st.integers(0, 2**31 - 1),
         pool=st.integers(0, POOLS - 1),
+    )
+    if family == "causality":
+        return drawn
+    contract = subject.contract
+    return drawn.map(
+        lambda p: replace(p, family=family, region=contract.probe(family, p.cut).region)
     )
 
 

@@ -1,10 +1,12 @@
 """Pictures of the dependency relation: what each prediction sees, and where it must not look.
 
 - Sequences (and any grid, over flat positions): the *dependency matrix*, one row per mapped
-  output and one column per input, over the forbidden region (inputs of later rank; the diagonal
-  too for ``predicts="current"``), with the violations marked by evidence (gradient: a cross,
-  perturbation: a ring); under it, the receptive field of one output as a strip over the inputs,
-  where holes show (the lecture's dilated net sees every other past value).
+  output and one column per input, over the region the contract forbids, shaded by clause
+  (inputs of later rank; the diagonal too for ``predicts="current"``; other packed documents;
+  positions beyond the window): what is left white is the allowed region. The violations are
+  marked by evidence (gradient: a cross, perturbation: a ring); under it, the receptive field of
+  one output as a strip over the inputs, where holes show (the lecture's dilated net sees every
+  other past value).
 - Images: the receptive field of a pixel on the image grid, in the style of the PixelCNN
   paper's figure (lecture slide 19): the current pixel, the pixels it sees, its causal past and
   its blind spot; a second panel for the output with the largest blind spot, if any.
@@ -25,16 +27,19 @@ import numpy as np
 import torch
 
 from properties.auditing.result import AuditResult
+from properties.contracts import KIND_OF_CODE
 from properties.errors import AuditError
 from properties.evidence import facts
 from properties.evidence.gradients import DependencyMap
-from properties.verdict import Source
+from properties.verdict import Kind, Source
 
 # Categories of an input position relative to one output (values of :func:`categories`).
-FUTURE, PRESENT, PAST, GAP, SEEN, LEAK = range(6)
+FUTURE, PRESENT, PAST, GAP, SEEN, LEAK, OTHER_DOCUMENT, BEYOND_WINDOW = range(8)
 SHADE_FUTURE = "#fde0dd"
 SHADE_PRESENT_FORBIDDEN = "#f768a1"
 SHADE_PRESENT_ALLOWED = "#fff2ae"
+SHADE_DOCUMENT = "#e7d4f0"
+SHADE_WINDOW = "#d4ecd0"
 COLORS = {
     FUTURE: SHADE_FUTURE,
     PRESENT: SHADE_PRESENT_FORBIDDEN,  # SHADE_PRESENT_ALLOWED where the present may be seen
@@ -42,6 +47,15 @@ COLORS = {
     GAP: "#ff9f1c",
     SEEN: "#2c7fb8",
     LEAK: "#b2182b",
+    OTHER_DOCUMENT: SHADE_DOCUMENT,
+    BEYOND_WINDOW: SHADE_WINDOW,
+}
+# The category of each contract code (properties.contracts.KIND_OF_CODE) in the pictures.
+_CATEGORY_OF_KIND = {
+    Kind.FUTURE: FUTURE,
+    Kind.PRESENT: PRESENT,
+    Kind.DOCUMENT: OTHER_DOCUMENT,
+    Kind.WINDOW: BEYOND_WINDOW,
 }
 MARKERS = {"gradient": "x", "perturbation": "o"}
 MODE_COLORS = {False: "#000000", True: "#7a0177"}  # inference, training mode
@@ -79,22 +93,32 @@ class Matrix:
     # evidence ("gradient", "perturbation/train"...) -> (row indices, input positions)
     violations: dict[str, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)
     unmapped: int = 0  # violations at outputs with no row (sampled maps)
+    # (M, N) bool: another packed document's input; beyond the window (the contract's)
+    other_document: np.ndarray | None = None
+    beyond_window: np.ndarray | None = None
 
     @property
     def forbidden(self) -> np.ndarray:
-        return self.future | (self.present if self.present_forbidden else False)
+        out = self.future | (self.present if self.present_forbidden else False)
+        for region in (self.other_document, self.beyond_window):
+            if region is not None:
+                out = out | region
+        return out
 
 
 def dependency_matrix(result: AuditResult) -> Matrix:
     dmap = _require_map(result)
-    ranks = result.subject.ranks
-    out_ranks = ranks[dmap.outputs][:, None]
+    codes = result.subject.contract.codes(dmap.outputs)
+    kind = {k: codes == code for code, k in enumerate(KIND_OF_CODE) if k is not None}
+    contract = result.subject.contract
     matrix = Matrix(
         outputs=dmap.outputs.numpy(),
         seen=dmap.seen.numpy(),
-        future=(ranks[None, :] > out_ranks).numpy(),
-        present=(ranks[None, :] == out_ranks).numpy(),
+        future=kind[Kind.FUTURE].numpy(),
+        present=kind[Kind.PRESENT].numpy(),
         present_forbidden=present_forbidden(result),
+        other_document=kind[Kind.DOCUMENT].numpy() if contract.documents else None,
+        beyond_window=kind[Kind.WINDOW].numpy() if contract.width else None,
     )
     row_of = dmap.row_of()
     pairs: dict[str, list[tuple[int, int]]] = {}
@@ -120,14 +144,16 @@ def categories(result: AuditResult, output: int) -> np.ndarray:
     if output not in row_of:
         raise AuditError(f"output {subject.position(output)} has no row in the dependency map")
     seen = dmap.seen[row_of[output]]
-    ranks, rank = subject.ranks, int(subject.ranks[output])
+    ranks = subject.ranks
+    contract_codes = subject.contract.codes(torch.tensor([output]))[0]
     codes = torch.full_like(ranks, PAST)
-    codes[ranks > rank] = FUTURE
-    codes[ranks == rank] = PRESENT
-    codes[_gaps(result, output, seen)] = GAP
-    forbidden = ranks > rank
-    if present_forbidden(result):
-        forbidden = forbidden | (ranks == rank)
+    for code, kind in enumerate(KIND_OF_CODE):
+        if kind is not None:
+            codes[contract_codes == code] = _CATEGORY_OF_KIND[kind]
+    codes[_gaps(result, output, seen) & (contract_codes == 0)] = GAP
+    forbidden = contract_codes != 0
+    if not present_forbidden(result):
+        forbidden &= contract_codes != KIND_OF_CODE.index(Kind.PRESENT)
     codes[seen & ~forbidden] = SEEN
     codes[seen & forbidden] = LEAK
     return codes.reshape(subject.grid).numpy()
@@ -328,8 +354,11 @@ def draw_certificate(result: AuditResult, target: str):
     side = min(len(by_rank), CERTIFICATE_SIDE)
     keep = by_rank[:side]
     bound = cert.bound[keep][:, keep].numpy()
+    forbidden = (s.contract.codes(keep)[:, keep] != 0).numpy()
+    if not present_forbidden(result):
+        forbidden &= ~np.eye(side, dtype=bool)  # ranks are sorted: the diagonal is the present
     panels = [("certificate: " + cert.status.replace("_", " ") + f", best mode {cert.mode}",
-               _rgb_bound(bound, None))]
+               _rgb_bound(bound, None, forbidden=forbidden))]
     dmap = result.dependency_map
     if dmap is not None:
         seen = torch.zeros_like(cert.bound)
@@ -351,12 +380,20 @@ def draw_certificate(result: AuditResult, target: str):
     return fig
 
 
-def _rgb_bound(bound: np.ndarray, seen: np.ndarray | None, measured=None) -> np.ndarray:
+def _rgb_bound(
+    bound: np.ndarray, seen: np.ndarray | None, measured=None, forbidden=None
+) -> np.ndarray:
     """White: proved independent; grey: the bound allows it; black: measured and allowed;
-    red: measured outside the bound; pale blue: a row the gradients did not measure."""
+    red: measured outside the bound; pale blue: a row the gradients did not measure. With the
+    contract's ``forbidden`` region (the bound alone): pale pink where it is proved, dark red
+    where the bound does not exclude it."""
     image = np.ones(bound.shape + (3,))
     if seen is None:
+        if forbidden is not None:
+            image[forbidden] = (0.99, 0.88, 0.87)
         image[bound] = (0.15, 0.15, 0.15)
+        if forbidden is not None:
+            image[bound & forbidden] = (0.6, 0.05, 0.1)
         return image
     image[bound] = (0.72, 0.72, 0.72)
     if measured is not None:
@@ -421,8 +458,10 @@ def _category_handles(present: set[int], gap_label: str, forbidden_present: bool
         PRESENT: "the position predicted"
         + (" (must not be seen)" if forbidden_present else " (may be seen)"),
         LEAK: "seen, but forbidden: a leak",
+        OTHER_DOCUMENT: "another document (must not be seen)",
+        BEYOND_WINDOW: "beyond the window (must not be seen)",
     }
-    order = (SEEN, GAP, PAST, PRESENT, FUTURE, LEAK)
+    order = (SEEN, GAP, PAST, PRESENT, FUTURE, OTHER_DOCUMENT, BEYOND_WINDOW, LEAK)
     handles = []
     for c in order:
         if c in present or c == PRESENT:  # the predicted position is framed even when seen
@@ -454,6 +493,10 @@ def draw_dependencies(result: AuditResult, target: str):
     image[matrix.future] = to_rgb(SHADE_FUTURE)
     shade = SHADE_PRESENT_FORBIDDEN if matrix.present_forbidden else SHADE_PRESENT_ALLOWED
     image[matrix.present] = to_rgb(shade)
+    if matrix.other_document is not None:
+        image[matrix.other_document] = to_rgb(SHADE_DOCUMENT)
+    if matrix.beyond_window is not None:
+        image[matrix.beyond_window] = to_rgb(SHADE_WINDOW)
     image[matrix.seen & ~matrix.forbidden] = to_rgb(COLORS[SEEN])
     image[matrix.seen & matrix.forbidden] = to_rgb(COLORS[LEAK])
     ax.imshow(image, aspect="auto", interpolation="nearest")
@@ -475,6 +518,11 @@ def draw_dependencies(result: AuditResult, target: str):
             shade,
         ),
     ]
+    if matrix.other_document is not None:
+        handles.append(_patch("other documents (forbidden: documents contract)", SHADE_DOCUMENT))
+    if matrix.beyond_window is not None:
+        width = subject.contract.width
+        handles.append(_patch(f"beyond the window of {width} (forbidden)", SHADE_WINDOW))
     size = max(8.0, min(40.0, 4000.0 / max(m, n)))
     for evidence, (rows, inputs) in sorted(matrix.violations.items()):
         kind, training = evidence.split("/")[0], evidence.endswith("/train")

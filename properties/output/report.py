@@ -1,8 +1,11 @@
 """Reports: the audit's result as JSON (the CLI's contract) and as text a person reads.
 
 JSON keys (one object per target; a list for ``zoo``): ``target``, ``grid``, ``predicts``,
-``train``, ``mode``, ``causal``, ``passed``, ``violations`` (``{output, input, kind, evidence,
-effect, detail}``, the first ``MAX_VIOLATIONS``) and ``violations_total``, ``receptive_field``
+``train``, ``mode``, ``causal``, ``passed``, ``violations`` (``{output, input, kind, contract,
+allowed, evidence, effect, detail}`` and, by contract, ``documents`` ``[input's, output's]``,
+``back``/``window``, ``samples`` ``[input's, output's]``; the first ``MAX_VIOLATIONS``) and
+``violations_total``, ``contract`` (the declared clauses), ``contracts`` (``{name: {passed,
+violations}}``), ``modules`` (per-module windows: each module's verdict), ``receptive_field``
 ``{size, span, holes, position, max_span}``, ``blind_spot`` ``{size, position}`` (null in 1D),
 ``loss_equivalence`` ``{max_abs_diff, max_loss_diff, one_pass_loss, masked_loss, holds,
 tolerance, positions, positions_total, positions_listed}`` (``positions``: the
@@ -21,7 +24,7 @@ from properties.auditing.result import AuditResult
 from properties.output import incremental_report
 from properties.output.blame import blame_dict, blame_lines, model_source
 from properties.subject.canonical import Subject
-from properties.verdict import Kind, ModelMode, Source, Violation
+from properties.verdict import ContractName, Kind, ModelMode, Source, Violation
 
 __all__ = [
     "MAX_POSITIONS",
@@ -49,16 +52,57 @@ def _finite(x: float) -> float | str:
 
 
 def violation_dict(subject: Subject, v: Violation) -> dict:
-    return {
+    data = {
         "output": subject.position(v.output),
         "input": subject.position(v.input),
         "kind": v.kind,
+        "contract": v.contract,
         # seeing the present is no fault of a next-value predictor: it only sets the mode
         "allowed": v.kind == Kind.PRESENT and subject.predicts != "current",
         "evidence": v.evidence,
         "effect": _finite(v.effect),
         "detail": v.described,
     }
+    data.update(subject.contract.pair(v.kind, v.output, v.input))
+    if v.samples is not None:
+        data["samples"] = list(v.samples)
+    return data
+
+
+def contracts_dict(result: AuditResult) -> dict:
+    """Each declared contract: its verdict (None: not checked) and its violations' count."""
+    out = {}
+    if result.causal is not None or result.certificate is not None:
+        causal = result.causal if result.mode is not None else (
+            None if result.certificate is None else result.certificate.contracts.get("causality")
+        )
+        out[str(ContractName.CAUSALITY)] = {"passed": causal}
+    for name, passed in result.contracts.items():
+        out[str(name)] = {"passed": passed}
+    for name, entry in out.items():
+        entry["violations"] = sum(
+            v.contract == name and (v.kind != Kind.PRESENT or result.subject.predicts == "current")
+            for v in result.violations
+        )
+    return out
+
+
+def modules_dict(result: AuditResult) -> dict:
+    """Per-module windows: each declared module's verdict against its own width."""
+    out = {}
+    for name, m in result.modules.items():
+        window = m.subject.contract.window
+        rf = m.receptive_field
+        out[name] = {
+            "width": None if window is None else window.width,
+            "passed": m.contracts.get(ContractName.WINDOW) is not False and not m.unsound,
+            "mode": m.mode,
+            "reach": None if rf is None else rf.max_span + 1,
+            "violations": [violation_dict(m.subject, v) for v in m.violations[:MAX_VIOLATIONS]
+                           if v.contract == ContractName.WINDOW],
+            "certificate": None if m.certificate is None else m.certificate.status,
+        }
+    return out
 
 
 def to_dict(
@@ -84,6 +128,9 @@ def to_dict(
         "model_source": model_source(result),
         "violations": [violation_dict(s, v) for v in result.violations[:MAX_VIOLATIONS]],
         "violations_total": result.violation_count,
+        "contract": s.contract.to_json(),
+        "contracts": contracts_dict(result),
+        "modules": modules_dict(result) or None,
         "receptive_field": None
         if rf is None
         else {
@@ -140,6 +187,8 @@ def certificate_dict(result: AuditResult) -> dict | None:
         "forbidden_total": cert.forbidden_count,
         "lost_precision": cert.lost_precision,
         "path_dependent": cert.path_dependent,
+        "contracts": cert.contracts,
+        "not_covered": cert.not_covered,
         "train": cert.train,
         "unsound": [violation_dict(s, v) for v in result.unsound[:MAX_VIOLATIONS]],
         "seconds": round(cert.seconds, 3),
@@ -195,6 +244,8 @@ def dumps(data) -> str:
 def explain(subject: Subject, v: Violation) -> str:
     """One sentence a user can act on, in the style of ``torch.testing.assert_close``."""
     out, inp = subject.position(v.output), subject.position(v.input)
+    if v.kind in _OTHER_CONTRACTS:
+        return _explain_contract(subject, v, out, inp)
     if v.source is not Source.GRADIENT:
         what = f"prediction at position {out} changed by {v.effect:.3g} when {v.detail}"
     else:
@@ -206,6 +257,55 @@ def explain(subject: Subject, v: Violation) -> str:
         hint = "" if v.train else _present_hint(subject)
         return f"{what}: the model sees the present{where}{hint}"
     return f"{what}: the model sees the future{where} (input {inp}){_hint(subject, v)}"
+
+
+_OTHER_CONTRACTS = (Kind.DOCUMENT, Kind.WINDOW, Kind.SHRUNK, Kind.SAMPLE, Kind.PADDING)
+
+
+def _explain_contract(subject: Subject, v: Violation, out, inp) -> str:
+    """The sentence for a violation of a contract other than causality: which contract, what
+    the prediction saw (the document, the distance, the other sample), and the likely bug."""
+    contract = subject.contract
+    where = " in training mode" if v.train else ""
+    sample = "" if v.samples is None else f" of sample {v.samples[1]}"
+    if v.kind == Kind.SHRUNK:
+        w = contract.width
+        return (
+            f"prediction at position {out} does not see input {inp}, {w - 1} back, the far end "
+            f"of its window of {w}{where} [window contract, --window-exact]: the window shrank "
+            "(an off-by-one in the window's mask?)"
+        )
+    if v.source is Source.GRADIENT:
+        other = "" if v.samples is None else f" of sample {v.samples[0]}"
+        what = (f"prediction at position {out}{sample} has gradient {v.effect:.3g} with respect "
+                f"to input {inp}{other}")
+    else:
+        what = f"prediction at position {out}{sample} changed by {v.effect:.3g} when {v.detail}"
+    if v.kind == Kind.DOCUMENT:
+        d_in, d_out = contract.document(v.input), contract.document(v.output)
+        return (
+            f"{what}: it sees document {d_in} (input {inp}) from document {d_out}{where} "
+            "[documents contract] (attention, a convolution or a scan across the boundary? "
+            "position_ids not passed, or ignored because of an attention mask or a cache?)"
+        )
+    if v.kind == Kind.WINDOW:
+        back = int(contract.ranks[v.output] - contract.ranks[v.input])
+        return (
+            f"{what}: it sees input {inp}, {back} back, beyond its window of "
+            f"{contract.width}{where} [window contract] (a sliding window replaced by full "
+            "attention, or a window off by one?)"
+        )
+    if v.kind == Kind.SAMPLE:
+        return (
+            f"{what}: it depends on sample {v.samples[0]} of the batch (input {inp}){where} "
+            "[batch contract] (statistics over the batch, such as BatchNorm in training mode? a "
+            "router with a capacity per batch?)"
+        )
+    return (
+        f"{what}: the real predictions{sample} change with the padding{where} [padding "
+        "contract] (a mask that does not reach the attention? absolute positions not shifted "
+        "by left padding? one cache position for the whole batch?)"
+    )
 
 
 def _present_hint(subject: Subject) -> str:
@@ -247,7 +347,8 @@ def headline(result: AuditResult) -> Violation | None:
     else a gradient; inference before training mode."""
     if not result.violations:
         return None
-    worst = Kind.FUTURE if any(v.kind == Kind.FUTURE for v in result.violations) else Kind.PRESENT
+    kinds = {v.kind for v in result.violations}
+    worst = next((k for k in _WORST if k in kinds), Kind.PRESENT)
     if worst == Kind.PRESENT and result.subject.predicts != "current":
         return None  # seeing the present is allowed: the failure is elsewhere (the loss check)
 
@@ -255,6 +356,10 @@ def headline(result: AuditResult) -> Violation | None:
         return (v.train, v.source is Source.GRADIENT, v.source is Source.SEARCH)
 
     return min((v for v in result.violations if v.kind == worst), key=rank)
+
+
+# the kind a failure leads with: causality's future, then the other contracts', then the present
+_WORST = (Kind.FUTURE,) + _OTHER_CONTRACTS
 
 
 def failure_summary(result: AuditResult) -> str:
@@ -291,10 +396,14 @@ def failure_summary(result: AuditResult) -> str:
         kinds = {k: sum(v.kind == k for v in result.violations) for k in Kind}
         evidence = sorted({v.evidence for v in result.violations})
         listed = "" if result.violation_count == len(result.violations) else "of those listed: "
+        others = "".join(f", {kinds[k]} {k}" for k in _OTHER_CONTRACTS if kinds[k])
         lines.append(
             f"Violations: {result.violation_count} ({listed}{kinds[Kind.FUTURE]} future, "
-            f"{kinds[Kind.PRESENT]} present; evidence: {', '.join(evidence)})"
+            f"{kinds[Kind.PRESENT]} present{others}; evidence: {', '.join(evidence)})"
         )
+    failing = [str(n) for n, ok in result.contracts.items() if ok is False]
+    if failing:
+        lines.append(f"Contracts broken: {', '.join(failing)}")
     for mode, report in result.perturbations.items():
         for kind, p in report.counterexamples.items():
             found = next((v for v in report.found if v.kind == kind), None)
@@ -389,6 +498,10 @@ def verdict_line(result: AuditResult, passed: bool, declared: dict | None = None
             f"the dynamic evidence refutes the certificate ({len(result.unsound)} dependencies "
             "outside its bound: a soundness bug of the analysis, see the note)"
         )
+    broken = [str(n) for n, ok in result.contracts.items() if ok is False]
+    if broken:
+        plural = "s" if len(broken) > 1 else ""
+        causes.append(f"breaks the {' and '.join(broken)} contract{plural}")
     if result.incremental is not None and not result.incremental.holds:
         causes.append("a stepped (cached, chunked or streamed) run diverges from the full pass")
     mismatched = [fact for fact, d in (declared or {}).items() if not d["ok"]]
@@ -429,13 +542,14 @@ def render_text(
                 f"--predicts {s.predicts} (evidence: {', '.join(evidence)})"
                 + (f"; {_subpixel_advice(s)}" if s.predicts == "auto" and s.features > 1 else "")
             )
-    else:
+    if not result.causal or any(ok is False for ok in result.contracts.values()):
         shown = _key_violations(result)
         for v in shown:
             lines.append(f"  - {explain(s, v)} [{v.evidence}]")
         if result.violation_count > len(shown):
             lines.append(f"  ({result.violation_count} violations in all; --json lists them)")
     lines.extend(f"  {line}" for line in blame_lines(data["blame"]))
+    lines.extend(contract_lines(result, data))
     rf = data["receptive_field"]
     if rf:
         holes = "" if rf["holes"] is None else f", holes {rf['holes']}"
@@ -481,16 +595,73 @@ def render_text(
 def _key_violations(result: AuditResult) -> list[Violation]:
     """The violations worth a line: each evidence kind's first, the future before the present
     (which is no violation at all for a ``next``/``auto`` subject), Hypothesis' minimal ones
-    first."""
+    first; then each other contract's (the causal ones only when causality fails)."""
     allowed_present = result.subject.predicts != "current"
     ordered = sorted(result.violations, key=lambda v: v.kind != Kind.FUTURE)  # stable
     picked, seen = [], set()
     for v in ordered:
         key = (v.source, v.train, v.kind)
+        if result.causal and v.kind.contract == ContractName.CAUSALITY:
+            continue
         if key not in seen and not (allowed_present and v.kind == Kind.PRESENT):
             seen.add(key)
             picked.append(v)
     return picked[:6]
+
+
+def contract_lines(result: AuditResult, data: dict) -> list[str]:
+    """A line per declared contract besides causality, and one per windowed module: the
+    verdict, what was declared, and for a window the model-level bound next to the measured
+    and the proved reach."""
+    lines = []
+    contract = result.subject.contract
+    for name, entry in data["contracts"].items():
+        if name == ContractName.CAUSALITY:
+            continue
+        word = {True: "PASS", False: "FAIL", None: "not checked"}[entry["passed"]]
+        count = f" ({entry['violations']} violations)" if entry["violations"] else ""
+        lines.append(f"  {name} contract: {word}{count}; {_declared(result, contract, name)}")
+    for name, m in (data["modules"] or {}).items():
+        width = "global" if m["width"] is None else f"window {m['width']}"
+        word = "PASS" if m["passed"] else "FAIL"
+        reach = "" if m["reach"] is None else f", sees {m['reach']} positions back (its own in)"
+        proof = "" if m["certificate"] is None else f", certificate {m['certificate']}"
+        lines.append(f"    module {name} ({width}): {word}{reach}{proof}")
+        module = result.modules[name]
+        for v in _key_violations(module)[:2]:
+            lines.append(f"      - {explain(module.subject, v)} [{v.evidence}]")
+    return lines
+
+
+def _declared(result: AuditResult, contract, name) -> str:
+    if name == ContractName.DOCUMENTS:
+        d = contract.documents
+        told = ", ".join(k if k == f else f"{k} ({f})" for k, f in d.keywords)
+        if result.subject.forward is not None:
+            told = told or "the forward hook"
+        told = told or "nothing (not passed to the model)"
+        return f"{d.count} documents, lengths {','.join(map(str, d.lengths))}; passed as {told}"
+    if name == ContractName.WINDOW:
+        w = contract.window
+        declared = f"window {w.width}" if not w.modules else (
+            f"{len(w.matched)} windowed modules"
+        )
+        bound = w.model_width
+        text = f"declared {declared}{' (exact)' if w.exact else ''}; model-level bound " + (
+            "unbounded (a global module)" if bound is None else f"{bound} positions"
+        )
+        rf = result.receptive_field
+        if rf is not None:
+            text += f"; measured reach {rf.max_span + 1}"
+        cert = result.certificate
+        if cert is not None and cert.receptive_field is not None:
+            text += f"; proved reach at most {cert.receptive_field.max_span + 1}"
+        return text
+    if name == ContractName.BATCH:
+        return "samples of a batch never see each other (sweep, search, gradients)"
+    p = contract.padding
+    mask = f"mask as {p.keyword}" if p.keyword else "no mask passed"
+    return f"{'/'.join(p.sides)} padding, {mask}; inference only"
 
 
 def _by_mode(coverage: dict, kind: str):

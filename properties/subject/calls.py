@@ -68,10 +68,13 @@ def seeded(subject: Subject, seed: int):
             torch.cuda.set_rng_state(cuda_state, device)
 
 
-def forward(subject: Subject, x: torch.Tensor, *, seed: int, grad: bool = False) -> torch.Tensor:
-    """One forward pass with the global RNG reset to ``seed`` (dropout masks repeat)."""
+def forward(
+    subject: Subject, x: torch.Tensor, *, seed: int, grad: bool = False, keywords=None
+) -> torch.Tensor:
+    """One forward pass with the global RNG reset to ``seed`` (dropout masks repeat).
+    ``keywords``: the call's keyword arguments instead of the contract's (a padding mask)."""
     with seeded(subject, seed), torch.set_grad_enabled(grad):
-        return subject(x)
+        return subject(x, keywords)
 
 
 def float64_copy(subject: Subject) -> tuple[Subject, str | None]:

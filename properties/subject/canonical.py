@@ -19,6 +19,7 @@ channel axis is a grid axis ``S`` (a colour PixelCNN's R -> G -> B). No check kn
 is looking at.
 """
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -27,6 +28,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from properties.contracts import Causal, Contract
 from properties.errors import AdapterError, AuditError, ModelError, describe
 from properties.subject import adapters, batching
 from properties.subject.layout import (
@@ -167,10 +169,28 @@ class Subject:
     # (model, chunk, state) -> (predictions, state): how to run it a chunk at a time (the
     # incremental check, properties.subject.steppers)
     step: Callable[[Any, torch.Tensor, Any], Any] | None = None
+    # the contract's clauses besides causality (properties.contracts: Documents, Window...)
+    clauses: tuple = ()
 
     def __post_init__(self):
         if self.ranks is None:
             self.ranks = raster_ranks(self.n_positions)
+
+    @property
+    def contract(self) -> Contract:
+        """What each output may depend on: causality under :attr:`ranks` and :attr:`predicts`,
+        intersected with the declared :attr:`clauses` (built once per order and clauses)."""
+        cached = self.__dict__.get("_contract")
+        if (
+            cached is None
+            or cached.ranks is not self.ranks
+            or cached.causal.convention != self.predicts
+            or self.__dict__.get("_contract_clauses") is not self.clauses
+        ):
+            cached = Contract.of(Causal(self.ranks, self.predicts), self.clauses)
+            object.__setattr__(self, "_contract", cached)
+            object.__setattr__(self, "_contract_clauses", self.clauses)
+        return cached
 
     # -- shape facts ---------------------------------------------------------------------------
     @property
@@ -322,44 +342,83 @@ class Subject:
             )
         return y.reshape(y.shape[0], self.n_positions, y.shape[-1])
 
-    def call_native(self, x_native: torch.Tensor) -> torch.Tensor:
+    def call_native(self, x_native: torch.Tensor, keywords: dict | None = None) -> torch.Tensor:
         """Run the model (through the ``forward`` hook when there is one) on a native input and
-        select the predictions. At a fixed :attr:`batch`, in slices of that many samples."""
+        select the predictions. At a fixed :attr:`batch`, in slices of that many samples.
+
+        ``keywords``: the keyword arguments of the call (default: the contract's, e.g. the
+        documents' ``position_ids``; tensors of one row per sample, sliced with the samples)."""
         b = x_native.shape[0]
         try:
             if self.batch is not None and b != self.batch:
-                y = self._in_slices(x_native, self.batch)
+                y = self._in_slices(x_native, self.batch, keywords)
             else:
-                y = self._invoke(x_native)
+                y = self._invoke(x_native, keywords)
                 if y.dim() and y.shape[0] != b and y.shape[0] == self.first_batch:
                     raise batching.BatchMismatch(y.shape[0])  # a cached tensor broadcast
         except AuditError:
             raise
         except Exception as exc:  # the user's model raised: say on what input, and what to try
-            y = self._at_first_batch(x_native, exc)
+            y = self._at_first_batch(x_native, exc, keywords)
             if y is None:
                 raise self._model_error(x_native, exc) from exc
         if self.first_batch is None:
             self.first_batch = b
         return y
 
-    def _invoke(self, x_native: torch.Tensor) -> torch.Tensor:
+    def _invoke(self, x_native: torch.Tensor, keywords: dict | None = None) -> torch.Tensor:
+        if keywords is None:
+            keywords = self.contract.keywords(x_native.shape[0])
+        keywords = {k: _on(v, x_native.device) for k, v in keywords.items()}
         if self.forward is None:
-            out = self.model(x_native)
+            out = self.model(x_native, **keywords)
         else:
-            out = self.forward(self.model, x_native)
+            out = self.forward(self.model, x_native, **self._hook_keywords(keywords))
         return select_output(out, self.output)
 
-    def _in_slices(self, x_native: torch.Tensor, size: int) -> torch.Tensor:
+    def _hook_keywords(self, keywords: dict) -> dict:
+        """What the forward hook is given: the contract's keywords it takes, and the documents
+        themselves when it takes ``documents`` (to build position_ids, cu_seqlens...)."""
+        try:
+            params = inspect.signature(self.forward).parameters
+        except (TypeError, ValueError):
+            return keywords
+        takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+        out = dict(keywords)
+        documents = self.contract.documents
+        if documents is not None and "documents" in params:
+            out["documents"] = documents
+        missing = [k for k in out if k not in params and not takes_any]
+        if missing:
+            raise AdapterError(
+                f"the forward hook does not take {', '.join(missing)}, which the contract "
+                "passes to the model",
+                f"add {', '.join(f'{k}=None' for k in missing)} to the hook's arguments and pass "
+                "it on to the model",
+            )
+        return out
+
+    def _in_slices(self, x_native: torch.Tensor, size: int, keywords=None) -> torch.Tensor:
         outputs = []
-        for part, keep in batching.slices(x_native, size):
-            y = self._invoke(part)
+        for start, (part, keep) in zip(
+            range(0, x_native.shape[0], size), batching.slices(x_native, size), strict=True
+        ):
+            part_keywords = None
+            if keywords is not None:
+                rows = batching.rows(start // size, size, x_native.shape[0])
+                part_keywords = {
+                    k: v[rows] if _per_sample(v, x_native.shape[0]) else v
+                    for k, v in keywords.items()
+                }
+            y = self._invoke(part, part_keywords)
             if y.dim() == 0 or y.shape[0] != size:
                 raise batching.BatchMismatch(y.shape[0] if y.dim() else 0)
             outputs.append(y[:keep])
         return torch.cat(outputs)
 
-    def _at_first_batch(self, x_native: torch.Tensor, exc: Exception) -> torch.Tensor | None:
+    def _at_first_batch(
+        self, x_native: torch.Tensor, exc: Exception, keywords: dict | None = None
+    ) -> torch.Tensor | None:
         """A model that ran at one batch size and fails at another: run it at the first one
         from now on (a cached tensor sized by its first call), and say so. ``None`` when the
         batch size is not the cause."""
@@ -367,7 +426,7 @@ class Subject:
         if first is None or first == b or self.batch is not None:
             return None
         try:
-            y = self._in_slices(x_native, first)
+            y = self._in_slices(x_native, first, keywords)
         except Exception:
             return None
         self.batch = first
@@ -425,16 +484,33 @@ class Subject:
             )
         return None
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, keywords: dict | None = None) -> torch.Tensor:
         """Canonical flat input -> canonical flat output ``(B, N, K)``.
 
         The model always gets a tensor of its own (a copy, never a view of ``x``): a model that
-        changes its input in place must not change the audit's inputs, nor a leaf of autograd."""
+        changes its input in place must not change the audit's inputs, nor a leaf of autograd.
+        ``keywords``: see :meth:`call_native`."""
         x_native = self.native_input(x.to(self.device))
         if not self.tokens:
             x_native = x_native.to(self.dtype)
         x_native = x_native.clone()
-        return self.canonical_output(self.call_native(x_native), x.shape[0])
+        return self.canonical_output(self.call_native(x_native, keywords), x.shape[0])
+
+    def at_length(self, n: int) -> "Subject":
+        """The same model on a sequence of ``n`` positions (raster order, the clauses that make
+        sense at any length: none but causality): the padding check's unpadded reference."""
+        if len(self.grid) != 1:
+            raise AdapterError("padding applies to sequences (1D grids)", "drop --padding")
+        return replace(self, grid=(n,), ranks=raster_ranks(n), clauses=(), notes=self.notes)
+
+
+def _on(value, device):
+    return value.to(device) if isinstance(value, torch.Tensor) else value
+
+
+def _per_sample(value, batch: int) -> bool:
+    """A keyword tensor with one row per sample (sliced with them): a mask, position_ids."""
+    return isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[0] == batch
 
 
 class _Stop(Exception):
@@ -503,6 +579,15 @@ def make_subject(
     forward: Callable[[Any, torch.Tensor], Any] | None = None,
     batch: int | None = None,
     step: Callable[[Any, torch.Tensor, Any], Any] | None = None,
+    contracts: Sequence = (),
+    documents=None,
+    documents_as=None,
+    window=None,
+    window_exact: bool = False,
+    window_modules=None,
+    batch_independent: bool = False,
+    padding=None,
+    padding_mask: str | None = "attention_mask",
 ) -> Subject:
     """Wrap any model (a module or a callable) into a :class:`Subject`.
 
@@ -523,6 +608,14 @@ def make_subject(
     caches state sized by its first batch; the audit also finds this out by itself.
     ``step(model, chunk, state) -> (predictions, state)`` runs it a chunk at a time, for the
     incremental check (:mod:`properties.subject.steppers`).
+
+    Contracts besides causality (:mod:`properties.contracts`), as clauses in ``contracts`` or
+    by these shortcuts: ``documents`` (lengths ``[5, 7, 4]``, a spec ``"position_ids:0,1,0"``,
+    or a :class:`~properties.contracts.Documents`) with ``documents_as`` (the keyword(s) the
+    model takes them by: ``"position_ids"``, ``"cu_seq_lens_q=cu_seqlens"``...); ``window``
+    (``W``) with ``window_exact`` and ``window_modules`` (``{"model.layers.*.self_attn": W}``,
+    ``"global"`` for a layer without a window); ``batch_independent``; ``padding`` (``"left"``,
+    ``"right"`` or ``"both"``) with ``padding_mask``, the keyword of the attention mask.
     """
     grid = tuple(int(g) for g in grid)
     if not grid or any(g < 1 for g in grid):
@@ -586,7 +679,86 @@ def make_subject(
     if isinstance(order, str):
         order = named_order(order, grid, axis)
     subject.ranks = raster_ranks(n) if order is None else ranks_from_order(order, n)
+    subject.clauses = _clauses(
+        subject,
+        list(contracts),
+        documents=documents,
+        documents_as=documents_as,
+        window=window,
+        window_exact=window_exact,
+        window_modules=window_modules,
+        batch_independent=batch_independent,
+        padding=padding,
+        padding_mask=padding_mask,
+    )
     return subject
+
+
+def contract_clauses(subject: Subject, clauses=(), **shortcuts) -> tuple:
+    """The clauses of a subject built elsewhere (a zoo model), from make_subject's contract
+    keywords (``documents``, ``window``, ``batch_independent``, ``padding``...)."""
+    defaults = {
+        "documents": None, "documents_as": None, "window": None, "window_exact": False,
+        "window_modules": None, "batch_independent": False, "padding": None,
+        "padding_mask": "attention_mask",
+    }
+    return _clauses(subject, list(clauses), **{**defaults, **shortcuts})
+
+
+def _clauses(subject: Subject, clauses: list, **shortcuts) -> tuple:
+    """The contract's clauses, from the clause objects and the keyword shortcuts, checked
+    against the subject (documents against its grid, windowed modules against its model)."""
+    from properties import contracts as c
+
+    documents, keywords = shortcuts["documents"], shortcuts["documents_as"]
+    if documents is not None:
+        if isinstance(documents, str):
+            documents = c.Documents.parse(documents)
+        elif isinstance(documents, torch.Tensor):
+            documents = c.Documents(documents)
+        elif not isinstance(documents, c.Documents):
+            documents = c.Documents.from_lengths(documents)
+        clauses.append(documents)
+    if keywords is not None:
+        keywords = (keywords,) if isinstance(keywords, (str, tuple)) else tuple(keywords)
+        found = [d for d in clauses if isinstance(d, c.Documents)]
+        if not found:
+            raise AdapterError("documents_as names how to pass documents, but none are declared",
+                               "declare them with --documents (documents= in the API)")
+        clauses[clauses.index(found[0])] = replace(found[0], keywords=keywords)
+    window = shortcuts["window"]
+    if window is not None or shortcuts["window_modules"]:
+        if not isinstance(window, c.Window):
+            modules = c.window_modules(shortcuts["window_modules"], window)
+            window = c.Window(window, exact=bool(shortcuts["window_exact"]), modules=modules)
+        clauses.append(window)
+    elif shortcuts["window_exact"]:
+        raise AdapterError("window_exact needs a window", "give --window W")
+    if shortcuts["batch_independent"]:
+        clauses.append(c.BatchIndependence())
+    padding = shortcuts["padding"]
+    if padding is not None:
+        if not isinstance(padding, c.Padding):
+            padding = c.Padding(padding, keyword=shortcuts["padding_mask"])
+        clauses.append(padding)
+    out = []
+    for clause in clauses:
+        if isinstance(clause, c.Documents):
+            clause = clause.checked(subject.n_positions, subject.ranks)
+        elif isinstance(clause, c.Window):
+            clause = clause.resolved(subject.module)
+        elif isinstance(clause, c.Padding) and len(subject.grid) != 1:
+            raise AdapterError("padding applies to sequences (1D grids)", "drop --padding")
+        out.append(clause)
+    kinds = {type(x) for x in out}
+    if c.Documents in kinds and c.Padding in kinds:
+        raise AdapterError(
+            "documents and padding cannot be checked together (a padded row of packed documents "
+            "has no one unpadded reference)",
+            "audit the two contracts separately",
+        )
+    Contract.of(Causal(subject.ranks, subject.predicts), out)  # one clause of each kind
+    return tuple(out)
 
 
 def _is_subpixel(order, pixels: int, features: int) -> bool:

@@ -10,6 +10,11 @@ forbidden pair, the model is *proved* causal (for that path).
 Exact zeros of weights and constants (masks, padding, -inf fills) are structural: masked
 convolutions, MADE and masked attention are proved, not just "may depend". Values computed from
 the input are never used to drop a dependency.
+
+The bound is read against the subject's contract (:mod:`properties.contracts`): it proves
+causality, packed documents (a block-diagonal mask built from the documents' constants) and a
+window where no forbidden pair is in it. It runs one sample in one layout, so batch independence
+and padding are not its to prove (:attr:`Certificate.not_covered`).
 """
 
 import time
@@ -18,12 +23,13 @@ from dataclasses import dataclass, field
 import torch
 
 from properties import verdict
+from properties.contracts import KIND_OF_CODE
 from properties.errors import AuditError, describe
 from properties.evidence import facts
 from properties.evidence.gradients import DependencyMap
 from properties.subject.calls import model_mode
 from properties.subject.canonical import Subject
-from properties.verdict import Source
+from properties.verdict import ContractName, Kind, Source
 
 from .deps import aligned
 from .sites import SiteTracer, module_paths
@@ -37,7 +43,7 @@ FORBIDDEN_EXAMPLES = 10  # forbidden pairs kept as examples
 class Forbidden:
     output: int  # flat output position
     input: int  # flat input position
-    kind: str  # "present" or "future"
+    kind: str  # "present", "future", "document", "window" or "shrunk" (an exact window's end)
     op: str | None  # where a dependency on the future first appeared (None when unknown)
 
 
@@ -57,6 +63,14 @@ class Certificate:
     blames: dict = field(default_factory=dict)
     seconds: float = 0.0
     train: bool = False
+    # each contract the bound speaks for: proved (True) or not; batch and padding: never here
+    contracts: dict[str, bool] = field(default_factory=dict)
+
+    @property
+    def not_covered(self) -> list[str]:
+        """The declared contracts a one-sample, one-layout run cannot prove."""
+        return [str(n) for n in (ContractName.BATCH, ContractName.PADDING)
+                if str(n) in self.contracts and self.contracts[str(n)] is None]
 
     @property
     def proved(self) -> bool:
@@ -82,19 +96,23 @@ class Certificate:
     def unexplained(self, subject: Subject, violations) -> list:
         """The dynamic violations (gradient or perturbation) the bound does not allow: a
         perturbation that changed output ``t`` by replacing inputs of rank >= ``rank(s)``
-        needs some such input in ``t``'s row of the bound."""
-        ranks = subject.ranks
+        needs some such input in ``t``'s row of the bound (for the other clauses, some input
+        its probe replaced: :meth:`~properties.contracts.Contract.explaining`). Violations
+        between samples or of the padding are not the bound's (one sample, one layout)."""
+        contract = subject.contract
         missing = []
         for v in violations:
             if v.source is Source.GRADIENT and v.train:
                 # Training-mode maps stack copies of the input in one batch: BatchNorm hands
                 # one copy's output the gradient of another's; not a per-output dependency.
                 continue
+            if v.kind in (Kind.SAMPLE, Kind.PADDING, Kind.SHRUNK):
+                continue
             row = self.bound[v.output]
             if v.source is Source.GRADIENT:
                 ok = bool(row[v.input])
             else:
-                ok = bool(row[ranks >= ranks[v.input]].any())
+                ok = bool(row[contract.explaining(v.kind, v.input)].any())
             if not ok:
                 missing.append(v)
         return missing
@@ -208,14 +226,18 @@ def _module_hooks(tracer: Tracer) -> list:
 
 
 def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certificate:
-    ranks = subject.ranks
+    """The bound read against the contract: the best causal mode it allows, and every pair it
+    holds that a clause forbids (and, for an exact window, every far end it proves unseen)."""
+    ranks, contract = subject.ranks, subject.contract
     n = len(ranks)
-    out_r, in_r = ranks[:, None], ranks[None, :]
-    future = bound & (in_r > out_r)
-    present = bound & (in_r == out_r)
+    codes = contract.codes(torch.arange(n))
+    future = bound & (codes == CODE_FUTURE)
+    present = bound & (codes == CODE_PRESENT)
     mode = "none" if bool(future.any()) else "inclusive" if bool(present.any()) else "strict"
-    ok = verdict.passes(mode, subject.predicts)
-    forbidden_pairs = future | present if subject.predicts == "current" else future
+    forbidden_pairs = bound & (codes != 0)
+    if subject.predicts != "current":
+        forbidden_pairs &= codes != CODE_PRESENT
+    ok = verdict.passes(mode, subject.predicts) and not bool(forbidden_pairs.any())
     pairs = forbidden_pairs.nonzero()
     order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None
     rows = pairs[order[:FORBIDDEN_EXAMPLES]].tolist() if order is not None else []
@@ -225,22 +247,54 @@ def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certi
     listed = []
     for row in rows:
         t, s = row
-        kind = "future" if ranks[s] > ranks[t] else "present"
+        kind = str(KIND_OF_CODE[int(codes[t, s])])
         listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
+    shrunk = _unseen_far_ends(contract, bound)
+    listed.extend(shrunk[:FORBIDDEN_EXAMPLES])
+    ok = ok and not shrunk
     cert = Certificate(
         "proved" if ok else "not_proved", mode=mode, bound=bound, forbidden=listed,
-        forbidden_count=len(pairs),
+        forbidden_count=len(pairs) + len(shrunk),
     )
+    cert.contracts = _contracts_proved(contract, mode, subject.predicts, bound, codes, shrunk)
     if bool(bound.any()):
         cert.receptive_field = facts.receptive_field(subject, cert.as_map())
     if not ok:
         first = listed[0]
         where = f", entering at {first.op}" if first.op else ""
+        what = "may depend on" if first.kind != "shrunk" else "provably never sees"
         cert.reason = (
-            f"output {subject.position(first.output)} may depend on input "
+            f"output {subject.position(first.output)} {what} input "
             f"{subject.position(first.input)} ({first.kind}{where})"
         )
     return cert
+
+
+CODE_FUTURE, CODE_PRESENT = KIND_OF_CODE.index(Kind.FUTURE), KIND_OF_CODE.index(Kind.PRESENT)
+
+
+def _unseen_far_ends(contract, bound: torch.Tensor) -> list[Forbidden]:
+    """Exact windows: outputs whose row of the bound proves they never see their window's end."""
+    outputs = torch.arange(contract.n)
+    far = contract.far_ends(outputs)
+    has = (far >= 0).nonzero().flatten()
+    unseen = has[~bound[has, far[has]]]
+    return [Forbidden(int(t), int(far[t]), "shrunk", None) for t in unseen.tolist()]
+
+
+def _contracts_proved(contract, mode, predicts, bound, codes, shrunk) -> dict:
+    """Per declared contract: proved by this bound (True / False), or not this proof's to give
+    (None: batch independence and padding need other samples and layouts)."""
+    out = {str(ContractName.CAUSALITY): verdict.passes(mode, predicts)}
+    for name, kind in ((ContractName.DOCUMENTS, Kind.DOCUMENT), (ContractName.WINDOW, Kind.WINDOW)):
+        if name in contract.names:
+            out[str(name)] = not bool((bound & (codes == KIND_OF_CODE.index(kind))).any())
+    if ContractName.WINDOW in contract.names:
+        out[str(ContractName.WINDOW)] = out[str(ContractName.WINDOW)] and not shrunk
+    for name in (ContractName.BATCH, ContractName.PADDING):
+        if name in contract.names:
+            out[str(name)] = None
+    return out
 
 
 __all__ = ["Certificate", "Forbidden", "certify"]
