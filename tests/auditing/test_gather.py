@@ -497,7 +497,7 @@ def test_validation_runs_one_batch_of_two_in_inference():
     model.calls.clear()
     timing = FixedPlan(left=10.0, forward=0.0)
     gather.validate(s, 3, notes, timing)
-    assert model.calls == [(2, False), (2, False), (1, False), (1, False)]
+    assert model.calls == [(2, False), (1, False), (1, False)]
     assert 0 < timing.forward < 1
 
 
