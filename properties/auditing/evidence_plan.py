@@ -85,7 +85,8 @@ def plan_evidence(subject: Subject, options: AuditOptions, certificate=None) -> 
         return EvidencePlan(PlanKind.SAMPLED, stratified(n, policy.sampled_cuts, seed + 1))
     why = _why_no_map(subject, policy.confirm_map_bytes)
     if certificate.proved:
-        focus = Focus(present_if_open=True, interaction=False)
+        # the sweep's pool only: a proof holds for every input, a new pool costs a pass
+        focus = Focus(present_if_open=True, interaction=False, pools=1)
         return EvidencePlan(
             PlanKind.CONFIRMATION,
             stratified(n, policy.confirm_cuts, seed + 1),

@@ -10,7 +10,8 @@ positions, and the certificate decides which dynamic evidence is gathered (the *
 - *confirmation* (the certificate proves the contract): the proof carries the verdict, and the
   dynamic evidence confirms and cross-checks it: a stratified sample of cuts, one in each of
   ``confirm_cuts`` strata plus the first and the last (their positions are the loss check's);
-  ``confirm_examples`` Hypothesis examples per search, over every cut; the map as in the sampled
+  ``confirm_examples`` Hypothesis examples per search, over every cut and on the sweep's base
+  input (a proof holds for every input; a new one costs a pass); the map as in the sampled
   plan (the whole colored map where it is cheap, so that the receptive field can be exact), but
   none for a model whose float64 copy holds more than ``confirm_map_bytes`` (one float64 VJP of
   a 124M-parameter model costs more than the whole confirmation: the bound stands for the map).
@@ -90,8 +91,8 @@ class CoveragePolicy:
     # The certificate leads (the confirmation and directed plans); False: the sampled plan.
     proof_first: bool = True
     # strata of the stratified samples of cuts (the first and the last cut come on top)
-    confirm_cuts: int = 4
-    confirm_examples: int = 3  # per search
+    confirm_cuts: int = 1
+    confirm_examples: int = 2  # per search
     confirm_map_bytes: int = 256 << 20  # no map rows for a model whose float64 copy is bigger
     directed_cuts: int = 6
     directed_examples: int = 4  # forward passes of a search once the leak is found

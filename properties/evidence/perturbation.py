@@ -417,13 +417,15 @@ def hypothesis_search(
     train: bool = False,
     over=None,
     cuts: list[int] | None = None,
+    pools: int = strategies.POOLS,
 ) -> tuple[Violation | None, Perturbation | None, int]:
     """Find, then shrink, a perturbation that shows a ``kind`` ("future"/"present") violation.
 
     Returns the violation (output, localized input, effect), the minimal perturbation and the
     number of examples tried. ``over()``: true once the time budget is spent; the search then
     stops trying new examples (a shrink in progress keeps what it has). ``cuts``: the ranks the
-    search draws its cut among (shrinking towards the first); default every cut.
+    search draws its cut among (shrinking towards the first); default every cut. ``pools``: the
+    pools of base inputs it draws from.
     """
     subject = runner.subject
     test = _future if kind == Kind.FUTURE else _present
@@ -452,7 +454,7 @@ def hypothesis_search(
     try:
         cut = None if cuts is None else st.sampled_from(sorted(cuts))
         p = find(
-            strategies.perturbations(subject, cut=cut),
+            strategies.perturbations(subject, cut=cut, pools=pools),
             shows_violation,
             settings=config,
             random=Random(seed),
@@ -522,6 +524,7 @@ class Focus:
     # measure whether samples interact even where no copies are stacked (the report's
     # batch_independent); where they are stacked it is always measured
     interaction: bool = True
+    pools: int = strategies.POOLS  # pools of base inputs the searches draw from
 
 
 EVERYWHERE = Focus()
@@ -638,7 +641,7 @@ def _searches(runner, report, max_examples, seed, train, shard, timing, focus) -
         cuts = focus.search_cuts.get(kind)
         found, p, n = hypothesis_search(
             runner, kind, max_examples=examples, seed=seed, train=train, over=over,
-            cuts=None if cuts is None else list(cuts),
+            cuts=None if cuts is None else list(cuts), pools=focus.pools,
         )
         report.examples += n
         if found is not None:
