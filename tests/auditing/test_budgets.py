@@ -12,6 +12,7 @@ from torch import nn
 from properties import audit, cli, make_subject
 from properties import progress as bars
 from properties.auditing import time_budget as plan
+from properties.auditing.evidence_plan import stratified
 from properties.auditing.options import DEFAULT_POLICY, DYNAMIC
 from properties.errors import AdapterError
 from properties.evidence.perturbation import Runner, chunk_copies
@@ -62,7 +63,9 @@ def test_without_a_budget_the_policy_is_unchanged():
     result = audit(subject, max_examples=10)  # proof first: the confirmation's cuts
     cov = result.coverage
     assert cov.plan == "confirmation" and not cov.budgeted and cov.budget_seconds is None
-    assert result.perturbations["eval"].cuts_swept == DEFAULT_POLICY.confirm_cuts + 2
+    assert result.perturbations["eval"].cuts_swept == len(
+        stratified(40, DEFAULT_POLICY.confirm_cuts, 1)
+    )
     sampled = audit(subject, max_examples=10, policy=replace(DEFAULT_POLICY, proof_first=False))
     assert sampled.coverage.exhaustive and sampled.coverage.budget_seconds is None
     assert sampled.perturbations["eval"].cuts_swept == 40
@@ -245,7 +248,8 @@ def test_merge_refuses_incomplete_or_foreign_parts(tmp_path, capsys):
 def test_report_line_names_the_coverage():
     subject = make_subject(Architecture(1, (2, 2), (1, 2)).build(), grid=(24,), layout="BCT")
     text = render_text(audit(subject, max_examples=5), "net")
-    assert "coverage: proved by the certificate; confirmed by: swept 6 of 24 cuts, " in text
+    swept = len(stratified(24, DEFAULT_POLICY.confirm_cuts, 1))
+    assert f"coverage: proved by the certificate; confirmed by: swept {swept} of 24 cuts, " in text
     text = render_text(audit(subject, max_examples=5, checks=DYNAMIC), "net")  # no proof
     assert "coverage: swept 24 of 24 cuts; Hypothesis" in text
     assert torch.is_tensor(subject.ranks)
