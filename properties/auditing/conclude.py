@@ -43,6 +43,7 @@ def conclude(result: AuditResult) -> AuditResult:
     if result.loss is not None:
         result.coverage.loss_convention = loss_convention(result)
     _cross_check(result)
+    result.coverage.verdict_by = _carried_by(result)
     return result
 
 
@@ -79,6 +80,21 @@ def _contracts(result: AuditResult) -> None:
 def _module_passes(module_result: AuditResult) -> bool:
     within = module_result.contracts.get(ContractName.WINDOW) is not False
     return within and not module_result.unsound
+
+
+def _carried_by(result: AuditResult) -> str | None:
+    """Which evidence carried the verdict: the certificate, when it proves the contract alone
+    or leads a confirmation that nothing refuted; else the dynamic evidence."""
+    cert = result.certificate
+    proved = cert is not None and cert.proved
+    if result.certificate_only:
+        return "certificate" if cert is not None else None
+    if result.coverage.plan is None:  # hand-made evidence, or a shard file of an older version
+        return None
+    if result.coverage.plan == "confirmation" and proved:
+        refuted = result.unsound or result.causal is False
+        return "dynamic" if refuted else "certificate"
+    return "dynamic" if (result.perturbations or result.maps or result.losses) else None
 
 
 def _facts(result: AuditResult) -> None:
@@ -173,7 +189,9 @@ def merge(results: list[AuditResult]) -> AuditResult:
         if reports:
             merged.perturbations[mode] = merge_reports(reports)
     for convention in {c for r in results for c in r.losses}:
-        merged.losses[convention] = merge_losses([r.losses[convention] for r in results])
+        # shards without loss rows (a proof-first plan's other shards) add none
+        parts = [r.losses[convention] for r in results if convention in r.losses]
+        merged.losses[convention] = merge_losses(parts)
     for mode in ModelMode:
         found = [v for r in results for v in r.sample_gradients.get(mode, [])]
         if found or any(mode in r.sample_gradients for r in results):

@@ -9,10 +9,11 @@ from dataclasses import asdict, dataclass, field
 
 from properties.verdict import ModelMode
 
-__all__ = ["SKIPPED", "UNAVAILABLE", "Coverage", "MapCoverage"]
+__all__ = ["BY_BOUND", "SKIPPED", "UNAVAILABLE", "Coverage", "MapCoverage"]
 
 UNAVAILABLE = "unavailable"  # the evidence could not be gathered (the notes say why)
 SKIPPED = "skipped (budget)"  # the time budget left no room for it
+BY_BOUND = "left to the bound"  # a proof-first plan took none: the certificate's bound stands
 
 
 @dataclass
@@ -57,6 +58,16 @@ class Coverage:
     loss_checked: int | None = None  # loss positions checked (those of the swept cuts)
     loss_total: int | None = None
     loss_convention: str | None = None  # the convention the loss check was read with
+    # the evidence plan (properties.auditing.evidence_plan): exhaustive, sampled, confirmation
+    # (the certificate proved the contract and carries the verdict) or directed (it did not:
+    # its candidate cuts directed the dynamic evidence, which carries the verdict)
+    plan: str | None = None
+    candidate_cuts: int | None = None  # cuts where the bound admits a forbidden change
+    cuts_planned: int | None = None  # cuts a proof-first plan would sweep (it may stop early)
+    entered: str | None = None  # the op and module where the future entered (the bound's)
+    # which evidence carried the verdict: "certificate" (a proof, the dynamic evidence confirms
+    # it) or "dynamic" (the gradients and perturbations); set when concluding
+    verdict_by: str | None = None
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_json(self, perturbations: dict | None = None, n_positions: int = 0) -> dict:
@@ -84,7 +95,10 @@ class Coverage:
             data["cuts_stratified"] = True
         if self.exhaustive is not None:
             data["exhaustive"] = self.exhaustive
-        for key in ("budget_seconds", "forward_seconds", "loss_convention"):
+        for key in (
+            "budget_seconds", "forward_seconds", "loss_convention", "plan", "candidate_cuts",
+            "cuts_planned", "entered", "verdict_by",
+        ):
             if getattr(self, key) is not None:
                 data[key] = getattr(self, key)
         if self.loss_checked is not None:
@@ -137,7 +151,8 @@ class Coverage:
 
 # fields the first shard that has them speaks for
 _FIRST_SET = (
-    "exhaustive", "budget_seconds", "forward_seconds", "loss_total", "loss_convention"
+    "exhaustive", "budget_seconds", "forward_seconds", "loss_total", "loss_convention", "plan",
+    "candidate_cuts", "cuts_planned", "entered",
 )
 
 

@@ -17,7 +17,14 @@ from properties import progress as bars
 from properties.auditing import time_budget
 from properties.auditing.availability import require_some_evidence
 from properties.auditing.conclude import conclude, merge
-from properties.auditing.coverage import SKIPPED, UNAVAILABLE, MapCoverage
+from properties.auditing.coverage import BY_BOUND, SKIPPED, UNAVAILABLE, MapCoverage
+from properties.auditing.evidence_plan import (
+    EvidencePlan,
+    PlanKind,
+    plan_evidence,
+    stratified,
+    stratified_among,
+)
 from properties.auditing.locate import locate
 from properties.auditing.options import CHECKS, DYNAMIC, AuditOptions, CoveragePolicy
 from properties.auditing.result import AuditResult
@@ -28,10 +35,10 @@ from properties.evidence.loss import LossRows
 from properties.evidence.perturbation import perturbation_evidence
 from properties.evidence.sharding import leads
 from properties.subject.calls import (
-    check_input_untouched,
     check_outputs_finite,
     float64_copy,
     forward,
+    forward_watching_input,
     model_mode,
 )
 from properties.subject.canonical import Subject
@@ -45,7 +52,9 @@ from properties.subject.memory import (
 )
 from properties.verdict import ModelMode
 
-__all__ = ["CHECKS", "DYNAMIC", "AuditResult", "audit", "conclude", "merge", "validate"]
+__all__ = [
+    "CHECKS", "DYNAMIC", "AuditResult", "audit", "conclude", "merge", "stratified", "validate"
+]
 
 
 def audit(
@@ -112,10 +121,18 @@ class Gathering:
     result: AuditResult
     timing: time_budget.Plan | None
     reasons: list[str] = field(default_factory=list)  # why evidence could not be gathered
+    planned: EvidencePlan | None = None  # decided once the certificate is in
 
     @property
     def policy(self) -> CoveragePolicy:
         return self.options.policy
+
+    @property
+    def plan(self) -> EvidencePlan:
+        """The evidence plan (made from the result's certificate when not made yet)."""
+        if self.planned is None:
+            self.planned = plan_evidence(self.subject, self.options, self.result.certificate)
+        return self.planned
 
     def note(self, text: str) -> None:
         self.result.evidence_notes.append(text)
@@ -136,11 +153,14 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
         # First, as every audit's first call: a model that caches state from its first call
         # (properties.subject.batching) then sees the batch size the dynamic evidence uses.
         result.sample_bytes = validate(subject, options.seed, result.evidence_notes, timing)
-    if "certificate" in options.checks and leads(options.shard):
+    certificate = None
+    if "certificate" in options.checks and (leads(options.shard) or _plans_by_proof(options)):
         from properties.evidence.certificate import certify
 
         # within a budget, its time is taken from what the dynamic evidence has left
-        result.certificate = certify(subject, train=options.train, seed=options.seed)
+        certificate = certify(subject, train=options.train, seed=options.seed)
+        if leads(options.shard):  # shard 0's is the audit's; the others' only plan
+            result.certificate = certificate
     if "incremental" in options.checks:
         result.incremental = _incremental_evidence(g)
     if options.certificate_only:  # the static analysis alone: no sampled evidence
@@ -149,6 +169,18 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
         result.blame = locate(result, options.seed)
         result.seconds = time.perf_counter() - start
         return result
+    g.planned = plan_evidence(subject, options, certificate)
+    result.coverage.plan = str(g.plan.kind)
+    result.coverage.candidate_cuts = g.plan.candidates
+    result.coverage.entered = g.plan.entered
+    if g.plan.kind.proof_first and options.shard is not None:
+        # A proof-first plan is a few passes: shard 0 gathers all of it as one process would,
+        # the others nothing, so that the merged shards are the unsharded audit.
+        if not leads(options.shard):
+            conclude(result)
+            result.seconds = time.perf_counter() - start
+            return result
+        g.options = replace(options, shard=None)
     _dynamic_evidence(g)
     _module_evidence(g)
     # what the subject learnt while running (e.g. a model that runs at one batch size only)
@@ -156,9 +188,10 @@ def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
     conclude(result)
     require_some_evidence(result, g.reasons)
     result.blame = locate(result, options.seed)  # nothing to do when it passed
-    result.coverage.exhaustive = (
-        options.exact or subject.n_positions <= options.policy.exhaustive_positions
-    ) and not result.coverage.budgeted
+    everything = g.plan.kind == PlanKind.EXHAUSTIVE or (
+        g.plan.kind == PlanKind.SAMPLED and len(g.plan.cuts) == subject.n_positions
+    )
+    result.coverage.exhaustive = everything and not result.coverage.budgeted
     if timing is not None:
         result.coverage.budget_seconds = options.budget
         result.coverage.forward_seconds = round(timing.forward, 6)
@@ -186,6 +219,11 @@ def _incremental_evidence(g: Gathering):
     )
     g.result.coverage.budgeted = g.result.coverage.budgeted or report.budgeted
     return report
+
+
+def _plans_by_proof(options: AuditOptions) -> bool:
+    """Whether a shard other than the first needs the certificate: to know the plan."""
+    return options.policy.proof_first and not options.exact and options.shard is not None
 
 
 def _dynamic_evidence(g: Gathering) -> None:
@@ -231,13 +269,20 @@ def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
     bytes one sample holds in a forward pass (measured, see :mod:`properties.subject.memory`)."""
     x = subject.draw_inputs(2, torch.Generator().manual_seed(seed))
     with model_mode(subject, train=False):
+        notes_of_pass: list[str | None] = []
+
+        def run() -> torch.Tensor:  # the outputs, for the measure to count
+            y, changed = forward_watching_input(subject, x, seed=seed)
+            notes_of_pass.append(changed)
+            return y
+
         try:
-            y, cost = measure(lambda: forward(subject, x, seed=seed))
+            y, cost = measure(run)
         except ModelError as exc:
             _dispatch_shy(subject, x, seed, exc)
             raise
+        note = notes_of_pass[0]
         check_outputs_finite(y)
-        note = check_input_untouched(subject, x, seed)
         if timing is not None:
             timing.forward = time_budget.measure_forward(
                 lambda: forward(subject, x[:1], seed=seed), 1
@@ -262,26 +307,16 @@ def _dispatch_shy(subject: Subject, x: torch.Tensor, seed: int, exc: ModelError)
     ) from None
 
 
-def stratified(n: int, count: int, seed: int) -> list[int]:
-    """``count`` positions out of ``n``, one drawn in each of ``count`` equal strata, plus the
-    first and the last (where edge effects live)."""
-    if count >= n:
-        return list(range(n))
-    generator = torch.Generator().manual_seed(seed)
-    edges = torch.linspace(0, n, count + 1).long()
-    picks = {0, n - 1}
-    for lo, hi in zip(edges[:-1].tolist(), edges[1:].tolist(), strict=True):
-        if hi > lo:
-            picks.add(lo + int(torch.randint(hi - lo, (1,), generator=generator)))
-    return sorted(picks)
-
-
 # ---------------------------------------------------------------------------------------------
 # Gradient evidence
 
 
 def _gradient_evidence(g: Gathering, mode: ModelMode) -> None:
     subject, result = g.subject, g.result
+    if not g.plan.map_rows:  # a proof-first plan leaves a big model's map to the bound
+        g.note(f"no dependency map ({g.plan.kind} plan): {g.plan.why_no_map}")
+        result.coverage.gradient[mode] = BY_BOUND
+        return
     probes, inputs = len(gradients.probe_positions(subject.grid)), g.policy.map_inputs
     if g.timing is not None:  # the probe rows on one input when all of them would not fit
         row = time_budget.VJP_FACTOR * g.timing.forward
@@ -443,23 +478,37 @@ def _map(subject: Subject, x: torch.Tensor, g: Gathering, probes: int) -> Depend
 # Perturbation evidence
 
 
-def _cuts(g: Gathering) -> list[int]:
-    """The cuts the sweep covers: every cut, a stratified sample, or what the budget affords."""
-    n, seed, policy, coverage = g.subject.n_positions, g.options.seed, g.policy, g.result.coverage
-    if g.options.exact or n <= policy.exhaustive_positions:
-        cut_list = list(range(n))
-    else:
-        cut_list = stratified(n, policy.sampled_cuts, seed + 1)
+def _cuts(g: Gathering) -> tuple[list[int], list[int]]:
+    """The cuts the sweep covers, the plan's, in its two rounds (the second is the directed
+    plan's rest of the candidates), within what the time budget affords."""
+    n, seed, coverage = g.subject.n_positions, g.options.seed, g.result.coverage
+    first, more = g.plan.cuts, list(g.plan.focus.more_cuts)
     if g.timing is not None:
         overhead = time_budget.NOISE_FLOOR_PASSES * g.timing.forward
         affordable = g.timing.affordable(
             time_budget.SWEEP_SHARE, g.timing.forward, overhead=overhead
         )
-        if affordable < len(cut_list):
-            cut_list = stratified(n, max(0, affordable - 2), seed + 1)
+        if affordable < len(first) + len(more):
             coverage.budgeted = True
-    coverage.cuts_stratified = coverage.cuts_stratified or len(cut_list) < n
-    return cut_list
+            if g.plan.kind.proof_first:
+                first = _within(first, affordable, seed)
+                more = _within(more, affordable - len(first), seed)
+            else:
+                first, more = stratified(n, max(0, affordable - 2), seed + 1), []
+    fewer = len(first) + len(more) < n
+    coverage.cuts_stratified = coverage.cuts_stratified or (
+        fewer and g.plan.kind != PlanKind.DIRECTED  # the directed plan's are the candidates
+    )
+    if g.plan.kind.proof_first:
+        coverage.cuts_planned = len(first) + len(more)
+    return first, more
+
+
+def _within(cuts: list[int], affordable: int, seed: int) -> list[int]:
+    """``cuts``, or a stratified sample of them when fewer are affordable."""
+    if affordable >= len(cuts):
+        return cuts
+    return stratified_among(cuts, max(0, affordable - 2), seed + 1) if affordable > 0 else []
 
 
 def _probe_indices(g: Gathering) -> dict[str, list[int]]:
@@ -475,7 +524,7 @@ def _probe_indices(g: Gathering) -> dict[str, list[int]]:
             if not g.options.exact and n > policy.exhaustive_positions:
                 count = policy.sampled_cuts
             if g.timing is not None:
-                count = min(count, len(_cuts(g)))
+                count = min(count, sum(len(cuts) for cuts in _cuts(g)))
             if count < len(indices):
                 picks = stratified(len(indices), count, g.options.seed + 3)
                 indices = [indices[i] for i in picks]
@@ -488,8 +537,10 @@ def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
     """The sweep (and, for the causality check, the Hypothesis search); in inference its
     forward passes also give the loss check's rows."""
     subject, options, result = g.subject, g.options, g.result
-    cut_list = _cuts(g)
+    cut_list, more = _cuts(g)
     probes = _probe_indices(g) if "causality" in options.checks else {}
+    cap = options.max_examples or hypothesis_settings.default.max_examples
+    examples = cap if g.plan.examples is None else min(cap, g.plan.examples)
     observers: list[LossRows] = []
 
     def observe(x, y_full, tolerance):
@@ -501,7 +552,7 @@ def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
         report = perturbation_evidence(
             subject,
             cut_list=cut_list,
-            max_examples=options.max_examples or hypothesis_settings.default.max_examples,
+            max_examples=examples,
             seed=options.seed,
             train=mode.training,
             shard=options.shard,
@@ -509,6 +560,7 @@ def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
             observe=observe if wants_loss else None,
             timing=g.timing,
             probes=probes,
+            focus=replace(g.plan.focus, more_cuts=tuple(more)),
         )
     if "causality" in options.checks:
         result.perturbations[mode] = report

@@ -1,18 +1,49 @@
 """What an audit is asked to do (:class:`AuditOptions`) and the coverage policy it follows
 (:class:`CoveragePolicy`): the one place the policy is stated.
 
-Coverage policy (the report's ``coverage`` says what was covered):
+Coverage policy: proof first (the report's ``coverage`` says what was covered and which evidence
+carried the verdict; :mod:`properties.auditing.evidence_plan` applies this policy).
 
-- Cuts: grids of up to ``exhaustive_positions`` positions get every cut swept; larger grids a
-  stratified sample of ``sampled_cuts`` cuts. The Hypothesis search always ranges over every cut.
-- Dependency map (gradients): every output when the colored map needs at most
-  ``max_map_passes`` passes (receptive fields small against the grid) or with ``exact``;
-  otherwise the probe outputs (on ``map_inputs`` inputs) plus a stratified sample of
-  ``sampled_outputs`` outputs (on ``sampled_inputs`` input when one float64 VJP holds more than
-  ``big_vjp`` bytes, as a language model's does).
-- Loss equivalence: read off the sweep's forward passes (its masked inputs are the sweep's), so
-  it covers the positions of the swept cuts.
-- The certificate: added to the default checks up to ``certificate_positions`` positions.
+The default audit (``checks=None``) runs the certificate first, up to ``certificate_positions``
+positions, and the certificate decides which dynamic evidence is gathered (the *plan*). Proof
+first leads causality alone: a subject with declared contracts besides causality (documents, a
+window, batch or padding independence) gets the *sampled* plan, whose probes and searches every
+clause reads (their own are not yet directed by the bound).
+
+- *confirmation* (the certificate proves the contract): the proof carries the verdict, and the
+  dynamic evidence confirms and cross-checks it: a stratified sample of cuts, one in each of
+  ``confirm_cuts`` strata plus the first and the last (their positions are the loss check's);
+  ``confirm_examples`` Hypothesis examples per search, over every cut and on the sweep's base
+  input (a proof holds for every input; a new one costs a pass); the map as in the sampled
+  plan (the whole colored map where it is cheap, so that the receptive field can be exact), but
+  none for a model whose float64 copy holds more than ``confirm_map_bytes`` (one float64 VJP of
+  a 124M-parameter model costs more than the whole confirmation: the bound stands for the map).
+  A dynamic dependency outside the bound is a soundness bug of the certificate: the audit fails.
+- *directed* (the certificate does not prove it): the bound's *candidate cuts*, where it admits
+  a pair the contract forbids (an input of a later rank; of the same rank too for ``current``),
+  direct the evidence. Of the candidates the sampled plan would sweep (all of them up to
+  ``exhaustive_positions``, else a stratified ``sampled_cuts``), the sweep takes a stratified
+  ``directed_cuts`` first, then the rest, and stops at the first stacked pass that shows a
+  forbidden change (the verdict is then decided). Each Hypothesis search draws its cuts among
+  its own candidates (none: no search): ``directed_examples`` forward passes, shrinking included,
+  once a forbidden change is found (the search then only makes it minimal), the profile's
+  examples otherwise. The map as in the confirmation. The report names the op and the module
+  where the future entered (the certificate's).
+- In both, the search for the present runs only where it can still tell something: when the
+  contract forbids the present, or when nothing has shown the present or the future yet (the
+  mode is then still open between strict and inclusive); and the samples' batch independence is
+  measured only where copies are stacked (always in training mode).
+- *sampled* (no proof to lead: ``checks`` without the certificate, the certificate unavailable,
+  or ``proof_first=False``): grids of up to ``exhaustive_positions`` positions get every cut
+  swept; larger grids a stratified sample of ``sampled_cuts`` cuts; the Hypothesis search ranges
+  over every cut. Dependency map: every output when the colored map needs at most
+  ``max_map_passes`` passes; otherwise the probe outputs (on ``map_inputs`` inputs) plus a
+  stratified sample of ``sampled_outputs`` outputs (on ``sampled_inputs`` input when one float64
+  VJP holds more than ``big_vjp`` bytes, as a language model's does).
+- *exhaustive* (``exact=True``): every cut, every output and every position, whatever the size;
+  the certificate still runs (up to ``certificate_positions``) and is cross-checked.
+- In every plan the loss equivalence is read off the sweep's forward passes (its masked inputs
+  are the sweep's), so it covers the positions of the swept cuts.
 - The incremental check (every way of running the model a chunk at a time gives the full
   pass's predictions): in the default checks only when the subject has a step hook of its own
   (``step=``, ``--step``): a model whose cached path is found by an adapter (Hugging Face,
@@ -22,23 +53,30 @@ Coverage policy (the report's ``coverage`` says what was covered):
   of the outputs' scale is rounding (in float64 on confirmation); unwritten cache slots hold
   ``incremental_poison`` (None: not poisoned).
 
-``exact=True`` covers every cut, every output and every position, whatever the size.
+The receptive field is reported "at most" (the bound) and "at least" (the measured rows), and
+"exact" only where a map of every output equals the bound. ``max_examples`` caps every search.
+The default audit of every registry model stays under 10 s on 2 cores
+(``benchmarks/bench_audit.py``); of GPT-2 small, at most 10 forward passes at 128 positions and
+20 at 1024 (``benchmarks/bench_default_audit.py``).
 
 With a time budget (``budget=`` seconds, ``--budget``) each of the above is an upper bound: the
 audit times one forward pass first and plans each phase within its share of the time left
 (:mod:`properties.auditing.time_budget`): the map's probe rows (fewer, and on one input, when
-they would not fit), then sampled outputs; a stratified sample of cuts; Hypothesis examples until
-the deadline. It ends within the budget (+10%).
+they would not fit), then sampled outputs; a stratified sample of the plan's cuts; Hypothesis
+examples until the deadline. It ends within the budget (+10%).
 
 Memory (``memory=`` GB, ``--memory``): every stacked pass holds as many copies as its measured
 cost allows (:mod:`properties.subject.memory`); default a quarter of the available memory, at
 most 1.5 GB (exactly 1.5 GB for shards, so that every shard cuts its chunks the same way).
 
-Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts and of the map's
-colors (or rows) (:mod:`properties.evidence.sharding`): exactly the forward passes the whole
-audit would run; shard 0 runs the search for future leaks, shard 1 (mod n) the one for the
-present. Every phase is cut in at least ``sharding.MIN_CHUNKS`` chunks where it has that many
-items, so that a small audit spreads over up to that many shards.
+Shards (``shard=(i, n)``): every shard runs the certificate (it decides the plan). A proof-first
+plan is a few forward passes: shard 0 gathers all of it, the others nothing. Otherwise shard
+``i`` runs every n-th chunk of the sweep's cuts and of the map's colors (or rows)
+(:mod:`properties.evidence.sharding`): exactly the forward passes the whole audit would run;
+shard 0 runs the search for future leaks, shard 1 (mod n) the one for the present. Every phase
+is cut in at least ``sharding.MIN_CHUNKS`` chunks where it has that many items, so that a small
+audit spreads over up to that many shards. Either way the merged shards are the unsharded
+audit, bit for bit.
 """
 
 from dataclasses import dataclass, field, fields
@@ -54,14 +92,22 @@ STATIC = CHECKS[:5]  # the default checks up to certificate_positions
 
 @dataclass(frozen=True)
 class CoveragePolicy:
-    """How much of each kind of evidence a default audit gathers (see the module's docstring).
-    The numbers keep every registry model's default audit under 10 s on 2 cores
-    (``benchmarks/bench_audit.py``)."""
+    """How much of each kind of evidence a default audit gathers, by plan (see the module's
+    docstring, which states the policy these numbers parametrize)."""
 
-    # The default audit adds the certificate up to this many positions: it costs a few forward
-    # passes (a boolean product per attention layer, a convolution of N summaries per conv
-    # layer), which stays within the default audit's budget there; beyond, ask for it.
+    # The default audit adds the certificate up to this many positions: it costs about two
+    # forward passes at 128 and 1024 positions (GPT-2 small), and the dense summaries of today's
+    # tracer grow as positions x inputs; see docs/DESIGN.md ("Coverage policy") for the
+    # measurements behind this number.
     certificate_positions: int = 1024
+    # The certificate leads (the confirmation and directed plans); False: the sampled plan.
+    proof_first: bool = True
+    # strata of the stratified samples of cuts (the first and the last cut come on top)
+    confirm_cuts: int = 1
+    confirm_examples: int = 2  # per search
+    confirm_map_bytes: int = 256 << 20  # no map rows for a model whose float64 copy is bigger
+    directed_cuts: int = 6
+    directed_examples: int = 4  # forward passes of a search once the leak is found
     exhaustive_positions: int = 1024
     sampled_cuts: int = 256
     max_map_passes: int = 160

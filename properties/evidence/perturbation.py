@@ -33,6 +33,7 @@ from random import Random
 
 import torch
 from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
 from properties import progress
@@ -105,6 +106,12 @@ def _first_set(values):
     return next((v for v in values if v), values[0])
 
 
+def _all_measured(values):
+    """Every shard's samples independent (None: no shard measured it)."""
+    measured = [v for v in values if v is not None]
+    return all(measured) if measured else None
+
+
 def _combined(how, default):
     """A report's scalar field, and how the shards' values of it combine into the whole's."""
     return field(default=default, metadata={"merge": how})
@@ -132,7 +139,8 @@ class PerturbationReport:
     train: bool = _combined(_first_set, False)  # gathered in training mode
     noise_floor: float = _combined(max, 0.0)
     tolerance: float = _combined(max, 0.0)
-    batch_independent: bool = _combined(all, True)
+    # None: not measured (nothing was stacked, see Focus.interaction)
+    batch_independent: bool | None = _combined(_all_measured, True)
     cuts_swept: int = _combined(sum, 0)
     examples: int = _combined(sum, 0)
     rounding: int = _combined(sum, 0)  # float32 changes dismissed as rounding
@@ -161,7 +169,7 @@ class PerturbationReport:
 
     def notes(self, train: bool) -> list[str]:
         notes = []
-        if not self.batch_independent:
+        if self.batch_independent is False:
             notes.append(
                 "predictions depend on the other samples of the batch"
                 + (" (expected in training mode)" if train else "")
@@ -369,10 +377,14 @@ class Runner:
             self._double.tolerance = SAFETY * self._double.noise_floor(2)[0]
         return self._double
 
-    def noise_floor(self, copies: int, *, stacked: bool = True) -> tuple[float, bool]:
+    def noise_floor(
+        self, copies: int, *, stacked: bool = True, interaction: bool = True
+    ) -> tuple[float, bool | None]:
         """See :func:`measure_noise_floor` (at the first pool)."""
         x, y0 = self.pool(0)
-        return measure_noise_floor(self.subject, x, y0, copies, seed=self.seed, stacked=stacked)
+        return measure_noise_floor(
+            self.subject, x, y0, copies, seed=self.seed, stacked=stacked, interaction=interaction
+        )
 
 
 def measure_noise_floor(
@@ -383,9 +395,11 @@ def measure_noise_floor(
     *,
     seed: int,
     stacked: bool = True,
-) -> tuple[float, bool]:
+    interaction: bool = True,
+) -> tuple[float, bool | None]:
     """The noise floor of ``subject`` at ``x`` (whose outputs are ``y0``), and whether its
-    samples are independent of each other.
+    samples are independent of each other (None when ``interaction`` is false and nothing is
+    stacked: not measured, two passes of two samples saved).
 
     The floor is the largest difference between two runs of ``x`` and, when the caller will
     stack copies (``stacked``), between ``x`` alone and ``x`` stacked 2 and ``copies`` times:
@@ -398,6 +412,8 @@ def measure_noise_floor(
         return forward(subject, inputs, seed=seed).detach()
 
     floor = _changes(y0, run(x)).max()
+    if not (interaction or stacked):
+        return float(floor), None
     alongside_self, independent = batch_interaction(subject, x, seed=seed)
     if stacked and independent:
         floor = torch.maximum(floor, _changes(y0, alongside_self).max())
@@ -574,27 +590,35 @@ def hypothesis_search(
     seed: int,
     train: bool = False,
     over=None,
+    cuts: list[int] | None = None,
+    pools: int = strategies.POOLS,
 ) -> tuple[Violation | None, Perturbation | None, int]:
     """Find, then shrink, a perturbation that shows a ``kind`` violation ("future"/"present":
     causality's cuts; "document", "window": the probes of those clauses).
 
     Returns the violation (output, localized input, effect), the minimal perturbation and the
     number of examples tried. ``over()``: true once the time budget is spent; the search then
-    stops trying new examples (a shrink in progress keeps what it has).
+    stops trying new examples (a shrink in progress keeps what it has). ``cuts``: the ranks the
+    search draws its cut among (shrinking towards the first); default every cut. ``pools``: the
+    pools of base inputs it draws from.
     """
     subject = runner.subject
     kind = Kind(kind)
     family = next(f for f, k in SEARCHES if k == kind)
     calls = [0]
+    answers: dict[Perturbation, bool] = {}  # Hypothesis replays the minimal example at the end
 
     def shows_violation(p: Perturbation) -> bool:
+        if p in answers:  # the same answer again, even past the deadline: never flaky
+            return answers[p]
         if over is not None and over():
             return False
         calls[0] += 1
         progress.advance()
         changes, x1, y1 = runner.evaluate(p)
         moved = _moved(subject, changes, p, kind, runner.tolerance)
-        return len(runner.genuine(p.pool, x1, changes, moved, y1)) > 0
+        answers[p] = len(runner.genuine(p.pool, x1, changes, moved, y1)) > 0
+        return answers[p]
 
     config = settings(
         max_examples=max_examples,
@@ -604,8 +628,9 @@ def hypothesis_search(
         suppress_health_check=list(HealthCheck),
     )
     try:
+        cut = None if cuts is None else st.sampled_from(sorted(cuts))
         p = find(
-            strategies.perturbations(subject, family=family),
+            strategies.perturbations(subject, cut=cut, pools=pools, family=family),
             shows_violation,
             settings=config,
             random=Random(seed),
@@ -660,6 +685,50 @@ def _localize(runner: Runner, p: Perturbation, x1: torch.Tensor, output: int, ov
 # Putting it together
 
 
+@dataclass(frozen=True)
+class Focus:
+    """Where an evidence plan points the perturbations (:mod:`properties.auditing.evidence_plan`);
+    the default looks everywhere, as the sampled plan does.
+
+    A *forbidden* change is one the contract forbids: at an output of a lower rank than the cut
+    (the future), and for a ``current`` subject at the cut's own output too (the present)."""
+
+    more_cuts: tuple[int, ...] = ()  # swept after ``cut_list``, unless it showed a forbidden change
+    stop_at_forbidden: bool = False  # the sweep ends at the first chunk that shows one
+    # per search, the cuts it draws among (absent: every cut; empty: the search does not run)
+    search_cuts: dict[Kind, tuple[int, ...]] = field(default_factory=dict)
+    # forward passes a search may spend (shrinking included) once a forbidden change is found:
+    # its only job is then to make the counterexample minimal
+    after_leak: int | None = None
+    # search for the present only where it can still tell something: the contract forbids it, or
+    # nothing has shown the present or the future yet (the mode is open)
+    present_if_open: bool = False
+    # measure whether samples interact even where no copies are stacked (the report's
+    # batch_independent); where they are stacked it is always measured
+    interaction: bool = True
+    pools: int = strategies.POOLS  # pools of base inputs the searches draw from
+
+
+EVERYWHERE = Focus()
+
+
+def forbidden_kinds(subject: Subject) -> tuple[Kind, ...]:
+    """The kinds of change the subject's contract forbids."""
+    return (Kind.FUTURE, Kind.PRESENT) if subject.predicts == "current" else (Kind.FUTURE,)
+
+
+def _shows_forbidden(subject: Subject, report: "PerturbationReport") -> bool:
+    kinds = forbidden_kinds(subject)
+    return any(kind in kinds for _, _, kind in report.sweep.values()) or any(
+        v.kind in kinds for v in report.found
+    )
+
+
+def _mode_open(report: "PerturbationReport") -> bool:
+    """Nothing has shown the present or the future yet."""
+    return not report.sweep and not report.found
+
+
 def perturbation_evidence(
     subject: Subject,
     *,
@@ -672,13 +741,15 @@ def perturbation_evidence(
     observe=None,
     timing=None,
     probes: dict[str, list[int]] | None = None,
+    focus: Focus = EVERYWHERE,
 ) -> PerturbationReport:
     """Sweep the given cuts, then (``search``) let Hypothesis search and shrink, in one mode. A
     ``shard`` sweeps its chunks of cuts only; the search for future leaks runs on shard 0, the
     one for the present on shard 1 (mod n). ``observe``: a callable made with the pool and its
     outputs, ``observe(x, y0)``, that returns the sweep's observer (see :func:`sweep`).
     ``timing``: the audit's time budget (:class:`~properties.auditing.time_budget.Plan`): the
-    searches try the examples it affords and stop at its deadline.
+    searches try the examples it affords and stop at its deadline. ``focus``: where a plan
+    points the sweep and the causality searches (:class:`Focus`).
 
     ``probes``: the indices to sweep of the contract's other probe families (``documents``,
     ``window``); with ``search``, each of the contract's searches runs on one shard (the batch
@@ -690,18 +761,21 @@ def perturbation_evidence(
     runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
     contract = subject.contract
     report = PerturbationReport(train=train)
-    copies = chunk_copies(runner, len(cut_list))
-    floor, independent = runner.noise_floor(copies, stacked=not train)
+    copies = chunk_copies(runner, len(cut_list) + len(focus.more_cuts))
+    # where nothing is stacked (and in inference) the floor is run-to-run only, when asked
+    measured = focus.interaction or train or copies > 1
+    floor, independent = runner.noise_floor(
+        copies, stacked=measured and not train, interaction=measured
+    )
     runner.tolerance = SAFETY * floor
     report.noise_floor, report.tolerance = floor, runner.tolerance
     report.batch_independent = independent
-    batched = independent and not train
+    batched = bool(independent) and not train
     observer = None if observe is None else observe(*runner.pool(0), runner.tolerance)
     per_chunk = copies if batched else 1
-    report.cuts_swept = len(share(cut_list, per_chunk, shard))
-    progress.phase("sweep", report.cuts_swept)
     in_sweep = observer if contract.only_causal else None  # its cuts are the loss's masks
-    report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=in_sweep)
+    _sweep_rounds(runner, report, [cut_list, list(focus.more_cuts)], per_chunk, shard, in_sweep,
+                  focus)
     for family, indices in (probes or {}).items():
         report.swept[family] = len(share(indices, per_chunk, shard))
         progress.phase(f"sweep: {family}", report.swept[family])
@@ -711,31 +785,78 @@ def perturbation_evidence(
         )
     if observer is not None and not contract.only_causal:
         loss_sweep(runner, cut_list, observer, per_chunk=per_chunk, shard=shard)
-    searches = contract.searches()
-    kinds = [k for i, k in enumerate(searches) if shard is None or i % shard[1] == shard[0]]
-    if timing is not None and search:
-        max_examples = min(max_examples, timing.search_examples(len(kinds)))
-    over = None if timing is None else timing.over
-    for family, kind in kinds if search else ():
-        if family in ("batch", "padding"):
-            _sample_evidence(runner, report, family, max_examples, seed, over)
-            continue
-        if max_examples <= 0:
-            continue
-        progress.phase(f"hypothesis: {kind}", max_examples)
-        found, p, n = hypothesis_search(
-            runner, kind, max_examples=max_examples, seed=seed, train=train, over=over
-        )
-        report.examples += n
-        if found is not None:
-            report.found.append(found)
-            report.counterexamples[kind] = p
+    if search:
+        _searches(runner, report, max_examples, seed, train, shard, timing, focus)
     report.rounding = runner.rounding
     report.unconfirmed = runner.unconfirmed
     report.at_rounding = runner.jitter.count
     report.rounding_effect, report.rounding_scale = runner.jitter.effect, runner.jitter.scale
     report.dtype = str(subject.dtype).replace("torch.", "")
     return report
+
+
+def _sweep_rounds(runner, report, rounds, per_chunk, shard, observer, focus) -> None:
+    """The sweep, round after round; with ``focus.stop_at_forbidden`` it ends at the first
+    chunk that shows a forbidden change, else a later round only runs while none is shown."""
+    subject = runner.subject
+    planned = sum(len(share(r, per_chunk, shard)) for r in rounds)
+    progress.phase("sweep", planned)
+    if not focus.more_cuts and not focus.stop_at_forbidden:  # one round: the plain sweep
+        report.cuts_swept = planned
+        report.sweep = sweep(runner, rounds[0], per_chunk=per_chunk, shard=shard, observe=observer)
+        return
+    for cuts in rounds:
+        if _shows_forbidden(subject, report):
+            break
+        for chunk in chunked(cuts, per_chunk, shard):
+            found = sweep(runner, chunk, per_chunk=len(chunk), observe=observer)
+            for t, (cut, effect, kind) in found.items():
+                _record(report.sweep, t, cut, effect, kind)
+            report.cuts_swept += len(chunk)
+            if focus.stop_at_forbidden and _shows_forbidden(subject, report):
+                return
+
+
+def _searches(runner, report, max_examples, seed, train, shard, timing, focus) -> None:
+    """The contract's Hypothesis searches, this shard's: causality's future, then its present,
+    then the other clauses' (the batch and padding checks run their own, :mod:`.batch`,
+    :mod:`.padding`)."""
+    subject = runner.subject
+    searches = subject.contract.searches()
+    kinds = [k for i, k in enumerate(searches) if shard is None or i % shard[1] == shard[0]]
+    kinds = [(f, k) for f, k in kinds if focus.search_cuts.get(k, True)]  # empty: no search
+    if timing is not None:
+        max_examples = min(max_examples, timing.search_examples(len(kinds)))
+    for family, kind in kinds:
+        if family in ("batch", "padding"):
+            over = None if timing is None else timing.over
+            _sample_evidence(runner, report, family, max_examples, seed, over)
+            continue
+        if max_examples <= 0:
+            continue
+        if (
+            kind == Kind.PRESENT
+            and focus.present_if_open
+            and kind not in forbidden_kinds(subject)
+            and not _mode_open(report)
+        ):
+            continue  # the sweep or the future search has settled what the present could
+        examples, over = max_examples, None if timing is None else timing.over
+        if focus.after_leak is not None and _shows_forbidden(subject, report):
+            examples = min(examples, focus.after_leak)
+            over = _capped(examples, over)
+        if examples <= 0:
+            continue
+        progress.phase(f"hypothesis: {kind}", examples)
+        cuts = focus.search_cuts.get(kind)
+        found, p, n = hypothesis_search(
+            runner, kind, max_examples=examples, seed=seed, train=train, over=over,
+            cuts=None if cuts is None else list(cuts), pools=focus.pools,
+        )
+        report.examples += n
+        if found is not None:
+            report.found.append(found)
+            report.counterexamples[kind] = p
 
 
 def _sample_evidence(runner: Runner, report, family: str, max_examples: int, seed: int, over):
@@ -779,3 +900,15 @@ def loss_sweep(runner: Runner, cut_list: list[int], observer, *, per_chunk: int,
             genuine = set(runner.genuine(0, x1, changes, moved, y).tolist())
             for convention, position in targets:
                 observer.take(convention, position, y, genuine)
+
+
+def _capped(passes: int, then=None):
+    """An ``over()`` that is true after ``passes`` calls (each precedes a forward pass of the
+    search: an example, a shrink step, a localization), or when ``then()`` is."""
+    calls = [0]
+
+    def over() -> bool:
+        calls[0] += 1
+        return calls[0] > passes or (then is not None and then())
+
+    return over

@@ -44,13 +44,15 @@ def perturbations(
     kinds: tuple[str, ...] | None = None,
     cut=None,
     family: str = "causality",
+    pools: int = POOLS,
 ):
     """Perturbations of ``subject``'s inputs at and after a cut (for the contract's other probe
     families, ``family``: the probes of that clause, by index, e.g. a document).
 
     Draw order matters for shrinking: the cut first (a failure shrinks to the earliest cut),
     then the kind (``add``, the gentlest, first), then the magnitude (the smallest first).
-    ``cut`` may be a strategy of ranks (default: :func:`cuts`).
+    ``cut`` may be a strategy of ranks (default: :func:`cuts`). ``pools``: how many pools of
+    base inputs to draw from (each new one costs a forward pass of the model).
     """
     _check_subject(subject)
     if family != "causality" and cut is None:
@@ -66,6 +68,8 @@ def perturbations(
         raise InvalidArgument(
             f"need 0 < min_magnitude={min_magnitude} <= max_magnitude={max_magnitude}"
         )
+    if not 1 <= pools <= POOLS:
+        raise InvalidArgument(f"need 1 <= pools={pools} <= {POOLS}")
     magnitudes = [m for m in MAGNITUDES if min_magnitude <= m <= max_magnitude] or [min_magnitude]
     drawn = st.builds(
         Perturbation,
@@ -73,7 +77,7 @@ def perturbations(
         kind=st.sampled_from(kinds),
         magnitude=st.sampled_from(magnitudes),
         seed=st.integers(0, 2**31 - 1),
-        pool=st.integers(0, POOLS - 1),
+        pool=st.integers(0, pools - 1),
     )
     if family == "causality":
         return drawn

@@ -553,9 +553,14 @@ def render_text(
     rf = data["receptive_field"]
     if rf:
         holes = "" if rf["holes"] is None else f", holes {rf['holes']}"
+        dmap = result.dependency_map
+        rows = len(dmap.outputs) if dmap is not None else s.n_positions
+        # measured rows give a lower bound; the certificate's line gives the upper one
+        least = "at least " if rows < s.n_positions else ""
+        measured = f"measured on {rows} of {s.n_positions} outputs; " if least else ""
         lines.append(
-            f"  receptive field: size {rf['size']}, span {rf['span']}{holes} "
-            f"(output {rf['position']}; furthest reach of any output {rf['max_span']})"
+            f"  receptive field: {least}size {rf['size']}, span {rf['span']}{holes} "
+            f"({measured}output {rf['position']}; furthest reach of any output {rf['max_span']})"
         )
     if data["blind_spot"]:
         b = data["blind_spot"]
@@ -701,14 +706,27 @@ def _evidence_line(coverage: dict, floor) -> str:
 
 
 def coverage_line(coverage: dict) -> str:
-    """What was covered, in one line: "swept 212 of 1024 cuts, stratified; Hypothesis 180
-    examples; map: 40 outputs" (and the budget, when one was given), from the JSON coverage."""
+    """What was covered, in one line, and which evidence carried the verdict: "swept 212 of 1024
+    cuts, stratified; Hypothesis 180 examples; map: 40 outputs" (and the budget, when one was
+    given), led by "proved by the certificate; confirmed by: " or "not proved: directed by the
+    bound's 40 candidate cuts ..." under a proof-first plan, from the JSON coverage."""
     parts = []
+    plan = coverage.get("plan")
     for mode, p in _by_mode(coverage, "perturbation"):
         if isinstance(p, str):
             continue
         how = ", stratified" if coverage.get("cuts_stratified") else ""
         where = "" if mode == ModelMode.EVAL else f" ({mode.label})"
+        if plan == "directed":
+            planned = coverage.get("cuts_planned")
+            stopped = planned is not None and p["cuts_swept"] < planned
+            parts.append(
+                f"swept {p['cuts_swept']} of them"
+                + (", stopped at a forbidden change" if stopped else "")
+                + where
+            )
+            parts.append(f"Hypothesis {p['hypothesis_examples']} examples among them{where}")
+            continue
         parts.append(f"swept {p['cuts_swept']} of {p['cuts_total']} cuts{how}{where}")
         parts.append(f"Hypothesis {p['hypothesis_examples']} examples{where}")
     for mode, g in _by_mode(coverage, "gradient"):
@@ -721,7 +739,24 @@ def coverage_line(coverage: dict) -> str:
         parts.append(f"within a budget of {coverage['budget_seconds']:g} s")
     elif coverage.get("exhaustive"):
         parts.append("exhaustive")
-    return "; ".join(parts)
+    return _carried(coverage) + "; ".join(parts)
+
+
+def _carried(coverage: dict) -> str:
+    """How a proof-first plan's coverage line begins: which evidence carried the verdict."""
+    plan, by = coverage.get("plan"), coverage.get("verdict_by")
+    if plan == "confirmation":
+        if by == "certificate":
+            return "proved by the certificate; confirmed by: "
+        return "proved by the certificate, REFUTED by the dynamic evidence: "
+    if plan == "directed":
+        entered = coverage.get("entered")
+        where = f", the future entering at {entered}" if entered else ""
+        return (
+            f"not proved; the dynamic evidence decides, directed by the bound's "
+            f"{coverage.get('candidate_cuts')} candidate cuts{where}: "
+        )
+    return ""
 
 
 def _certificate_cell(c: dict | None) -> str:

@@ -95,21 +95,31 @@ def float64_copy(subject: Subject) -> tuple[Subject, str | None]:
     return subject.with_model(double), None
 
 
+INPUT_CHANGED = "the model changes its input in place (the audit passes it a fresh copy each time)"
+
+
 def check_input_untouched(subject: Subject, x: torch.Tensor, seed: int) -> str | None:
     """Run once and report whether the model changed its input in place.
 
     Every check passes a fresh copy to the model, so such a model is still audited correctly;
     the note tells the user their model mutates what it is given.
     """
+    return forward_watching_input(subject, x, seed=seed)[1]
+
+
+def forward_watching_input(
+    subject: Subject, x: torch.Tensor, *, seed: int
+) -> tuple[torch.Tensor, str | None]:
+    """:func:`forward` (no autograd), and the note of :func:`check_input_untouched`: one pass
+    for both (the audit's first pass)."""
     native = subject.native_input(x.to(subject.device))
     if not subject.tokens:
         native = native.to(subject.dtype)
+    native = native.clone()  # the model's own tensor, as Subject.__call__ gives it
     before = native.clone()
     with seeded(subject, seed), torch.no_grad():
-        subject.call_native(native)
-    if not torch.equal(before, native):
-        return "the model changes its input in place (the audit passes it a fresh copy each time)"
-    return None
+        y = subject.canonical_output(subject.call_native(native), x.shape[0])
+    return y, (INPUT_CHANGED if not torch.equal(before, native) else None)
 
 
 def check_outputs_finite(y: torch.Tensor, what: str = "outputs") -> None:

@@ -3,6 +3,7 @@
 import io
 import json
 import time
+from dataclasses import replace
 
 import pytest
 import torch
@@ -11,6 +12,8 @@ from torch import nn
 from properties import audit, cli, make_subject
 from properties import progress as bars
 from properties.auditing import time_budget as plan
+from properties.auditing.evidence_plan import stratified
+from properties.auditing.options import DEFAULT_POLICY, DYNAMIC
 from properties.errors import AdapterError
 from properties.evidence.perturbation import Runner, chunk_copies
 from properties.extra.architectures import Architecture, PlantedLeak
@@ -57,9 +60,15 @@ def test_the_plan_follows_the_measured_cost_per_pass():
 
 def test_without_a_budget_the_policy_is_unchanged():
     subject = make_subject(Architecture(1, (2, 2), (1, 2)).build(), grid=(40,), layout="BCT")
-    result = audit(subject, max_examples=10)
-    assert result.coverage.exhaustive and result.coverage.budget_seconds is None
-    assert result.perturbations["eval"].cuts_swept == 40
+    result = audit(subject, max_examples=10)  # proof first: the confirmation's cuts
+    cov = result.coverage
+    assert cov.plan == "confirmation" and not cov.budgeted and cov.budget_seconds is None
+    assert result.perturbations["eval"].cuts_swept == len(
+        stratified(40, DEFAULT_POLICY.confirm_cuts, 1)
+    )
+    sampled = audit(subject, max_examples=10, policy=replace(DEFAULT_POLICY, proof_first=False))
+    assert sampled.coverage.exhaustive and sampled.coverage.budget_seconds is None
+    assert sampled.perturbations["eval"].cuts_swept == 40
 
 
 def test_a_budget_still_catches_a_leak():
@@ -158,7 +167,7 @@ def test_cli_progress_off_when_stderr_is_not_a_terminal(tmp_path, capsys):
 
 def test_json_summarizes_per_position_lists(tmp_path, capsys):
     small, full = tmp_path / "small.json", tmp_path / "full.json"
-    argv = ["audit", "zoo:nettoy1d", "--max-examples", "5", "--quiet"]
+    argv = ["audit", "zoo:nettoy1d", "--max-examples", "5", "--quiet", "--exact"]  # 64 rows
     assert cli.main([*argv, "--json", str(small)]) == 0
     assert cli.main([*argv, "--json", str(full), "--json-full"]) == 0
     a = json.loads(small.read_text())["loss_equivalence"]
@@ -201,7 +210,9 @@ def _report(path):
     ],
 )
 def test_cli_shards_merge_into_the_unsharded_report(target, tmp_path, capsys):
-    argv = ["audit", *target, "--max-examples", "10", "--quiet"]
+    # --exact: the sweep and the map split over the shards (a proof-first plan is gathered
+    # whole by shard 0: tests/auditing/test_proof_first.py)
+    argv = ["audit", *target, "--max-examples", "10", "--quiet", "--exact"]
     whole = tmp_path / "whole.json"
     code = cli.main([*argv, "--json", str(whole)])
     parts = [tmp_path / f"part{i}.json" for i in range(3)]
@@ -237,6 +248,9 @@ def test_merge_refuses_incomplete_or_foreign_parts(tmp_path, capsys):
 def test_report_line_names_the_coverage():
     subject = make_subject(Architecture(1, (2, 2), (1, 2)).build(), grid=(24,), layout="BCT")
     text = render_text(audit(subject, max_examples=5), "net")
+    swept = len(stratified(24, DEFAULT_POLICY.confirm_cuts, 1))
+    assert f"coverage: proved by the certificate; confirmed by: swept {swept} of 24 cuts, " in text
+    text = render_text(audit(subject, max_examples=5, checks=DYNAMIC), "net")  # no proof
     assert "coverage: swept 24 of 24 cuts; Hypothesis" in text
     assert torch.is_tensor(subject.ranks)
 

@@ -83,9 +83,11 @@ def test_default_checks_add_the_certificate_up_to_its_grid_size():
 
 
 def test_a_small_audit_covers_everything_and_says_so():
+    """--exact: every cut, output and position (the default audit leads with the proof and
+    confirms it: tests/auditing/test_proof_first.py)."""
     n = 12
     s = taps_subject("neither", n, predicts="current")
-    result = audit(s, max_examples=5)
+    result = audit(s, max_examples=5, exact=True)
     dmap = result.maps["eval"]
     assert result.coverage == Coverage(
         gradient={"eval": MapCoverage(n, n, dmap.method, dmap.passes, DEFAULT_POLICY.map_inputs)},
@@ -93,6 +95,8 @@ def test_a_small_audit_covers_everything_and_says_so():
         loss_total=n,
         loss_convention="current",
         exhaustive=True,
+        plan="exhaustive",
+        verdict_by="dynamic",
     )
     assert dmap.method == "colored" and len(dmap.outputs) == n
     assert result.perturbations["eval"].cuts_swept == n
@@ -106,7 +110,9 @@ def test_a_small_audit_covers_everything_and_says_so():
 def test_the_certificate_alone_runs_no_model_evidence():
     result = audit(taps_subject("future", 12, predicts="next"), checks=["certificate"])
     assert (result.maps, result.perturbations, result.losses) == ({}, {}, {})
-    assert (result.coverage, result.sample_bytes, result.mode) == (Coverage(), 0, None)
+    assert (result.coverage, result.sample_bytes, result.mode) == (
+        Coverage(verdict_by="certificate"), 0, None
+    )
     assert result.certificate.mode == "none" and not result.passed
     assert result.seconds > 0
     proved = audit(taps_subject("neither", 12, predicts="current"), checks=["certificate"])
@@ -130,7 +136,8 @@ def test_training_mode_gathers_both_modes_and_the_loss_in_inference_only():
     loss_only = audit(s, checks=["loss"], train=True, max_examples=5)
     assert (loss_only.maps, loss_only.perturbations) == ({}, {})
     assert loss_only.loss.holds and loss_only.coverage == Coverage(
-        loss_checked=12, loss_total=12, loss_convention="current", exhaustive=True
+        loss_checked=12, loss_total=12, loss_convention="current", exhaustive=True,
+        plan="sampled", verdict_by="dynamic",
     )
     field_only = audit(s, checks=["receptive_field"], max_examples=5)
     assert set(field_only.maps) == {"eval"} and field_only.perturbations == {}
@@ -446,7 +453,8 @@ def test_a_budgeted_audit_reports_its_budget_and_forward_cost():
     cov = result.coverage
     assert cov.budget_seconds == 120.0 and isinstance(cov.budget_seconds, float)
     assert 0 < cov.forward_seconds == round(cov.forward_seconds, 6) < 1
-    assert cov.exhaustive is True and not cov.budgeted
+    # an ample budget cuts nothing from the plan (the confirmation of the proof)
+    assert cov.plan == "confirmation" and not cov.budgeted
     assert (result.mode, result.passed) == ("strict", True)
 
 
@@ -477,7 +485,8 @@ def test_validation_runs_one_batch_of_two_in_inference():
     model.inputs.clear()
     notes = []
     sample_bytes = gather.validate(s, 3, notes)
-    assert model.calls == [(2, False), (2, False)] and notes == []
+    # one pass measures the sample and checks the input is untouched
+    assert model.calls == [(2, False)] and notes == []
     assert model.training  # the model's own mode is given back
     x = s.draw_inputs(2, torch.Generator().manual_seed(3))
     assert torch.allclose(model.inputs[0].double(), x.double(), atol=1e-6)
@@ -488,7 +497,7 @@ def test_validation_runs_one_batch_of_two_in_inference():
     model.calls.clear()
     timing = FixedPlan(left=10.0, forward=0.0)
     gather.validate(s, 3, notes, timing)
-    assert model.calls == [(2, False), (2, False), (1, False), (1, False)]
+    assert model.calls == [(2, False), (1, False), (1, False)]
     assert 0 < timing.forward < 1
 
 

@@ -34,6 +34,20 @@ def gpt2_sdpa() -> GPT2LMHeadModel:
     return gpt2("sdpa")
 
 
+def gpt2_leaky(layer: int = 1) -> GPT2LMHeadModel:
+    """The 2-layer GPT-2 with one layer's attention made bidirectional (see
+    :func:`gpt2_small_leaky`): a positive control the default audit must fail."""
+    return _bidirectional(gpt2(), layer)
+
+
+def _bidirectional(model: GPT2LMHeadModel, layer: int) -> GPT2LMHeadModel:
+    """A planted leak: layer ``layer``'s self-attention without its causal mask. With SDPA and no
+    padding mask, transformers asks the attention module itself (``is_causal``) whether to mask;
+    the bug is a layer that says no (a copied encoder block, a mask flag flipped by a refactor)."""
+    model.transformer.h[layer].attn.is_causal = False
+    return model
+
+
 def bert(attn_implementation: str = "sdpa", is_decoder: bool = False) -> BertModel:
     """A 2-layer BERT encoder: bidirectional attention, every output sees every token."""
     torch.manual_seed(0)
@@ -71,6 +85,13 @@ def gpt2_small(attn_implementation: str = "sdpa") -> GPT2LMHeadModel:
 
 def gpt2_small_eager() -> GPT2LMHeadModel:
     return gpt2_small("eager")
+
+
+def gpt2_small_leaky(layer: int = 5) -> GPT2LMHeadModel:
+    """GPT-2 small with one layer's mask made bidirectional (layer 5 of 12): every prediction
+    sees every token through that layer; the planted leak of ``benchmarks/bench_default_audit.py``.
+    """
+    return _bidirectional(gpt2_small(), layer)
 
 
 def llama_small(attn_implementation: str = "sdpa"):
