@@ -82,13 +82,20 @@ def relative(path: str, root: str | None = None) -> str:
     entry it was imported from: ``transformers/models/gpt2/modeling_gpt2.py``."""
     base = os.path.abspath(root or os.getcwd())
     path = os.path.abspath(path)
-    if path.startswith(base + os.sep):
+    # a virtual environment inside the project is not the project: its libraries are named
+    # from their import root, as anywhere else
+    installed = _INSTALLED & set(path.split(os.sep))
+    if path.startswith(base + os.sep) and not (root is None and installed):
         return os.path.relpath(path, base)
     if root is None:
         for entry in sorted((os.path.abspath(e) for e in sys.path if e), key=len, reverse=True):
-            if path.startswith(entry + os.sep) and not base.startswith(entry + os.sep):
+            inside = base.startswith(entry + os.sep) or entry == base
+            if path.startswith(entry + os.sep) and (installed or not inside):
                 return os.path.relpath(path, entry)
     return path
+
+
+_INSTALLED = {"site-packages", "dist-packages"}  # where installed libraries live
 
 
 def is_model_code(path: str) -> bool:

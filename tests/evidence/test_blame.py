@@ -146,3 +146,18 @@ def test_an_installed_librarys_file_is_named_from_its_import_root(tmp_path):
     assert blame.relative(__file__, root=repo) == os.path.join("tests", "evidence",
                                                                "test_blame.py")
     assert blame.relative(__file__, root=str(tmp_path)) == os.path.abspath(__file__)
+
+
+def test_a_library_in_a_virtual_environment_inside_the_project_is_named_from_its_import_root(
+    tmp_path, monkeypatch
+):
+    """CI's ``.venv`` lies under the working directory; its libraries are still libraries."""
+    site = tmp_path / ".venv" / "lib" / "python3.11" / "site-packages"
+    module = site / "pkg" / "layers.py"
+    module.parent.mkdir(parents=True)
+    module.write_text("x = 1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [str(tmp_path), str(site)])
+    assert blame.relative(str(module)) == os.path.join("pkg", "layers.py")
+    own = tmp_path / "model.py"  # the project's own file: relative to the project
+    assert blame.relative(str(own)) == "model.py"
