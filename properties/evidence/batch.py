@@ -25,12 +25,13 @@ from dataclasses import dataclass, field
 from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.evidence.replacements import MAGNITUDES, Perturbation, kinds_for, replace_where
+from properties.evidence.searching import find_detached
 from properties.subject.calls import forward
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, Source, Violation
@@ -230,7 +231,7 @@ def _search(samples: Samples, findings: SampleFindings, max_examples, seed, trai
         suppress_health_check=list(HealthCheck),
     )
     try:
-        p = find(batch_perturbations(subject), shows, settings=config, random=Random(seed))
+        p = find_detached(batch_perturbations(subject), shows, settings=config, random=Random(seed))
     except NoSuchExample:
         findings.examples += calls[0]
         return

@@ -41,12 +41,13 @@ from dataclasses import dataclass, field
 from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.errors import AdapterError, AuditError, ModelError, describe
 from properties.evidence.schedules import Schedule, fixed_schedules, minimize, schedules
+from properties.evidence.searching import find_detached
 from properties.subject.calls import float64_copy, model_mode, seeded
 from properties.subject.canonical import Subject
 from properties.subject.steppers import Stepper, preserved_buffers, steppers_for
@@ -422,7 +423,7 @@ def _run(checker: Checker, report: IncrementalReport, max_examples: int, seed, o
             return outcome is not None and outcome.diverges
 
         try:
-            find(strategy, diverges, settings=config, random=Random(seed))
+            find_detached(strategy, diverges, settings=config, random=Random(seed))
         except NoSuchExample:
             pass
     if failing:

@@ -27,12 +27,13 @@ from dataclasses import dataclass
 from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.evidence.batch import SampleFindings, Samples
+from properties.evidence.searching import find_detached
 from properties.verdict import Kind, Source, Violation
 
 __all__ = ["PaddingPerturbation", "padding_evidence", "padding_perturbations"]
@@ -203,7 +204,7 @@ def _search(padder: _Padder, findings, max_examples, seed, over, independent):
     strategy = padding_perturbations(padder.n, padder.padding.sides,
                                      max_batch=3 if independent else 1)
     try:
-        p = find(strategy, shows, settings=config, random=Random(seed))
+        p = find_detached(strategy, shows, settings=config, random=Random(seed))
     except NoSuchExample:
         findings.examples += calls[0]
         return

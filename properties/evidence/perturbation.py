@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, fields
 from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
@@ -41,6 +41,7 @@ from properties.contracts import FURTHER, SEARCH_ORDER, SEARCHES
 from properties.errors import ModelError
 from properties.evidence import rounding, strategies
 from properties.evidence.replacements import ZEROS, Perturbation, apply, replace_one
+from properties.evidence.searching import find_detached
 from properties.evidence.sharding import chunked, copies_per_pass, share, spread
 from properties.subject import memory
 from properties.subject.calls import check_outputs_finite, float64_copy, forward
@@ -629,7 +630,7 @@ def hypothesis_search(
     )
     try:
         cut = None if cuts is None else st.sampled_from(sorted(cuts))
-        p = find(
+        p = find_detached(
             strategies.perturbations(subject, cut=cut, pools=pools, family=family),
             shows_violation,
             settings=config,
