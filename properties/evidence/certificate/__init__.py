@@ -10,6 +10,10 @@ forbidden pair, the model is *proved* causal (for that path).
 Exact zeros of weights and constants (masks, padding, -inf fills) are structural: masked
 convolutions, MADE and masked attention are proved, not just "may depend". Values computed from
 the input are never used to drop a dependency.
+
+Summaries are dense bits up to ``deps.DENSE_LIMIT`` positions and runs of input positions
+beyond (:mod:`.deps`, :mod:`.runs`): the same bound, at a cost that follows the structure of the
+dependencies rather than positions x inputs. ``certify(..., form=)`` or ``deps.forced`` choose.
 """
 
 import time
@@ -24,7 +28,8 @@ from properties.evidence.gradients import DependencyMap
 from properties.subject.calls import model_mode
 from properties.subject.canonical import Subject
 
-from .deps import aligned
+from . import bound as bounds
+from . import deps
 from .tracer import Tracer
 
 STATUSES = ("proved", "not_proved", "unavailable")
@@ -44,7 +49,10 @@ class Certificate:
     status: str  # proved, not_proved, unavailable
     reason: str | None = None  # why unavailable / not proved
     mode: str | None = None  # the best mode the bound allows: strict, inclusive, none
-    bound: torch.Tensor | None = None  # (N outputs, N inputs) bool upper bound
+    # (N outputs, N inputs) upper bound: a bool tensor (dense form), or ``runs.Runs`` rows
+    # (run form, above ``deps.DENSE_LIMIT`` positions); ``rows()`` and ``dense_bound()`` read
+    # either
+    bound: "torch.Tensor | deps.Runs | None" = None
     receptive_field: facts.ReceptiveField | None = None
     forbidden: list[Forbidden] = field(default_factory=list)
     forbidden_count: int = 0
@@ -57,20 +65,28 @@ class Certificate:
     def proved(self) -> bool:
         return self.status == "proved"
 
+    def rows(self, outputs) -> torch.Tensor:
+        """The bound's rows of ``outputs``, dense ``(len(outputs), N)`` bool."""
+        return bounds.rows(self.bound, outputs)
+
+    def dense_bound(self) -> torch.Tensor | None:
+        """The whole bound, dense ``(N, N)`` (``N x N`` bits: for small grids)."""
+        return None if self.bound is None else bounds.dense(self.bound)
+
     def as_map(self) -> DependencyMap | None:
         """The bound as a :class:`~properties.evidence.gradients.DependencyMap` (every output)."""
         if self.bound is None:
             return None
-        n = self.bound.shape[0]
+        seen = self.dense_bound()
         return DependencyMap(
-            torch.arange(n), self.bound, self.bound.to(torch.bfloat16), passes=0,
+            torch.arange(len(seen)), seen, seen.to(torch.bfloat16), passes=0,
             method="certificate",
         )
 
     def outside(self, seen: torch.Tensor, outputs: torch.Tensor) -> torch.Tensor:
         """``(k, 2)`` (output, input) pairs of a measured map that the bound does not contain:
         each one is a soundness bug of the analysis."""
-        rows = self.bound[outputs]
+        rows = self.rows(outputs)
         pairs = (seen & ~rows).nonzero()
         return torch.stack([outputs[pairs[:, 0]], pairs[:, 1]], 1) if len(pairs) else pairs
 
@@ -80,12 +96,11 @@ class Certificate:
         needs some such input in ``t``'s row of the bound."""
         ranks = subject.ranks
         missing = []
-        for v in violations:
-            if v.evidence == "gradient/train":
-                # Training-mode maps stack copies of the input in one batch: BatchNorm hands
-                # one copy's output the gradient of another's; not a per-output dependency.
-                continue
-            row = self.bound[v.output]
+        # Training-mode maps stack copies of the input in one batch: BatchNorm hands one
+        # copy's output the gradient of another's; not a per-output dependency.
+        checked = [v for v in violations if v.evidence != "gradient/train"]
+        found = self.rows([v.output for v in checked]) if checked else None
+        for v, row in zip(checked, found if found is not None else [], strict=True):
             if v.evidence.startswith("gradient"):
                 ok = bool(row[v.input])
             else:
@@ -97,21 +112,25 @@ class Certificate:
     def exact_for(self, dmap: DependencyMap) -> bool:
         """The measured map equals the bound on the rows it covers: the receptive field is
         exact (proved from above, reached from below)."""
-        return bool(torch.equal(self.bound[dmap.outputs], dmap.seen))
+        return bool(torch.equal(self.rows(dmap.outputs), dmap.seen))
 
 
-def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certificate:
+def certify(
+    subject: Subject, *, train: bool = False, seed: int = 0, form: str | None = None
+) -> Certificate:
     """The certificate of ``subject`` in inference (and, with ``train``, in training mode too:
-    the bound is then the union of both paths)."""
+    the bound is then the union of both paths). ``form``: ``dense`` or ``runs`` summaries
+    (None: ``deps.form_for``, by the number of positions)."""
     start = time.perf_counter()
+    form = form or deps.form_for(subject.n_positions)
     paths = (False, True) if train else (False,)
     bound, lost, path_dependent, blame = None, [], False, None
     try:
         for training in paths:
-            b, tracer = _trace(subject, training, seed)
-            if _sees_future(subject, b):  # once more, to say where the future entered
-                b, tracer = _trace(subject, training, seed, blame=True)
-            bound = b if bound is None else bound | b
+            b, tracer = _trace(subject, training, seed, form)
+            if bounds.sees_future(subject, b):  # once more, to say where the future entered
+                b, tracer = _trace(subject, training, seed, form, blame=True)
+            bound = bounds.union(bound, b)
             lost.extend(f"{op} ({'train' if training else 'eval'})" if train else op
                         for op in tracer.lost)
             path_dependent |= tracer.path_dependent
@@ -132,13 +151,8 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     return cert
 
 
-def _sees_future(subject: Subject, bound: torch.Tensor) -> bool:
-    ranks = subject.ranks
-    return bool((bound & (ranks[None, :] > ranks[:, None])).any())
-
-
 def _trace(
-    subject: Subject, training: bool, seed: int, blame: bool = False
+    subject: Subject, training: bool, seed: int, form: str, blame: bool = False
 ) -> tuple[torch.Tensor, Tracer]:
     n = subject.n_positions
     x = subject.draw_inputs(1, torch.Generator().manual_seed(seed))
@@ -149,12 +163,10 @@ def _trace(
     if not subject.tokens:
         x_native = x_native.to(subject.dtype)
     x_native = x_native.clone()
-    deps = torch.nn.functional.one_hot(native_positions.reshape(-1), n).bool()
-    deps = deps.reshape(*native_positions.shape, n)
     module = subject.module
     names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
     tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
-    tracer.track_input(x_native, deps)
+    tracer.track_input(x_native, deps.inputs(native_positions, n, form))
     hooks = _module_hooks(tracer) if module is not None else []
     try:
         with model_mode(subject, train=training), torch.no_grad(), tracer:
@@ -163,14 +175,7 @@ def _trace(
         for h in hooks:
             h.remove()
     tracer.see(y)  # an output no op made (a new object over a tracked tensor)
-    d = tracer.deps(y)
-    bound = torch.zeros(n, n, dtype=torch.bool)
-    if d is not None:
-        d = aligned(d, 3).any(dim=(0, 2))  # (N or 1, N)
-        bound |= d.expand(n, n)
-    if tracer.escaped is not None:  # values read into Python may flow anywhere
-        bound |= tracer.escaped[None, :]
-    return bound, tracer
+    return bounds.of_output(tracer.deps(y), n, tracer.escaped, form), tracer
 
 
 def _module_hooks(tracer: Tracer) -> list:
@@ -191,32 +196,29 @@ def _module_hooks(tracer: Tracer) -> list:
     ]
 
 
-def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certificate:
-    ranks = subject.ranks
-    n = len(ranks)
-    out_r, in_r = ranks[:, None], ranks[None, :]
-    future = bound & (in_r > out_r)
-    present = bound & (in_r == out_r)
-    mode = "none" if bool(future.any()) else "inclusive" if bool(present.any()) else "strict"
+def _conclude(subject: Subject, bound, blame: str | None) -> Certificate:
+    future = bounds.sees_future(subject, bound)
+    present = bounds.sees_present(subject, bound)
+    mode = "none" if future else "inclusive" if present else "strict"
     ok = verdict.passes(mode, subject.predicts)
-    forbidden_pairs = future | present if subject.predicts == "current" else future
-    pairs = forbidden_pairs.nonzero()
-    order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None
-    rows = pairs[order[:LISTED]].tolist() if order is not None else []
-    if mode == "none" and not any(ranks[s] > ranks[t] for t, s in rows):
-        first = future.nonzero()  # the mode must not lose its evidence to the cap
-        rows.append(first[torch.argmin(ranks[first[:, 0]] * n + ranks[first[:, 1]])].tolist())
+    ranks = subject.ranks
+    count, rows = 0, []
+    if future or (present and subject.predicts == "current"):
+        count, rows, first = bounds.forbidden_pairs(
+            subject, bound, present=subject.predicts == "current", listed=LISTED
+        )
+        if mode == "none" and not any(ranks[s] > ranks[t] for t, s in rows):
+            rows.append(first)  # the mode must not lose its evidence to the cap
     listed = []
-    for row in rows:
-        t, s = row
+    for t, s in rows:
         kind = "future" if ranks[s] > ranks[t] else "present"
         listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
     cert = Certificate(
         "proved" if ok else "not_proved", mode=mode, bound=bound, forbidden=listed,
-        forbidden_count=len(pairs),
+        forbidden_count=count,
     )
-    if bool(bound.any()):
-        cert.receptive_field = facts.receptive_field(subject, cert.as_map())
+    if bool((bounds.sizes(bound) > 0).any()):
+        cert.receptive_field = bounds.receptive_field(subject, bound)
     if not ok:
         first = listed[0]
         where = f", entering at {first.op}" if first.op else ""

@@ -25,6 +25,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from properties.errors import describe
 
+from . import deps as summaries
 from . import rules
 from .deps import aligned, compress, everything, expanded
 
@@ -50,6 +51,7 @@ class Tracer(TorchDispatchMode):
         self.storages: dict[int, list] = {}
         self.registered = WeakTensorKeyDictionary()
         self.lost: Counter = Counter()
+        self.converted: Counter = Counter()  # dense-only rules run on a run-form certificate
         self.path_dependent = False
         self.escaped: torch.Tensor | None = None  # inputs read into Python values
         self.blame: str | None = None  # where a dependency on the future first appeared
@@ -79,8 +81,7 @@ class Tracer(TorchDispatchMode):
         if d is None:
             return
         self.path_dependent = True
-        row = everything(d)
-        self.escaped = row if self.escaped is None else self.escaped | row
+        self.escaped = summaries.union_rows([self.escaped, everything(d)])
 
     def __enter__(self):
         # torch imports torch._dynamo lazily, inside the first traced op, and dynamo records
@@ -131,11 +132,9 @@ class Tracer(TorchDispatchMode):
     def _adopt(self, t: torch.Tensor) -> None:
         """``t`` was moved onto a storage other tensors may have written (``set_``): it may
         hold any of their values."""
-        rows = [everything(self.deps(u)) for u in self._aliases(t)]
-        rows = [r for r in rows if r is not None]
-        if rows:
+        row = summaries.union_rows([everything(self.deps(u)) for u in self._aliases(t)])
+        if row is not None:
             self.lost[self._where(f"{self.op_name} (a tensor moved onto another storage)")] += 1
-            row = torch.stack(rows).any(0)
             self._set(t, row.reshape((1,) * t.dim() + (-1,)))
 
     def see(self, t: torch.Tensor) -> None:
@@ -177,27 +176,22 @@ class Tracer(TorchDispatchMode):
         if d is None and self.deps(t) is None:
             return  # constants over constants: the others' summaries stay supersets
         if any(u.element_size() != t.element_size() for u in others):
-            row = torch.stack(
-                [r for r in [everything(self.deps(u)) for u in others + [t]] + [everything(d)]
-                 if r is not None]
-            ).any(0)
+            row = summaries.union_rows([everything(self.deps(u)) for u in others + [t]]
+                                       + [everything(d)])
             for u in others + [t]:
                 self._set(u, row.reshape((1,) * u.dim() + (-1,)))
             return
         size = _storage(t).nbytes() // t.element_size()
-        storage = torch.zeros(size, self.n, dtype=torch.uint8)
-        for u in others:
-            du = self.deps(u)
-            if du is not None:
-                idx = _elements(u, size).reshape(-1)
-                rows = expanded(du, u.shape).reshape(-1, self.n).to(torch.uint8)
-                storage.index_add_(0, idx, rows)
-        idx = _elements(t, size).reshape(-1)
-        new = torch.zeros(1, self.n, dtype=torch.uint8) if d is None else \
-            expanded(aligned(d, t.dim()), t.shape).reshape(-1, self.n).to(torch.uint8)
-        storage[idx] = new.expand(len(idx), self.n) if d is None else new
+        like = next(x for x in [d, self.deps(t)] + [self.deps(u) for u in others]
+                    if x is not None)
+        pieces = [(_elements(u, size).reshape(-1), _rows(self.deps(u), u.shape, self.n))
+                  for u in others if self.deps(u) is not None]
+        storage = summaries.storage(size, self.n, pieces, like)
+        new = None if d is None else _rows(aligned(d, t.dim()), t.shape, self.n)
+        storage = summaries.written(storage, _elements(t, size).reshape(-1), new)
         for u in others + [t]:
-            self._set(u, compress(storage[_elements(u, size)] > 0))
+            index = _elements(u, size)
+            self._set(u, compress(summaries.move(storage, lambda s, i=index: s[i])))
 
     # -- the mode ------------------------------------------------------------------------------
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
@@ -257,7 +251,7 @@ class Tracer(TorchDispatchMode):
 
     def _union_row(self, tensors):
         """Every input any of ``tensors`` depends on, as one ``(N,)`` row."""
-        return torch.stack([everything(self.deps(x)) for x in tensors]).any(0)
+        return summaries.union_rows([everything(self.deps(x)) for x in tensors])
 
     def _writes_and_returns(self, func, args, kwargs, written, tracked):
         """An op that writes tensors in place *and* returns new ones (``_native_batch_norm_legit``
@@ -300,13 +294,19 @@ class Tracer(TorchDispatchMode):
             self.lost[self._where(str(func))] += 1
             return rules.fallback(self, args, kwargs, outs)
         try:
-            result = rule(self, args, kwargs, outs)
+            if rules.knows_runs(rule) or not self._runs_among(args, kwargs):
+                result = rule(self, args, kwargs, outs)
+            else:  # a rule that knows the dense form only: sound, at its cost
+                result = rules.through_dense(rule, self, args, kwargs, outs)
             if len(result) != len(outs):
                 raise ValueError(f"{len(result)} summaries for {len(outs)} outputs")
             return [_fit(d, o) for d, o in zip(result, outs, strict=True)]
         except Exception as exc:  # a rule that cannot handle this call: the sound fallback
             self.lost[self._where(f"{func} (rule failed: {describe(exc)[:80]})")] += 1
             return rules.fallback(self, args, kwargs, outs)
+
+    def _runs_among(self, args, kwargs) -> bool:
+        return any(summaries.is_runs(self.deps(x)) for x in self.tensors_in(args, kwargs))
 
     def _where(self, op: str) -> str:
         return f"{op} in {self.stack[-1]}" if self.stack else op
@@ -403,6 +403,11 @@ def _elements(t: torch.Tensor, size: int) -> torch.Tensor:
     return torch.arange(size).as_strided(t.shape, t.stride(), t.storage_offset())
 
 
+def _rows(d, shape, n):
+    """A summary at ``shape`` as ``(numel, N)`` rows, one per element."""
+    return expanded(d, shape).reshape(-1, n)
+
+
 def _tensors(out) -> list[torch.Tensor]:
     leaves, _ = tree_flatten(out)
     return [x for x in leaves if isinstance(x, torch.Tensor)]
@@ -464,9 +469,6 @@ def _future(t: torch.Tensor, d: torch.Tensor, grid, ranks) -> bool | None:
         return None
     axes = candidates[0]
     others = [a for a in range(len(shape)) if a not in axes]
-    r = d
-    if others:
-        r = r.any(dim=tuple(others), keepdim=True)
+    r = summaries.any_over(d, others) if others else d
     r = r.expand(*[shape[a] if a in axes else 1 for a in range(len(shape))], n).reshape(n, n)
-    reach = torch.where(r, ranks[None, :], torch.tensor(-1)).amax(1)
-    return bool((reach > ranks).any())
+    return summaries.reaches_later(r, ranks)

@@ -24,9 +24,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from properties.evidence.certificate import deps
 from properties.evidence.certificate.deps import expanded
 from properties.evidence.certificate.tracer import Tracer
 
+pytestmark = pytest.mark.usefixtures("summary_form")  # every case on both forms (conftest)
 aten = torch.ops.aten
 VALUES = (0.0, 1.0, -1.0, 3.7, -250.0, 1e4, -1e4)
 MIN = -3.0e38  # additive masks near float32's most negative value (GPT-2 style)
@@ -53,12 +55,12 @@ def proved(fn, inputs):
     start = 0
     for x in inputs:
         eye = torch.eye(n, dtype=torch.bool)[start : start + x.numel()]
-        tracer.track_input(x, eye.reshape(*x.shape, n))
+        tracer.track_input(x, deps.in_form(eye.reshape(*x.shape, n), deps.form_for(n)))
         start += x.numel()
     ruled = Ruled()
     with torch.no_grad(), tracer, ruled:
         y = fn(*inputs)
-    d = tracer.deps(y)
+    d = deps.dense(tracer.deps(y))
     bound = torch.zeros(*y.shape, n, dtype=torch.bool) if d is None else expanded(d, y.shape)
     return bound.reshape(-1, n), ruled.ops, dict(tracer.lost), tracer.path_dependent
 

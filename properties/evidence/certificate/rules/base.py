@@ -2,7 +2,7 @@
 
 import torch
 
-from ..deps import compress, constant_where, everything, expanded
+from ..deps import compress, constant_where, dense, everything, expanded, in_form, union_rows
 
 aten = torch.ops.aten
 RULES: dict = {}
@@ -12,26 +12,57 @@ RULES: dict = {}
 DEAD_FRACTION = 0.5
 
 
-def rule(*ops):
+def rule(*ops, runs: bool = False):
+    """Register ``fn`` as the rule of ``ops``. ``runs``: written with the helpers of ``deps``
+    that take either form of summary; a rule without it only knows the dense form, and the
+    tracer runs it there when the certificate uses runs (:func:`through_dense`)."""
     def register(fn):
         for op in ops:
             RULES[op] = fn
+        fn.runs = runs or getattr(fn, "runs", False)
         return fn
 
     return register
+
+
+def knows_runs(fn) -> bool:
+    return getattr(fn, "runs", False)
+
+
+class _Dense:
+    """The tracer as a dense-only rule sees it: summaries in the dense form, and what the rule
+    says of the tensors it writes back in the run form."""
+
+    def __init__(self, ctx):
+        self._ctx = ctx
+
+    def deps(self, t):
+        return dense(self._ctx.deps(t))
+
+    def assume(self, t, d):
+        self._ctx.assume(t, in_form(d, "runs"))
+
+    def __getattr__(self, name):
+        return getattr(self._ctx, name)
+
+
+def through_dense(fn, ctx, args, kwargs, outs):
+    """A dense-only rule on a run-form certificate: its inputs made dense, its outputs made runs
+    again (the same bound, at the dense form's cost)."""
+    ctx.converted[ctx.op_name] += 1
+    found = fn(_Dense(ctx), args, kwargs, outs)
+    return [in_form(d, "runs") for d in found]
 
 
 def _dim(d: int, ndim: int) -> int:
     return d % max(ndim, 1)
 
 
-def fallback(ctx, args, kwargs, outs):
+def fallback(ctx, args, kwargs, outs):  # (either form)
     """Sound for any op: each output element may depend on everything any input depends on."""
-    rows = [everything(ctx.deps(t)) for t in ctx.tensors_in(args, kwargs)]
-    rows = [r for r in rows if r is not None]
-    if not rows:
+    row = union_rows([everything(ctx.deps(t)) for t in ctx.tensors_in(args, kwargs)])
+    if row is None:
         return [None] * len(outs)
-    row = torch.stack(rows).any(0)
     return [row.reshape((1,) * o.dim() + (-1,)) for o in outs]
 
 
@@ -53,3 +84,6 @@ def _dead_logits(x: torch.Tensor, d) -> torch.Tensor | None:
         return None
     threshold = DEAD_FRACTION * torch.finfo(x.dtype).min
     return constant_where(x, d, lambda v: v <= threshold)
+
+
+fallback.runs = True
