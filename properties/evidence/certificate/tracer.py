@@ -207,7 +207,7 @@ class Tracer(TorchDispatchMode):
             if tracked:
                 self.path_dependent = True
                 row = self._union_row(tracked)
-                self.escaped = row if self.escaped is None else self.escaped | row
+                self.escaped = summaries.union_rows([self.escaped, row])
             return out
         if not tracked:  # (a written tensor is an input too: a tracked one is in ``tracked``)
             out = func(*args, **kwargs)

@@ -3,6 +3,7 @@ verdict for each convention, the forbidden pairs it lists (ordered by generation
 first future never lost to the cap), the op blamed for the future, the reasons, the union of the
 inference and training paths, and the certificate's own checks of measured maps against it."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -13,6 +14,7 @@ from properties.evidence import certificate
 from properties.evidence.certificate import Certificate, Forbidden, certify
 from properties.verdict import Violation
 
+pytestmark = pytest.mark.usefixtures("summary_form")  # both forms (conftest)
 T = 6
 
 
@@ -58,7 +60,7 @@ def test_a_strict_model_is_proved_for_both_conventions_with_its_exact_bound():
     for predicts in ("current", "next"):
         c = cert(lambda s, x: past(x), predicts=predicts)
         assert (c.status, c.mode, c.proved) == ("proved", "strict", True)
-        assert torch.equal(c.bound, SHIFT)
+        assert torch.equal(c.dense_bound(), SHIFT)
         assert (c.forbidden, c.forbidden_count, c.reason) == ([], 0, None)
         assert (c.lost_precision, c.path_dependent, c.train) == ([], False, False)
         rf = c.receptive_field
@@ -70,7 +72,7 @@ def test_an_inclusive_model_is_proved_for_next_and_not_for_current():
     nxt = cert(lambda s, x: x * 2, predicts="next")
     assert (nxt.status, nxt.mode, nxt.forbidden, nxt.forbidden_count) == (
         "proved", "inclusive", [], 0)
-    assert torch.equal(nxt.bound, DIAGONAL)
+    assert torch.equal(nxt.dense_bound(), DIAGONAL)
     cur = cert(lambda s, x: x * 2, predicts="current")
     assert (cur.status, cur.mode, cur.forbidden_count) == ("not_proved", "inclusive", T)
     assert cur.forbidden == [Forbidden(t, t, "present", None) for t in range(T)]
@@ -80,7 +82,7 @@ def test_an_inclusive_model_is_proved_for_next_and_not_for_current():
 def test_a_leak_names_the_op_where_the_future_entered_and_every_forbidden_pair():
     c = cert(lambda s, x: future(x) * 2 + 1, predicts="next")
     assert (c.status, c.mode, c.forbidden_count) == ("not_proved", "none", T - 1)
-    assert torch.equal(c.bound, AHEAD)
+    assert torch.equal(c.dense_bound(), AHEAD)
     op = "aten.constant_pad_nd.default in Model (Model)"
     assert c.forbidden == [Forbidden(t, t + 1, "future", op) for t in range(T - 1)]
     assert c.reason == f"output 0 may depend on input 1 (future, entering at {op})"
@@ -134,7 +136,7 @@ def test_training_mode_is_the_union_of_both_paths_and_says_which_lost_precision(
     assert cert(path, predicts="current").proved
     c = cert(path, train=True, predicts="current")
     assert c.train and (c.status, c.mode) == ("not_proved", "none")
-    assert torch.equal(c.bound, SHIFT | AHEAD | matrix([(t, 0) for t in range(T)]))
+    assert torch.equal(c.dense_bound(), SHIFT | AHEAD | matrix([(t, 0) for t in range(T)]))
     assert c.lost_precision == ["aten.sort.default in Model (Model) (train)"]
     assert c.reason == (
         "output 0 may depend on input 0 (present); precision was lost at aten.sort.default in "
@@ -195,7 +197,7 @@ def test_the_seed_draws_the_input_the_path_is_taken_on():
         assert c.path_dependent
         leaks = bool(x.reshape(-1)[0] > threshold)
         assert c.mode == ("none" if leaks else "inclusive"), seed  # output 0 read input 0
-        assert bool(c.bound[:, 0].all())  # the branch read input 0: every output may see it
+        assert bool(c.dense_bound()[:, 0].all())  # the branch read input 0: every output may see it
 
 
 def test_a_model_that_fails_is_unavailable_with_the_reason(monkeypatch):
@@ -228,7 +230,7 @@ def test_a_model_that_fails_is_unavailable_with_the_reason(monkeypatch):
 def test_an_output_with_no_dependency_has_no_receptive_field():
     c = cert(lambda s, x: torch.zeros_like(x) + s.lin.weight)
     assert (c.status, c.mode, c.receptive_field) == ("proved", "strict", None)
-    assert not bool(c.bound.any())
+    assert not bool(c.dense_bound().any())
 
 
 def test_the_certificate_checks_measured_maps_against_its_bound():
@@ -268,7 +270,7 @@ def test_the_certificate_checks_measured_maps_against_its_bound():
 def test_a_plain_function_is_certified_like_a_module():
     c = certify(make_subject(lambda x: past(x) * 2, grid=(T,), layout="BTC",
                              predicts="current"))
-    assert (c.status, c.mode) == ("proved", "strict") and torch.equal(c.bound, SHIFT)
+    assert (c.status, c.mode) == ("proved", "strict") and torch.equal(c.dense_bound(), SHIFT)
     leak = certify(make_subject(lambda x: future(x), grid=(T,), layout="BTC"))
     assert [f.op for f in leak.forbidden][:1] == ["aten.constant_pad_nd.default"]
 
@@ -279,12 +281,12 @@ def test_an_output_the_same_at_every_position_with_a_value_read():
 
     c = cert(fn, predicts="next")
     assert c.path_dependent
-    assert torch.equal(c.bound, matrix([(t, s) for t in range(T) for s in (0, 1, 2, 4)]))
+    assert torch.equal(c.dense_bound(), matrix([(t, s) for t in range(T) for s in (0, 1, 2, 4)]))
 
 
 def test_an_output_that_is_a_new_object_over_a_tracked_tensor_keeps_its_summary():
     c = cert(lambda s, x: past(x).as_subclass(torch.Tensor), predicts="current")
-    assert torch.equal(c.bound, SHIFT) and c.proved
+    assert torch.equal(c.dense_bound(), SHIFT) and c.proved
 
 
 def test_an_output_that_folds_the_batch_is_unavailable_with_the_adapters_story():
