@@ -35,7 +35,9 @@ from contextvars import ContextVar
 import torch
 from torch.utils.weak import WeakTensorKeyDictionary
 
+from . import outer as O
 from . import runs as R
+from .outer import Outer
 from .runs import Runs
 
 Deps = torch.Tensor | Runs | None
@@ -113,7 +115,7 @@ def all_live(d: Deps) -> bool:
     """Whether every element of the summary depends on some input (cached per summary: the
     same summary object flows through many ops of a transformer)."""
     if is_runs(d):
-        return bool(R.live(d).all())
+        return bool(live(d).all())
     found = _ALL_LIVE.get(d)
     if found is None:
         found = bool(d.any(-1).all())
@@ -123,6 +125,8 @@ def all_live(d: Deps) -> bool:
 
 def live(d: Deps) -> torch.Tensor:
     """Per element (the summary's element axes): whether it depends on anything."""
+    if isinstance(d, Outer):
+        return O.live(d)
     return R.live(d) if is_runs(d) else d.any(-1)
 
 
@@ -143,7 +147,12 @@ def union(parts: list[Deps], ndim: int) -> Deps:
     if all(p is first for p in present):
         return first
     if is_runs(first):
-        return compress(R.union([in_form(p, first) for p in present]))
+        present = [in_form(p, first) for p in present]
+        factors = [p for p in present if isinstance(p, Outer)]
+        if factors:
+            return O.joined(factors[0], [p for p in present if p is not factors[0]])
+        found = O.factored(present)  # q @ k^T: a query's union a key's, kept apart
+        return found if found is not None else compress(R.union(present))
     out = first
     for p in present[1:]:
         out = out | dense(p)
@@ -186,6 +195,8 @@ def any_over(d: Deps, axes, keepdim: bool = True) -> Deps:
     if d is None:
         return None
     axes = sorted({a % (d.dim() - 1) for a in axes})
+    if isinstance(d, Outer) and d.dim() - 2 in axes:  # over the keys: without the matrix
+        d = O.union_over_last(d, attend)
     reduced = [a for a in axes if d.shape[a] > 1]
     if reduced:
         d = R.merged(d, reduced) if is_runs(d) else d.any(dim=tuple(reduced), keepdim=True)
@@ -213,7 +224,8 @@ def restrict(d: Deps, keep: torch.Tensor) -> Deps:
         return d
     keep = _alike(keep, d)
     if is_runs(d):
-        return compress(R.restrict(d, keep))
+        factored = O.masked(d, keep)  # a softmax's weights: a row's summary where unmasked
+        return factored if factored is not None else compress(R.restrict(d, keep))
     return d & keep.unsqueeze(-1)
 
 
@@ -302,7 +314,12 @@ class Pattern:
 
     def ranges(self) -> tuple[torch.Tensor, torch.Tensor]:
         if self._ranges is None:
-            r = R.from_dense(self._mask.bool())
+            mask = self._mask.bool()
+            for axis in range(mask.dim() - 2):  # heads alike: one pattern for all
+                first = mask.narrow(axis, 0, 1)
+                if mask.shape[axis] > 1 and bool((mask == first).all()):
+                    mask = first
+            r = R.from_dense(mask)
             self._ranges = (r.lo.long(), r.hi.long())
         return self._ranges
 

@@ -174,16 +174,15 @@ def from_dense(d: torch.Tensor) -> Runs:
     pad = torch.zeros(flat.shape[0], 1, dtype=torch.bool)
     before = torch.cat([pad, flat[:, :-1]], 1)
     after = torch.cat([flat[:, 1:], pad], 1)
-    starts, stops = flat & ~before, flat & ~after
-    count = starts.sum(1)
+    found = [(flat & ~before).nonzero(as_tuple=True), (flat & ~after).nonzero(as_tuple=True)]
+    count = torch.bincount(found[0][0], minlength=flat.shape[0])
     width = max(1, int(count.max()) if len(count) else 1)
     lo = torch.full((flat.shape[0], width), n, dtype=INT)
     hi = torch.full((flat.shape[0], width), n, dtype=INT)
-    rows, cols = starts.nonzero(as_tuple=True)
-    slot = (starts.cumsum(1) - 1)[rows, cols]
-    lo[rows, slot] = cols.to(INT)
-    rows_end, cols_end = stops.nonzero(as_tuple=True)
-    hi[rows_end, (stops.cumsum(1) - 1)[rows_end, cols_end]] = cols_end.to(INT) + 1
+    offsets = count.cumsum(0) - count  # where each row's runs begin among all runs
+    for (rows, cols), out, shift in zip(found, (lo, hi), (0, 1), strict=True):
+        slot = torch.arange(len(rows)) - offsets[rows]  # row-major: a row's runs in order
+        out[rows, slot] = cols.to(INT) + shift
     lo, hi = _capped(lo, hi, count, n)
     return Runs(lo.reshape(*lead, -1), hi.reshape(*lead, -1), n)
 
@@ -362,10 +361,11 @@ def range_unions(r: Runs, axis: int, starts: torch.Tensor, stops: torch.Tensor) 
     # every level padded to ``size`` along the axis, the levels side by side along it
     table = cat([pad(widened(t, width), _spec(nd, axis, 0, size - t.shape[axis]))
                  for t in levels], axis)
-    length = (stops.long() - starts.long()).clamp(min=0)
+    starts, stops = starts.long().clamp(0, size), stops.long().clamp(0, size)
+    length = (stops - starts).clamp(min=0)
     level = _floor_log2(length).clamp(max=len(levels) - 1)
-    first = level * size + starts.long().clamp(0, max(size - 1, 0))
-    second = level * size + (stops.long() - 2 ** level).clamp(0, max(size - 1, 0))
+    first = level * size + starts.clamp(max=max(size - 1, 0))
+    second = level * size + (stops - 2 ** level).clamp(0, max(size - 1, 0))
     hit = _along(length > 0, r, axis)
     ends = [restrict(_take(table, axis, i), hit) for i in (first, second)]
     out = union(ends)  # (..., L, M, ...)
