@@ -9,7 +9,9 @@ forbidden pair, the model is *proved* causal (for that path).
 
 Exact zeros of weights and constants (masks, padding, -inf fills) are structural: masked
 convolutions, MADE and masked attention are proved, not just "may depend". Values computed from
-the input are never used to drop a dependency.
+the input are never used to drop a dependency. A tensor the tracer did not see being made is of
+unknown origin (:mod:`.origin`): while one reaches an output, the certificate is not proved, and
+says where it entered.
 """
 
 import time
@@ -25,6 +27,7 @@ from properties.subject.calls import model_mode
 from properties.subject.canonical import Subject
 
 from .deps import aligned
+from .origin import preexisting
 from .tracer import Tracer
 
 STATUSES = ("proved", "not_proved", "unavailable")
@@ -50,6 +53,8 @@ class Certificate:
     forbidden_count: int = 0
     lost_precision: list[str] = field(default_factory=list)  # ops ruled by the fallback
     path_dependent: bool = False  # a traced op read input values (a branch, a shape)
+    unknown: list[str] = field(default_factory=list)  # unknown origin that reaches an output
+    reads: list[str] = field(default_factory=list)  # where input values were read into Python
     seconds: float = 0.0
     train: bool = False
 
@@ -105,17 +110,19 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     the bound is then the union of both paths)."""
     start = time.perf_counter()
     paths = (False, True) if train else (False,)
-    bound, lost, path_dependent, blame = None, [], False, None
+    bound, lost, path_dependent, blame, unknown, reads = None, [], False, None, [], []
     try:
         for training in paths:
-            b, tracer = _trace(subject, training, seed)
-            if _sees_future(subject, b):  # once more, to say where the future entered
-                b, tracer = _trace(subject, training, seed, blame=True)
+            b, tracer, entered = _trace(subject, training, seed)
+            if _sees_future(subject, b) and not entered:  # once more, to say where it entered
+                b, tracer, entered = _trace(subject, training, seed, blame=True)
             bound = b if bound is None else bound | b
             lost.extend(f"{op} ({'train' if training else 'eval'})" if train else op
                         for op in tracer.lost)
             path_dependent |= tracer.path_dependent
             blame = blame or tracer.blame
+            unknown.extend(entered)
+            reads.extend(tracer.reads)
     except AuditError as exc:
         return Certificate("unavailable", reason=exc.problem, train=train,
                            seconds=time.perf_counter() - start)
@@ -126,6 +133,14 @@ def certify(subject: Subject, *, train: bool = False, seed: int = 0) -> Certific
     cert.lost_precision = list(dict.fromkeys(lost))
     cert.path_dependent = path_dependent
     cert.train = train
+    cert.unknown = list(dict.fromkeys(unknown))
+    cert.reads = list(dict.fromkeys(reads))
+    if cert.unknown:  # the bound is an upper bound only for what the tracer saw
+        cert.status = "not_proved"
+        cert.reason = (f"the output depends on something the tracer could not follow: "
+                       f"{'; '.join(cert.unknown[:3])}")
+    elif cert.status == "not_proved" and cert.reads and bool(cert.bound.any()):
+        cert.reason += f"; the model read input values into Python ({cert.reads[0]})"
     if cert.status == "not_proved" and cert.lost_precision:
         cert.reason += f"; precision was lost at {', '.join(cert.lost_precision[:3])}"
     cert.seconds = time.perf_counter() - start
@@ -139,7 +154,9 @@ def _sees_future(subject: Subject, bound: torch.Tensor) -> bool:
 
 def _trace(
     subject: Subject, training: bool, seed: int, blame: bool = False
-) -> tuple[torch.Tensor, Tracer]:
+) -> tuple[torch.Tensor, Tracer, list[str]]:
+    """One traced run: the bound (outputs x inputs), the tracer, and where values of unknown
+    origin that reach an output entered."""
     n = subject.n_positions
     x = subject.draw_inputs(1, torch.Generator().manual_seed(seed))
     positions = torch.arange(n).reshape(1, n, *([1] if not subject.tokens else []))
@@ -154,6 +171,7 @@ def _trace(
     module = subject.module
     names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
     tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
+    tracer.know(preexisting(module, [subject.model, subject.forward, *vars(subject).values()]))
     tracer.track_input(x_native, deps)
     hooks = _module_hooks(tracer) if module is not None else []
     try:
@@ -164,13 +182,14 @@ def _trace(
             h.remove()
     tracer.see(y)  # an output no op made (a new object over a tracked tensor)
     d = tracer.deps(y)
-    bound = torch.zeros(n, n, dtype=torch.bool)
+    rows = torch.zeros(n, tracer.n, dtype=torch.bool)
     if d is not None:
-        d = aligned(d, 3).any(dim=(0, 2))  # (N or 1, N)
-        bound |= d.expand(n, n)
+        rows |= aligned(d, 3).any(dim=(0, 2)).expand(n, tracer.n)  # (N or 1, N + slots)
     if tracer.escaped is not None:  # values read into Python may flow anywhere
-        bound |= tracer.escaped[None, :]
-    return bound, tracer
+        rows |= tracer.escaped[None, :]
+    slots = rows[:, n:].any(0)
+    entered = [label for label, slot in tracer.entries.items() if bool(slots[slot])]
+    return rows[:, :n].clone(), tracer, entered
 
 
 def _module_hooks(tracer: Tracer) -> list:

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
 from properties.evidence.certificate.deps import expanded
+from properties.evidence.certificate.origin import preexisting
 from properties.evidence.certificate.tracer import Tracer
 
 aten = torch.ops.aten
@@ -49,6 +50,7 @@ def proved(fn, inputs):
     saw and the places where it lost precision."""
     n = sum(x.numel() for x in inputs)
     tracer = Tracer(n, (n,), torch.arange(n), {}, False)
+    tracer.know(preexisting(None, [fn]))  # the cases' constants (weights, masks) came first
     inputs = [x.clone() for x in inputs]
     start = 0
     for x in inputs:
@@ -59,6 +61,9 @@ def proved(fn, inputs):
     with torch.no_grad(), tracer, ruled:
         y = fn(*inputs)
     d = tracer.deps(y)
+    if d is not None:  # the input positions; after them, the slots of unknown origin
+        assert not d[..., n:].any(), f"unknown origin: {list(tracer.entries)}"
+        d = d[..., :n]
     bound = torch.zeros(*y.shape, n, dtype=torch.bool) if d is None else expanded(d, y.shape)
     return bound.reshape(-1, n), ruled.ops, dict(tracer.lost), tracer.path_dependent
 
@@ -795,8 +800,10 @@ def test_the_fallback_gives_constants_for_constants_and_everything_otherwise():
     outs = [torch.zeros(2, 2), torch.zeros(())]
     assert fallback(tracer, (c, 1), {}, outs) == [None, None]
     found = fallback(tracer, (c,), {"other": x}, outs)
-    assert [tuple(d.shape) for d in found] == [(1, 1, 3), (3,)]
-    assert all(d.reshape(-1).tolist() == [True, False, True] for d in found)
+    width = tracer.n  # the 3 inputs, then the slots of unknown origin (empty here)
+    assert [tuple(d.shape) for d in found] == [(1, 1, width), (width,)]
+    assert all(d.reshape(-1).tolist() == [True, False, True] + [False] * (width - 3)
+               for d in found)
 
 
 def test_a_registered_rule_is_the_one_the_tracer_uses(monkeypatch):
@@ -824,11 +831,12 @@ def test_a_registered_rule_is_the_one_the_tracer_uses(monkeypatch):
 def summary_shape(fn, x):
     n = x.numel()
     tracer = Tracer(n, (n,), torch.arange(n), {}, False)
+    tracer.know(preexisting(None, [fn]))
     x = x.clone()
     tracer.track_input(x, torch.eye(n, dtype=torch.bool).reshape(*x.shape, n))
     with torch.no_grad(), tracer:
         y = fn(x)
-    return tuple(tracer.deps(y).shape)
+    return tuple(tracer.deps(y)[..., :n].shape)
 
 
 @pytest.mark.parametrize("fn, shape, summary", [

@@ -15,7 +15,7 @@ input depends on), and the tracer names them in the certificate's ``lost_precisi
 """
 
 from . import attention, contractions, elementwise, moves, reductions  # noqa: F401 (registers)
-from .base import DEAD_FRACTION, RULES, fallback
+from .base import DEAD_FRACTION, HIGHER_ORDER, RULES, fallback
 from .elementwise import pointwise
 
-__all__ = ["DEAD_FRACTION", "RULES", "fallback", "pointwise"]
+__all__ = ["DEAD_FRACTION", "HIGHER_ORDER", "RULES", "fallback", "pointwise"]

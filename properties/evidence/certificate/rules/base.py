@@ -5,7 +5,8 @@ import torch
 from ..deps import compress, constant_where, everything, expanded
 
 aten = torch.ops.aten
-RULES: dict = {}
+RULES: dict = {}  # OpOverload (full name: a custom op never gets aten's rule) -> rule
+HIGHER_ORDER: dict = {}  # a higher-order operator's name (flex_attention) -> rule
 # A softmax weight whose logit is a constant at or below this fraction of the dtype's most
 # negative value is exactly zero for every finite input-dependent logit of the row (exp
 # underflows): the masks of GPT-2 and friends fill with finfo.min, others with -inf.
@@ -16,6 +17,15 @@ def rule(*ops):
     def register(fn):
         for op in ops:
             RULES[op] = fn
+        return fn
+
+    return register
+
+
+def higher_order(*names):
+    def register(fn):
+        for name in names:
+            HIGHER_ORDER[name] = fn
         return fn
 
     return register
