@@ -362,11 +362,13 @@ class Tracer(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         self.in_dispatch += 1
+        profile = self._watch.pause()  # the rules' own calls need no watching
         try:
             if isinstance(func, torch._ops.HigherOrderOperator):
                 return self._higher_order(func, args, kwargs)
             return self._dispatch(func, args, kwargs)
         finally:
+            self._watch.resume(profile)
             self.in_dispatch -= 1
 
     def _dispatch(self, func, args, kwargs):
@@ -401,7 +403,7 @@ class Tracer(TorchDispatchMode):
             elif tracked:
                 self.escape(self._union_row(tracked), f"{func} (a value read into Python)")
             return out
-        if written and torch.Tag.inplace_view in func.tags:
+        if written and _op(func).inplace_view:
             return self._regeometry(func, args, kwargs, written, inputs)
         if not tracked:  # (a written tensor is an input too: a tracked one is in ``tracked``)
             out = self._call(func, args, kwargs, tracked)
@@ -439,6 +441,9 @@ class Tracer(TorchDispatchMode):
         """Run ``func``. An op that raises on values it reads (``cholesky`` on a matrix that is
         not positive definite): the exception is a branch the model may catch."""
         try:
+            if isinstance(func, torch._ops.HigherOrderOperator) or not _op(func).torch_own:
+                with self._watch.watching():  # a custom op's or a subgraph's Python runs
+                    return func(*args, **kwargs)
             return func(*args, **kwargs)
         except Exception as exc:
             if tracked:
@@ -596,16 +601,17 @@ class Tracer(TorchDispatchMode):
                 d = self.deps(x)
                 row = self._union_row([t for t in inputs if self.deps(t) is not None])
                 self._write(x, self._row_on(x, row if d is None else row | everything(d)))
-        name = func._schema.name.split("::")[-1] if func.namespace == "aten" else ""
-        if seeded.is_seeded(func):
+        info = _op(func)
+        if info.seeded:
             self._seeded(func, args, kwargs, inputs, outs + written)
-        if name in UNINITIALIZED:
+        if info.name in UNINITIALIZED:
             row = self.unknown_row(f"uninitialized memory ({self._where(str(func))})")
             for o in outs:
                 self._set(o, self._row_on(o, row))
-        if torch.Tag.dynamic_output_shape in func.tags:
+        if info.dynamic:
             self._shape_from_values(func, args, inputs)
-        if len(self.signs) or signs.produces(func):
+        name = info.name
+        if len(self.signs) or name in signs.PRODUCERS:
             self._carry_signs(func, args, inputs, outs + written, new)
         if name in PARTS or any(o.layout != torch.strided for o in outs):
             self._note_parts(inputs, outs)
@@ -704,6 +710,40 @@ class Tracer(TorchDispatchMode):
         return result
 
 
+class _Op:
+    """What the tracer asks of an op's schema and tags, computed once per op."""
+
+    __slots__ = ("name", "writes", "views", "fresh", "inplace_view", "seeded", "dynamic",
+                 "pointwise", "torch_own")
+
+    def __init__(self, func):
+        schema = func._schema
+        tags = func.tags
+        self.torch_own = func.namespace in ("aten", "prims")
+        self.name = schema.name.split("::")[-1] if func.namespace == "aten" else ""
+        self.writes = [(i, a.name, a.kwarg_only) for i, a in enumerate(schema.arguments)
+                       if a.alias_info is not None and a.alias_info.is_write]
+        self.views = any(r.alias_info is not None and not r.alias_info.is_write
+                         for r in schema.returns)
+        self.fresh = any("Tensor" in str(r.type) and (r.alias_info is None or
+                                                      not r.alias_info.is_write)
+                         for r in schema.returns)
+        self.inplace_view = torch.Tag.inplace_view in tags
+        self.seeded = torch.Tag.nondeterministic_seeded in tags
+        self.dynamic = torch.Tag.dynamic_output_shape in tags
+        self.pointwise = torch.Tag.pointwise in tags
+
+
+_OPS: dict = {}
+
+
+def _op(func) -> _Op:
+    found = _OPS.get(func)
+    if found is None:
+        found = _OPS[func] = _Op(func)
+    return found
+
+
 def _rule_for(func):
     """The rule of ``func``, keyed by its full name: a rule registered for it, the pointwise
     rule for torch's own pointwise ops, or the rule of the out-of-place op an in-place aten op
@@ -711,7 +751,8 @@ def _rule_for(func):
     rule = rules.RULES.get(func)
     if rule is not None:
         return rule
-    if func.namespace in ("aten", "prims") and torch.Tag.pointwise in func.tags:
+    info = _op(func)
+    if info.torch_own and info.pointwise:
         return rules.pointwise
     if func.namespace == "aten":
         functional = _functional(func)
@@ -744,33 +785,20 @@ def _tensors(out) -> list[torch.Tensor]:
 def _written(func, args, kwargs) -> list[torch.Tensor]:
     """The tensors an op writes into (in-place ``self``, ``out=``)."""
     found = []
-    for i, arg in enumerate(func._schema.arguments):
-        if arg.alias_info is None or not arg.alias_info.is_write:
-            continue
-        value = args[i] if i < len(args) and not arg.kwarg_only else kwargs.get(arg.name)
+    for i, name, kwarg_only in _op(func).writes:
+        value = args[i] if i < len(args) and not kwarg_only else kwargs.get(name)
         found.extend(_tensors(value))
     return found
 
 
-_VIEWS: dict = {}
-
-
 def _returns_views(func) -> bool:
     """Whether ``func`` returns views of its first argument (a non-writing alias)."""
-    found = _VIEWS.get(func)
-    if found is None:
-        found = any(r.alias_info is not None and not r.alias_info.is_write
-                    for r in func._schema.returns)
-        _VIEWS[func] = found
-    return found
+    return _op(func).views
 
 
 def _fresh_returns(func) -> bool:
     """Whether ``func`` returns a tensor that is not one of the arguments it writes."""
-    return any(
-        "Tensor" in str(r.type) and (r.alias_info is None or not r.alias_info.is_write)
-        for r in func._schema.returns
-    )
+    return _op(func).fresh
 
 
 def _functional(func):

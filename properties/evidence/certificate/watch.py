@@ -24,6 +24,7 @@ What none of them sees (a raw pointer from numpy's array interface given to a C 
 pre-bound C method called from C, e.g. through ``map``) is the threat model's stated limit.
 """
 
+import contextlib
 import sys
 import threading
 
@@ -42,6 +43,10 @@ READ_METHODS = ("tolist", "map_", "map2_", "apply_")
 EXPOSING_METHODS = ("__dlpack__", "untyped_storage", "storage", "_typed_storage")
 RAW_POINTERS = ("data_ptr",)
 GENERATOR_WRITES = ("set_state", "manual_seed", "seed", "graphsafe_set_state", "set_offset")
+# the namespaces of torch's C functions (``torch.flip``, ``F.linear``...): a call into them is
+# tensor work, which must not happen while the tracer is switched off
+_TORCH_NAMESPACES = {id(m) for m in (torch._C._VariableFunctions, torch._C._nn, torch._C._linalg,
+                                     torch._C._fft, torch._C._special, torch._C)}
 _MAKE_SUBCLASS = torch._C.TensorBase._make_subclass
 _DATA = torch._C.TensorBase.data  # the ``.data`` descriptor: its setter runs no ATen op
 
@@ -102,6 +107,7 @@ class Watch:
                                  ("start_new_thread", "start_new", "start_joinable_thread")
                                  if hasattr(__import__("_thread"), n)}
         self.depth = 0
+        self.watched = self.mode_ids | self.start_new_thread
 
     # -- lifecycle -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -132,20 +138,53 @@ class Watch:
             self.saved = []
             self.quiet -= 1
 
+    def pause(self):
+        """Switch the profile hook off (inside the tracer's own dispatch); returns the hook to
+        :meth:`resume`."""
+        hook = sys.getprofile()
+        if hook is not None:
+            self.quiet += 1
+            sys.setprofile(None)
+            self.quiet -= 1
+        return hook
+
+    def resume(self, hook) -> None:
+        if hook is not None:
+            self.quiet += 1
+            sys.setprofile(hook)
+            self.quiet -= 1
+
+    @contextlib.contextmanager
+    def watching(self):
+        """The hook on again while an op runs Python of the model's (a custom op, a
+        higher-order operator's subgraphs)."""
+        hook = sys.getprofile()
+        self.resume(self._profile)
+        try:
+            yield
+        finally:
+            self.quiet += 1
+            sys.setprofile(hook)
+            self.quiet -= 1
+
     # -- the profile hook ----------------------------------------------------------------------
     def _profile(self, frame, event, arg):
         if self.previous_profile is not None:
             self.previous_profile(frame, event, arg)
-        if self.quiet or frame.f_code.co_filename.startswith(_OWN_DIR):
-            return
-        if event == "call":
+        if event == "c_call":
+            if not self.quiet and not frame.f_code.co_filename.startswith(_OWN_DIR):
+                self._c_call(frame, arg)
+        elif event == "call":
             why = self.codes.get(frame.f_code)
-            if why is not None and not _called_from_torch(frame):
+            if why is not None and not self.quiet and not _called_from_torch(frame):
                 self._detect(f"{why}: {frame.f_code.co_name}")
-        elif event == "c_call":
-            self._c_call(frame, arg)
 
     def _c_call(self, frame, fn):
+        owner = getattr(fn, "__self__", None)
+        tensor = isinstance(owner, torch.Tensor)
+        if not tensor and id(owner) not in _TORCH_NAMESPACES and id(fn) not in self.watched \
+                and not isinstance(owner, torch.Generator):
+            return  # not torch's, not watched: the common case, at once
         tracer = self.tracer
         from_torch = frame.f_code.co_filename.startswith(_TORCH_DIR)
         if not tracer.in_dispatch and not from_torch and (  # (torch pops it to dispatch)
@@ -153,9 +192,8 @@ class Watch:
             or torch._C._len_torch_dispatch_stack() < self.depth
         ):
             self._detect("the tracer's dispatch mode was switched off or removed")
-        owner = getattr(fn, "__self__", None)
         name = getattr(fn, "__name__", "")
-        if isinstance(owner, torch.Tensor):
+        if tensor:
             self._tensor_method(owner, name, from_torch)
         elif isinstance(owner, torch.Generator) and name in GENERATOR_WRITES:
             # (the patched ``set_rng_state``/``manual_seed`` are quiet: they say the state)
