@@ -1,5 +1,5 @@
 """Small models whose dependencies are known exactly, for the tests that prove each kind of
-evidence on its own (tests/evidence/test_isolated.py, tests/test_verdict_edges.py)."""
+evidence on its own (tests/evidence/test_isolated.py, tests/evidence/perturbation/, ...)."""
 
 import torch
 from torch import nn

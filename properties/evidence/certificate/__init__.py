@@ -25,13 +25,14 @@ from properties.evidence import facts
 from properties.evidence.gradients import DependencyMap
 from properties.subject.calls import model_mode
 from properties.subject.canonical import Subject
+from properties.verdict import Source
 
 from .deps import aligned
 from .origin import preexisting
 from .tracer import Tracer
 
 STATUSES = ("proved", "not_proved", "unavailable")
-LISTED = 10  # forbidden pairs kept as examples
+FORBIDDEN_EXAMPLES = 10  # forbidden pairs kept as examples
 
 
 @dataclass
@@ -86,12 +87,12 @@ class Certificate:
         ranks = subject.ranks
         missing = []
         for v in violations:
-            if v.evidence == "gradient/train":
+            if v.source is Source.GRADIENT and v.train:
                 # Training-mode maps stack copies of the input in one batch: BatchNorm hands
                 # one copy's output the gradient of another's; not a per-output dependency.
                 continue
             row = self.bound[v.output]
-            if v.evidence.startswith("gradient"):
+            if v.source is Source.GRADIENT:
                 ok = bool(row[v.input])
             else:
                 ok = bool(row[ranks >= ranks[v.input]].any())
@@ -221,7 +222,7 @@ def _conclude(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certi
     forbidden_pairs = future | present if subject.predicts == "current" else future
     pairs = forbidden_pairs.nonzero()
     order = torch.argsort(ranks[pairs[:, 0]] * n + ranks[pairs[:, 1]]) if len(pairs) else None
-    rows = pairs[order[:LISTED]].tolist() if order is not None else []
+    rows = pairs[order[:FORBIDDEN_EXAMPLES]].tolist() if order is not None else []
     if mode == "none" and not any(ranks[s] > ranks[t] for t, s in rows):
         first = future.nonzero()  # the mode must not lose its evidence to the cap
         rows.append(first[torch.argmin(ranks[first[:, 0]] * n + ranks[first[:, 1]])].tolist())

@@ -248,8 +248,10 @@ def test_the_certificate_checks_measured_maps_against_its_bound():
     assert c.outside(seen, outputs).tolist() == [[3, 0], [4, 5]]
     assert not c.exact_for(type(dmap)(outputs, seen, seen.float(), 1, "gradient"))
 
-    def v(output, input, evidence):
-        return Violation(output, input, "future", evidence, 1.0)
+    def v(output, input, evidence):  # evidence as the JSON report tags it
+        kind, _, mode = evidence.partition("/")
+        source = "gradient" if kind == "gradient" else "sweep"
+        return Violation(output, input, "future", source, 1.0, train=mode == "train")
 
     found = [
         v(2, 3, "gradient"),  # not in row 2 of the bound: unexplained
