@@ -27,9 +27,10 @@ from properties.subject.calls import model_mode
 from properties.subject.canonical import Subject
 from properties.verdict import Source
 
+from . import branches
 from .deps import aligned
 from .origin import preexisting
-from .tracer import Tracer
+from .tracer import READS, Tracer
 
 STATUSES = ("proved", "not_proved", "unavailable")
 FORBIDDEN_EXAMPLES = 10  # forbidden pairs kept as examples
@@ -172,15 +173,20 @@ def _trace(
     module = subject.module
     names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
     tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
-    tracer.know(preexisting(module, [subject.model, subject.forward, *vars(subject).values()]))
+    known = preexisting(module, [subject.model, subject.forward, *vars(subject).values()])
+    tracer.know(known)
+    x_original = x_native.clone()
     tracer.track_input(x_native, deps)
     hooks = _module_hooks(tracer) if module is not None else []
+    rng = torch.get_rng_state()
     try:
         with model_mode(subject, train=training), torch.no_grad(), tracer:
             y = subject.canonical_output(subject.call_native(x_native), 1)
     finally:
         for h in hooks:
             h.remove()
+    if tracer.branches:
+        _branches(subject, training, tracer, x_original, known, rng)
     tracer.see(y)  # an output no op made (a new object over a tracked tensor)
     d = tracer.deps(y)
     rows = torch.zeros(n, tracer.n, dtype=torch.bool)
@@ -191,6 +197,31 @@ def _trace(
     slots = rows[:, n:].any(0)
     entered = [label for label, slot in tracer.entries.items() if bool(slots[slot])]
     return rows[:, :n].clone(), tracer, entered
+
+
+def _branches(subject, training, tracer, x_original, known, rng) -> None:
+    """Reads with two outcomes (a boolean, a check): run the others (:mod:`.branches`). When
+    none changes the computation they reach no output; otherwise they are out of sight."""
+    def run(mode):
+        x = x_original.clone()
+        with model_mode(subject, train=training), torch.no_grad(), mode:
+            return subject.canonical_output(subject.call_native(x), 1)
+
+    after = torch.get_rng_state()
+    torch.set_rng_state(rng)
+    try:
+        same = branches.same_computation(run, READS, [(b[0], b[1]) for b in tracer.branches],
+                                         known)
+    finally:
+        torch.set_rng_state(after)
+    said = {f"{what} at {where}" for _, _, what, where, _ in tracer.branches}
+    if same:
+        tracer.reads = [r + " (every other outcome ends in an exception or runs the same "
+                        "computation)" if r in said else r for r in tracer.reads]
+        return
+    tracer.reads = [r for r in tracer.reads if r not in said]
+    for _, _, what, where, row in tracer.branches:
+        tracer.escape(row, what, where)
 
 
 def _module_hooks(tracer: Tracer) -> list:

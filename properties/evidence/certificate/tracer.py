@@ -19,6 +19,8 @@ tensor's version counter at its next use; what the counters cannot see (raw memo
 tampering with the tracer) is watched for while the trace runs (:mod:`.watch`).
 """
 
+import contextlib
+import functools
 import weakref
 from collections import Counter
 
@@ -36,14 +38,27 @@ from .origin import UNKNOWN_SLOTS, call_site, memory_range, storage_key, version
 aten = torch.ops.aten
 # Ops that read values into Python (a branch, a shape): the result holds for the path taken.
 # The value checks raise on values: whether they raised is a branch too.
-READS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default,
-         aten._linalg_check_errors.default, aten._assert_async.default,
-         aten._assert_async.msg, aten._functional_assert_async.msg}
+CHECKS = {aten._linalg_check_errors.default, aten._assert_async.default,
+          aten._assert_async.msg, aten._functional_assert_async.msg}
+READS = {aten._local_scalar_dense.default, aten.is_nonzero.default, aten.equal.default} | CHECKS
+BOOLEAN_READS = {aten.is_nonzero.default, aten.equal.default}
 LIFTS = {aten.lift_fresh.default, aten.lift_fresh_copy.default}  # torch.tensor(python data)
 UNINITIALIZED = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided",
                  "empty_permuted"}
 PARTS = {"_values", "_indices", "values", "indices", "crow_indices", "col_indices",
          "ccol_indices", "row_indices"}  # views into the parts of a sparse tensor
+
+
+def _outside_the_trace(method):
+    """Run a tracer method called from outside an op (a watcher) with the modes off."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        if self.in_dispatch:
+            return method(self, *args, **kwargs)
+        with torch._C._DisableTorchDispatch():
+            return method(self, *args, **kwargs)
+
+    return wrapper
 
 
 class Tracer(TorchDispatchMode):
@@ -83,6 +98,8 @@ class Tracer(TorchDispatchMode):
         self.checking = 0  # inside a call whose C++ reads values only to check them
         self.bumps = 0  # version bumps the current op's writes will get after it returns
         self.before: list[int] = []  # the current op's inputs' versions before it ran
+        self.read_number = 0  # READS ops so far (tracked or not): how branches are numbered
+        self.branches: list = []  # (read number, "flip" or "raise", where, inputs read)
 
     # -- the rules' view of the tracer ---------------------------------------------------------
     def deps(self, t):
@@ -100,6 +117,12 @@ class Tracer(TorchDispatchMode):
         return [x for x in leaves if isinstance(x, torch.Tensor)]
 
     # -- what leaves the tracer's sight --------------------------------------------------------
+    def untraced(self):
+        """For the tracer's own work outside an op (the watchers' wrappers): its tensors are
+        not the model's, so no mode must see them."""
+        return contextlib.nullcontext() if self.in_dispatch else torch._C._DisableTorchDispatch()
+
+    @_outside_the_trace
     def read_outside(self, t: torch.Tensor, how: str = "") -> None:
         """``t``'s values were read by Python (``numpy()``, ``tolist()``: no ATen op sees it):
         whatever is built from them may depend on anything ``t`` depends on."""
@@ -108,12 +131,34 @@ class Tracer(TorchDispatchMode):
         if d is not None:
             self.escape(everything(d), how or "a read into Python")
 
-    def escape(self, row: torch.Tensor, what: str) -> None:
-        """Values that depend on ``row`` reached Python: they may flow anywhere."""
+    @_outside_the_trace
+    def escape(self, row: torch.Tensor, what: str, where: str | None = None) -> None:
+        """Values that depend on ``row`` reached Python: they may flow anywhere, and steer the
+        model anywhere (another input may take another path, which may read any input). Every
+        output may depend on everything, and the certificate says where."""
+        where = f"{what} at {where or call_site()}"
         self.path_dependent = True
-        self.escaped = row if self.escaped is None else self.escaped | row
-        self.reads.append(f"{what} at {call_site()}")
+        self.reads.append(where)
+        read = row[: self.n_inputs].nonzero().reshape(-1).tolist()
+        shown = ", ".join(map(str, read[:4])) + (", ..." if len(read) > 4 else "")
+        self.detect(f"input values ({shown}) read into Python by {where}")
 
+    def _read(self, func, args, number: int, row: torch.Tensor) -> None:
+        """A read op on input values: a check (it raises on values, or ``F.one_hot``'s range
+        check) and a boolean have two outcomes, tried after the trace (:mod:`.branches`);
+        any other value goes to Python, out of sight."""
+        where = call_site()
+        if func in CHECKS or self.checking:
+            self.branches.append((number, "raise", f"{func} (a check on values)", where, row))
+        elif func in BOOLEAN_READS or (isinstance(args[0], torch.Tensor)
+                                        and args[0].dtype == torch.bool):
+            self.branches.append((number, "flip", f"{func} (a boolean)", where, row))
+        else:
+            self.escape(row, f"{func} (a value)", where)
+            return
+        self.reads.append(f"{self.branches[-1][2]} at {where}")
+
+    @_outside_the_trace
     def expose(self, t: torch.Tensor, how: str) -> None:
         """``t``'s memory was handed out (a dlpack capsule, a storage object): it may be
         written where no op shows it, so every tensor on it is of unknown origin from now on."""
@@ -122,6 +167,7 @@ class Tracer(TorchDispatchMode):
         if key is not None:
             self.exposed.setdefault(key, f"memory handed out by {how} at {call_site()}")
 
+    @_outside_the_trace
     def unknown_row(self, label: str) -> torch.Tensor:
         """The summary row of a value of unknown origin entered at ``label``: every input, and
         the entry's own slot."""
@@ -131,6 +177,7 @@ class Tracer(TorchDispatchMode):
         row[self.n_inputs + slot] = True
         return row
 
+    @_outside_the_trace
     def detect(self, what: str) -> None:
         """Something the tracer cannot follow happened (a thread, raw memory, the tracer
         switched off): every output may depend on anything, and the certificate says why."""
@@ -308,6 +355,7 @@ class Tracer(TorchDispatchMode):
         else:
             self._set(t, None)
 
+    @_outside_the_trace
     def set_data(self, t: torch.Tensor, value: torch.Tensor) -> None:
         """``t.data = value``: no ATen op runs, ``t`` now is ``value``'s alias."""
         self.see(value)
@@ -397,11 +445,11 @@ class Tracer(TorchDispatchMode):
         self.before = [version(x) for x in inputs]
         tracked = [x for x in inputs if self.deps(x) is not None]
         if func in READS:
+            number = self.read_number
+            self.read_number += 1
             out = self._call(func, args, kwargs, tracked)
-            if tracked and self.checking:  # read by C++ to check a range (F.one_hot)
-                self.reads.append(f"{func} (a range check in C++) at {call_site()}")
-            elif tracked:
-                self.escape(self._union_row(tracked), f"{func} (a value read into Python)")
+            if tracked:
+                self._read(func, args, number, self._union_row(tracked))
             return out
         if written and _op(func).inplace_view:
             return self._regeometry(func, args, kwargs, written, inputs)

@@ -250,9 +250,10 @@ class Watch:
             out = _MAKE_SUBCLASS(*args, **kwargs)
             data = args[1] if len(args) > 1 else kwargs.get("data")
             if isinstance(data, torch.Tensor):
-                tracer.see(data)
-                tracer._register(out)
-                tracer._set(out, tracer.deps(data))
+                with tracer.untraced():
+                    tracer.see(data)
+                    tracer._register(out)
+                    tracer._set(out, tracer.deps(data))
             return out
 
         self._set(torch.Tensor, "_make_subclass", staticmethod(make_subclass))
@@ -313,19 +314,22 @@ class Watch:
             if get is not None:
                 def get_rng_state(*args, __get=get, **kwargs):
                     state = watch._quietly(__get, *args, **kwargs)
-                    tracer._register(state)
-                    row = tracer.rng.row(torch.default_generator)
-                    tracer._set(state, None if row is None else tracer._row_on(state, row))
+                    with tracer.untraced():
+                        tracer._register(state)
+                        row = tracer.rng.row(torch.default_generator)
+                        tracer._set(state, None if row is None else tracer._row_on(state, row))
                     return state
 
                 self._set(module, "get_rng_state", get_rng_state)
             if put is not None:
                 def set_rng_state(new_state, *args, __put=put, **kwargs):
-                    tracer.see(new_state)
-                    d = tracer.deps(new_state)
+                    with tracer.untraced():
+                        tracer.see(new_state)
+                        d = tracer.deps(new_state)
                     watch._quietly(__put, new_state, *args, **kwargs)
-                    tracer.rng.set(torch.default_generator, None if d is None else
-                                   tracer._union_row([new_state]))
+                    with tracer.untraced():
+                        tracer.rng.set(torch.default_generator, None if d is None else
+                                       tracer._union_row([new_state]))
 
                 self._set(module, "set_rng_state", set_rng_state)
             seed = getattr(module, "manual_seed", None)

@@ -119,6 +119,14 @@ def everything(truth):
     return torch.ones_like(truth)
 
 
+def column_line(truth):
+    """(3, 2) rows picked by an index from column 0: element (k, j) may be any row's column j,
+    and depends on x[k, 0] through its index."""
+    return rows_of(6, 6, [(2 * k + j, 2 * r + j) for k in range(3) for j in range(2)
+                          for r in range(3)] + [(2 * k + j, 2 * k) for k in range(3)
+                                                for j in range(2)])
+
+
 def rows_of(n_out, n_in, pairs):
     out = torch.zeros(n_out, n_in, dtype=torch.bool)
     for o, i in pairs:
@@ -235,8 +243,10 @@ MOVES = {
                          "aten.index_select.default"),
     "index_select_a_broadcast_axis": Case(lambda x: dense(x).index_select(-1, IDX), ((2, 4),),
                                           "aten.index_select.default"),
+    # an index computed from the input picks any element of its line along the axis, from the
+    # same other coordinates: column j of the rows, and the index's own input
     "index_select_input_index": Case(lambda x: x.index_select(0, (x[:, 0] > 0).long()),
-                                     ((3, 2),), "aten.index_select.default", expect=everything,
+                                     ((3, 2),), "aten.index_select.default", expect=column_line,
                                      lost="aten.index_select.default (input-dependent index)"),
     "index_ints": Case(lambda x: x[:, IDX], ((2, 3),), "aten.index.Tensor"),
     "index_bools": Case(lambda x: x[:, KEEP], ((2, 3),), "aten.index.Tensor"),
@@ -245,14 +255,14 @@ MOVES = {
     "index_a_broadcast_summary": Case(lambda x: dense(x)[IDX[:2]], ((3, 4),),
                                       "aten.index.Tensor"),
     "index_input_ints": Case(lambda x: x[(x[:, 0] > 0).long()], ((3, 2),), "aten.index.Tensor",
-                             expect=everything, lost="aten.index.Tensor (input-dependent index)"),
+                             expect=column_line, lost="aten.index.Tensor (input-dependent index)"),
     "index_input_bools": Case(lambda x: x[x > 0].sum().reshape(1), ((2, 2),),
                               "aten.index.Tensor", expect=everything, path_dependent=True,
                               lost="aten.index.Tensor (input-dependent index)"),
     "gather": Case(lambda x: x.gather(1, torch.tensor([[2, 0], [1, 1]])), ((2, 3),),
                    "aten.gather.default"),
     "gather_input_index": Case(lambda x: x.gather(1, (x > 0).long()), ((2, 2),),
-                               "aten.gather.default", expect=everything,
+                               "aten.gather.default", expect=lambda truth: per_row(2)(truth),
                                lost="aten.gather.default (input-dependent index)"),
     "embedding_of_tokens": Case(lambda t: F.embedding(t, W43), ((2, 3),),
                                 "aten.embedding.default", ints=4),

@@ -14,7 +14,16 @@ Ops without a rule get :func:`fallback` (every output element may depend on ever
 input depends on), and the tracer names them in the certificate's ``lost_precision``.
 """
 
-from . import attention, contractions, elementwise, moves, reductions  # noqa: F401 (registers)
+from . import (  # noqa: F401 (registers)
+    attention,
+    contractions,
+    elementwise,
+    moves,
+    reductions,
+    sampling,
+    selection,
+    strides,
+)
 from .base import DEAD_FRACTION, HIGHER_ORDER, RULES, fallback
 from .elementwise import pointwise
 
