@@ -19,6 +19,7 @@ from . import (  # noqa: F401 (registers)
     contractions,
     elementwise,
     moves,
+    recurrent,
     reductions,
     sampling,
     selection,
