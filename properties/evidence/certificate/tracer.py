@@ -45,6 +45,7 @@ BOOLEAN_READS = {aten.is_nonzero.default, aten.equal.default}
 LIFTS = {aten.lift_fresh.default, aten.lift_fresh_copy.default}  # torch.tensor(python data)
 UNINITIALIZED = {"empty", "empty_like", "new_empty", "new_empty_strided", "empty_strided",
                  "empty_permuted"}
+_SPECTRAL = {"_fft_r2c", "_fft_c2r", "mul", "div"}
 PARTS = {"_values", "_indices", "values", "indices", "crow_indices", "col_indices",
          "ccol_indices", "row_indices"}  # views into the parts of a sparse tensor
 
@@ -663,6 +664,8 @@ class Tracer(TorchDispatchMode):
             self._carry_signs(func, args, inputs, outs + written, new)
         if name in PARTS or any(o.layout != torch.strided for o in outs):
             self._note_parts(inputs, outs)
+        if name in _SPECTRAL:  # a zero-padded FFT convolution (rules/spectral.py)
+            rules.spectral.follow(self, func, args, outs)
 
     def _seeded(self, func, args, kwargs, inputs, outs):
         gen = seeded.generator_of(func, args, kwargs, outs)

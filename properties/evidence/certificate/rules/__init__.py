@@ -23,6 +23,7 @@ from . import (  # noqa: F401 (registers)
     reductions,
     sampling,
     selection,
+    spectral,
     strides,
 )
 from .base import DEAD_FRACTION, HIGHER_ORDER, RULES, fallback
