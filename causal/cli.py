@@ -230,7 +230,8 @@ def cmd_experiments(args) -> int:
     missing = [name for name in ("matplotlib", "sklearn") if importlib.util.find_spec(name) is None]
     if missing:  # checked first: finding out after 15 minutes of training would hurt
         raise UsageError(
-            f"experiments needs {' and '.join(missing)}: pip install 'causal-audit[data,plots]'"
+            f"experiments needs {' and '.join(missing)}: "
+            "pip install 'autoregressive-audit[data,plots]'"
         )
     config = ExperimentConfig(
         minutes=args.minutes, seeds=args.seeds, samples=args.samples, jobs=args.jobs

@@ -143,7 +143,7 @@ def load_digits(split_seed=0, sizes=(1000, 350, 447)) -> Dataset:
     try:
         from sklearn.datasets import load_digits as sklearn_digits
     except ImportError as error:  # pragma: no cover - depends on the environment
-        message = "the digits need scikit-learn: pip install 'causal-audit[data]'"
+        message = "the digits need scikit-learn: pip install 'autoregressive-audit[data]'"
         raise DataError(message) from error
     images = torch.from_numpy(sklearn_digits().images).round().long()  # (1797, 8, 8)
     return make_dataset("digits", *split(images, sizes, split_seed), nb_classes=17)

@@ -24,10 +24,12 @@ from properties.errors import AdapterError, AuditError, TargetError
 
 # Public name -> the module that defines it.
 _EXPORTS = {
-    "CHECKS": "properties.auditing.gather",
-    "AuditResult": "properties.auditing.gather",
+    "CHECKS": "properties.auditing.options",
+    "AuditOptions": "properties.auditing.options",
+    "AuditResult": "properties.auditing.result",
+    "CoveragePolicy": "properties.auditing.options",
     "audit": "properties.auditing.gather",
-    "merge": "properties.auditing.gather",
+    "merge": "properties.auditing.conclude",
     "Violation": "properties.verdict",
     "DependencyMap": "properties.evidence.gradients",
     "dependency_map": "properties.evidence.gradients",
@@ -73,48 +75,28 @@ def __dir__():
     return sorted(set(globals()) | set(_EXPORTS) | set(_SUBMODULES))
 
 
-def audit_model(
-    model,
-    *,
-    grid,
-    checks=None,
-    train=False,
-    exact=False,
-    seed=0,
-    max_examples=None,
-    shard=None,
-    memory=None,
-    budget=None,
-    progress=None,
-    **subject_options,
-):
-    """:func:`make_subject` then :func:`audit`, in one call (``checks``: default every check,
-    the certificate up to 1024 positions; ``memory`` GB, ``budget`` seconds and ``progress`` as
-    in :func:`audit`)."""
+def audit_model(model, *, grid, **options):
+    """:func:`make_subject` then :func:`audit`, in one call. ``options``: the subject's
+    (``layout``, ``predicts``, ``vocab``, ``order``, ``forward``... of :func:`make_subject`) and
+    the audit's (``checks``, ``train``, ``exact``, ``seed``, ``max_examples``, ``shard``,
+    ``memory``, ``budget``, ``progress``, ``policy``: the fields of
+    :class:`~properties.auditing.options.AuditOptions`)."""
     from properties.auditing.gather import audit
+    from properties.auditing.options import AuditOptions
     from properties.subject.canonical import make_subject
 
-    subject = make_subject(model, grid=grid, **subject_options)
-    return audit(
-        subject,
-        checks=checks,
-        train=train,
-        exact=exact,
-        seed=seed,
-        max_examples=max_examples,
-        shard=shard,
-        memory=memory,
-        budget=budget,
-        progress=progress,
-    )
+    audit_options, subject_options = AuditOptions.split(options)
+    return audit(make_subject(model, grid=grid, **subject_options), options=audit_options)
 
 
 __all__ = [
     "CHECKS",
     "AdapterError",
     "AuditError",
+    "AuditOptions",
     "AuditResult",
     "Certificate",
+    "CoveragePolicy",
     "DependencyMap",
     "Subject",
     "TargetError",

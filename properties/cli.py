@@ -14,7 +14,8 @@ from collections.abc import Sequence
 
 import torch
 
-from properties.auditing.gather import CHECKS, audit
+from properties.auditing.gather import audit
+from properties.auditing.options import CHECKS, AuditOptions
 from properties.errors import AuditError, TargetError, describe
 from properties.output.report import dumps, render_table, render_text, to_dict
 from properties.subject.canonical import CONVENTIONS, NAMED_ORDERS, make_subject
@@ -296,6 +297,20 @@ def _forward(spec: str | None):
     return value
 
 
+def _options(args) -> AuditOptions:
+    return AuditOptions(
+        checks=None if args.checks is None else tuple(args.checks),
+        train=args.train,
+        exact=args.exact,
+        seed=args.seed,
+        max_examples=args.max_examples,
+        shard=args.shard,
+        memory=args.memory,
+        budget=args.budget,
+        progress=False if args.quiet else args.progress,
+    )
+
+
 def run_one(args, target: str) -> tuple[dict, str]:
     from properties.extra import zoo
 
@@ -309,18 +324,7 @@ def run_one(args, target: str) -> tuple[dict, str]:
         if subject.module is None:
             raise UsageError(f"--device needs an nn.Module, {target} is not one", "drop --device")
         subject.module.to(args.device)
-    result = audit(
-        subject,
-        checks=args.checks,
-        train=args.train,
-        exact=args.exact,
-        seed=args.seed,
-        max_examples=args.max_examples,
-        shard=args.shard,
-        memory=args.memory,
-        budget=args.budget,
-        progress=False if args.quiet else args.progress,
-    )
+    result = audit(subject, options=_options(args))
     if target.startswith("zoo:"):
         declared = zoo.compare(zoo.declared_facts(target[4:], subject.grid), result)
     data = to_dict(result, target, declared, full=args.json_full)
@@ -331,11 +335,11 @@ def run_one(args, target: str) -> tuple[dict, str]:
         paths = [str(p) for p in pictures.draw(result, args.pictures, target=target)]
         data["pictures"] = paths
     if args.shard is not None:
-        from properties.auditing import shard_file as evidence
+        from properties.auditing import shard_file
         from properties.subject import memory
 
         with memory.limited(args.memory or memory.DEFAULT_CAP / memory.GIB):
-            data["shard_evidence"] = evidence.dump(result, memory.budget())
+            data["shard_evidence"] = shard_file.dump(result, memory.limit_bytes())
     return data, render_text(result, target, declared, pictures=paths)
 
 
@@ -367,8 +371,8 @@ def command_audit(args) -> int:
 
 def command_merge(args) -> int:
     """Merge shards' --json files: the unsharded audit's report and exit code."""
-    from properties.auditing import shard_file as evidence
-    from properties.auditing.gather import merge
+    from properties.auditing import shard_file
+    from properties.auditing.conclude import merge
     from properties.extra import zoo
 
     parts, targets, memories = [], set(), set()
@@ -385,7 +389,7 @@ def command_merge(args) -> int:
                 f"{path} is not the --json of an audit run with --shard",
                 "run `audit ... --shard I/N --json PART.json` for every I",
             )
-        parts.append(evidence.load(data["shard_evidence"], path))
+        parts.append(shard_file.load(data["shard_evidence"], path))
         targets.add(data["target"])
         memories.add(data["shard_evidence"]["memory_bytes"])
     counts = {p.shard[1] for p in parts}

@@ -6,6 +6,8 @@ the problem and the fix. The CLI prints it and exits with code 2; the Python API
 traceback from deep inside torch is a bug of ours.
 """
 
+__all__ = ["AdapterError", "AuditError", "ModelError", "TargetError", "describe", "one_line"]
+
 
 class AuditError(Exception):
     """A problem with the input to the audit (target, flags, model behaviour): exit code 2."""

@@ -15,11 +15,20 @@ load torch; the harness loads on the first audit.
 
 import pytest
 
+__all__ = [
+    "MARKER",
+    "causal_audit",
+    "marker_options",
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_unconfigure",
+]
+
 MARKER = "causal"
 
 
 def pytest_addoption(parser):
-    group = parser.getgroup("causal-audit", "causal-audit: is the model causal?")
+    group = parser.getgroup("autoregressive-audit", "autoregressive-audit: is the model causal?")
     group.addoption(
         "--causal-train",
         action="store_true",

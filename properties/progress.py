@@ -10,6 +10,8 @@ import sys
 from contextlib import contextmanager
 from contextvars import ContextVar
 
+__all__ = ["DELAY", "Progress", "advance", "phase", "showing", "wanted"]
+
 DELAY = 2.0  # seconds a phase runs before its bar appears
 
 _current: ContextVar["Progress | None"] = ContextVar("audit_progress", default=None)

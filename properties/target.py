@@ -19,6 +19,8 @@ from torch import nn
 
 from properties.errors import TargetError, describe
 
+__all__ = ["build_model", "import_source", "load_target", "resolve_attribute", "split_target"]
+
 
 def split_target(target: str) -> tuple[str, str]:
     if ":" not in target:

@@ -11,7 +11,7 @@
 On failure it raises an ``AssertionError`` that reads like ``torch.testing.assert_close``'s: one
 sentence naming the prediction that moved, by how much, under which replacement, and the likely
 bug; then the mode, the number of violations, Hypothesis' minimal counterexample and the evidence.
-On success it returns the :class:`~properties.auditing.gather.AuditResult`, to assert on receptive
+On success it returns the :class:`~properties.auditing.result.AuditResult`, to assert on receptive
 fields.
 
 Defaults for the whole run come from the pytest plugin (``--causal-train``, ``--causal-exact``;
@@ -67,30 +67,29 @@ def assert_causal(
     ``budget``: seconds the audit may take (it then covers what fits, and ``result.coverage``
     says what).
 
-    Returns the :class:`~properties.auditing.gather.AuditResult` when the model passes.
+    Returns the :class:`~properties.auditing.result.AuditResult` when the model passes.
     """
     __tracebackhide__ = True
-    from properties import audit_model
+    from properties.auditing.gather import audit
+    from properties.auditing.options import AuditOptions
     from properties.output.report import failure_summary
+    from properties.subject.canonical import make_subject
 
     if prove:
         checks = ("certificate",) if checks is None else tuple({*checks, "certificate"})
-    result = audit_model(
-        model,
-        grid=grid,
-        layout=layout,
-        predicts=predicts,
+    options = AuditOptions(
+        checks=None if checks is None else tuple(checks),
         train=DEFAULTS["train"] if train is None else train,
         exact=DEFAULTS["exact"] if exact is None else exact,
-        checks=checks,
         seed=seed,
         max_examples=max_examples,
         shard=shard,
         memory=memory,
         budget=budget,
         progress=False,  # pytest owns the terminal
-        **subject_options,
     )
+    subject = make_subject(model, grid=grid, layout=layout, predicts=predicts, **subject_options)
+    result = audit(subject, options=options)
     cert = result.certificate
     # Shard 0 runs the certificate (once, whole); the other shards leave the proof to it.
     proved = not prove or (cert.proved if cert is not None else shard is not None and shard[0])
@@ -110,7 +109,7 @@ def shards(count: int) -> list:
     positions (shard 0 also runs the search for future leaks, shard 1 the one for the present);
     xdist spreads the shards over workers.
     The shards together run exactly the forward passes of the whole audit, and
-    :func:`properties.auditing.gather.merge` turns their results into the whole audit's result.
+    :func:`properties.merge` turns their results into the whole audit's result.
     """
     import pytest
 

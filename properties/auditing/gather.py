@@ -1,61 +1,29 @@
 """The audit: every check, run on one subject, gathered in one result.
 
-An audit *gathers* evidence (dependency maps, perturbation reports, loss rows) and then
-*concludes* (violations, mode, verdict, receptive field, blind spot) from that evidence alone.
-Shards gather disjoint parts of the same evidence; :func:`merge` unites them and concludes again,
-which gives the result one process would have given.
-
-Coverage policy (the one place it is stated; the report says what was covered):
-
-- Cuts: grids of up to ``EXHAUSTIVE_POSITIONS`` positions get every cut swept; larger grids a
-  stratified sample of ``SAMPLED_CUTS`` cuts. The Hypothesis search always ranges over every cut.
-- Dependency map (gradients): every output when the colored map needs at most
-  ``MAX_MAP_PASSES`` passes (receptive fields small against the grid) or with ``exact``;
-  otherwise the probe outputs (on ``MAP_INPUTS`` inputs) plus a stratified sample of
-  ``SAMPLED_OUTPUTS`` outputs (on ``SAMPLED_INPUTS`` input when one float64 VJP holds more than
-  ``BIG_VJP`` bytes, as a language model's does).
-- Loss equivalence: read off the sweep's forward passes (its masked inputs are the sweep's), so
-  it covers the positions of the swept cuts.
-
-``exact=True`` covers every cut, every output and every position, whatever the size.
-
-With a time budget (``budget=`` seconds, ``--budget``) each of the above is an upper bound: the
-audit times one forward pass first and plans each phase within its share of the time left
-(:mod:`properties.auditing.time_budget`): the map's probe rows (fewer, and on one input, when they
-would not fit), then sampled outputs; a stratified sample of cuts; Hypothesis examples until the
-deadline. It ends within the budget (+10%); ``coverage`` (and the report's ``coverage:`` line) says
-what was covered.
-
-Memory (``memory=`` GB, ``--memory``): every stacked pass holds as many copies as its measured
-cost allows (:mod:`properties.subject.memory`); default a quarter of the available memory, at most
-1.5 GB (exactly 1.5 GB for shards, so that every shard cuts its chunks the same way).
-
-Shards (``shard=(i, n)``): shard ``i`` runs every n-th chunk of the sweep's cuts and of the
-map's colors (or rows) (:mod:`properties.evidence.sharding`): exactly the forward passes the whole
-audit would run; shard 0 runs the search for future leaks, shard 1 (mod n) the one for the present.
-Every phase is cut in at least ``chunks.MIN_CHUNKS`` chunks where it has that many items, so that a
-small audit spreads over up to that many shards.
+An audit *gathers* evidence (dependency maps, perturbation reports, loss rows, the certificate)
+under the coverage policy and the budgets of :mod:`properties.auditing.options`, and then
+*concludes* (:mod:`properties.auditing.conclude`) from that evidence alone. Shards gather
+disjoint parts of the same evidence; :func:`~properties.auditing.conclude.merge` unites them and
+concludes again, which gives the result one process would have given.
 """
 
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, replace
 
 import torch
 from hypothesis import settings as hypothesis_settings
 
 from properties import progress as bars
-from properties import verdict
-from properties.auditing import time_budget as plan
-from properties.errors import AdapterError, ModelError
-from properties.evidence import facts, gradients
+from properties.auditing import time_budget
+from properties.auditing.conclude import conclude, merge
+from properties.auditing.coverage import SKIPPED, UNAVAILABLE, MapCoverage
+from properties.auditing.options import CHECKS, DYNAMIC, AuditOptions, CoveragePolicy
+from properties.auditing.result import AuditResult
+from properties.errors import ModelError
+from properties.evidence import gradients
 from properties.evidence.gradients import DependencyMap, GradientUnavailable
-from properties.evidence.loss import LossEquivalence, LossRows, merge_losses
-from properties.evidence.perturbation import (
-    PerturbationReport,
-    merge_reports,
-    perturbation_evidence,
-)
+from properties.evidence.loss import LossRows
+from properties.evidence.perturbation import perturbation_evidence
 from properties.evidence.sharding import leads
 from properties.subject.calls import (
     check_input_untouched,
@@ -65,82 +33,17 @@ from properties.subject.calls import (
     model_mode,
 )
 from properties.subject.canonical import Subject
-from properties.subject.memory import DEFAULT_CAP, GIB, MemoryBudgetError, limited, measure
-from properties.subject.memory import budget as budget_bytes
-from properties.verdict import Violation
+from properties.subject.memory import (
+    DEFAULT_CAP,
+    GIB,
+    MemoryBudgetError,
+    limit_bytes,
+    limited,
+    measure,
+)
+from properties.verdict import ModelMode
 
-if TYPE_CHECKING:
-    from properties.evidence.certificate import Certificate
-
-CHECKS = ("causality", "receptive_field", "blind_spot", "loss", "certificate")
-DYNAMIC = CHECKS[:4]
-# The default audit adds the certificate up to this many positions: it costs a few forward passes
-# (a boolean product per attention layer, a convolution of N summaries per conv layer), which
-# stays within the default audit's budget there; beyond, ask for it (--checks certificate).
-CERTIFICATE_POSITIONS = 1024
-EXHAUSTIVE_POSITIONS = 1024
-SAMPLED_CUTS = 256
-MAX_MAP_PASSES = 160
-SAMPLED_OUTPUTS = 24
-MAP_INPUTS = 3  # random inputs whose dependency maps are united
-# The sampled rows of a map too wide to colour are taken on one input when one float64 VJP of
-# one input holds more than BIG_VJP bytes (a language model's: on a 124M model each costs about
-# nine forward passes): they measure the receptive field at more outputs, while the probe rows
-# (three inputs) and the sweep look for leaks. Smaller models keep the union over three inputs.
-SAMPLED_INPUTS = 1
-BIG_VJP = 256 << 20
-MODES = {False: ("eval", "inference"), True: ("train", "training mode")}
-
-
-@dataclass
-class AuditResult:
-    """Everything the audit found; :mod:`properties.output.report` turns it into JSON and text."""
-
-    subject: Subject
-    checks: tuple[str, ...]
-    train: bool
-    exact: bool
-    shard: tuple[int, int] | None = None
-    # gathered evidence
-    maps: dict[str, DependencyMap] = field(default_factory=dict)  # by mode: "eval", "train"
-    perturbations: dict[str, PerturbationReport] = field(default_factory=dict)
-    losses: dict[str, LossEquivalence] = field(default_factory=dict)  # by convention
-    coverage: dict = field(default_factory=dict)
-    evidence_notes: list[str] = field(default_factory=list)  # said while gathering
-    seconds: float = 0.0
-    # conclusions (recomputed by conclude())
-    mode: str | None = None
-    causal: bool | None = None
-    violations: list[Violation] = field(default_factory=list)  # examples (see violation_count)
-    violation_count: int = 0  # all of them: gradient pairs beyond facts.LISTED are only counted
-    receptive_field: facts.ReceptiveField | None = None
-    blind_spot: facts.BlindSpot | None = None
-    loss: LossEquivalence | None = None
-    derived_notes: list[str] = field(default_factory=list)
-    # the static bound (certificate check) and its cross-check with the dynamic evidence
-    certificate: "Certificate | None" = None
-    certificate_exact: bool | None = None  # the measured map equals the bound
-    unsound: list = field(default_factory=list)  # dynamic dependencies outside the bound
-    sample_bytes: int = 0  # what one sample holds in a forward pass (measured by validate)
-
-    @property
-    def notes(self) -> list[str]:
-        """What the report should say besides the verdict (gathering's, then concluding's)."""
-        return list(dict.fromkeys(self.evidence_notes + self.derived_notes))
-
-    @property
-    def dependency_map(self) -> DependencyMap | None:
-        """The inference map (the one the receptive field and blind spot are measured on)."""
-        return self.maps.get("eval")
-
-    @property
-    def passed(self) -> bool:
-        ok = self.causal is not False and not self.unsound
-        if self.loss is not None:
-            ok = ok and self.loss.holds
-        if self.checks == ("certificate",):  # the proof alone decides
-            ok = ok and self.certificate is not None and self.certificate.proved
-        return ok
+__all__ = ["CHECKS", "DYNAMIC", "AuditResult", "audit", "conclude", "merge", "validate"]
 
 
 def audit(
@@ -155,256 +58,109 @@ def audit(
     memory: float | None = None,
     budget: float | None = None,
     progress: bool | None = None,
+    policy: CoveragePolicy | None = None,
+    options: AuditOptions | None = None,
 ) -> AuditResult:
-    """Audit ``subject``: causality (gradients and perturbations), receptive field, blind spot
-    and loss equivalence, as asked by ``checks``.
+    """Audit ``subject``: causality (gradients and perturbations), receptive field, blind spot,
+    loss equivalence and the certificate, as asked by ``checks``.
 
     ``train=True`` adds the evidence of training mode (same RNG state in both forward passes).
     ``max_examples`` bounds each Hypothesis search (default: the active Hypothesis profile's).
     ``shard=(i, n)`` gathers the i-th of n disjoint parts of the evidence (see :func:`merge`).
     ``checks=None``: every dynamic check, and the certificate when the grid has at most
-    ``CERTIFICATE_POSITIONS`` positions.
-    ``memory``: gigabytes the stacked passes may hold (default: see the module's docstring).
-    ``budget``: seconds the audit may take (see "Coverage policy" above).
+    ``policy.certificate_positions`` positions.
+    ``memory``: gigabytes the stacked passes may hold; ``budget``: seconds the audit may take;
+    ``policy``: how much evidence to gather (see :mod:`properties.auditing.options`).
     ``progress``: progress bars on stderr (None: when stderr is a terminal).
+    ``options``: all of the above as one :class:`AuditOptions` (the keywords are then ignored).
     """
-    shard = _checked_shard(shard)
-    if budget is not None and not budget > 0:
-        raise AdapterError(f"the time budget must be positive, got {budget}", "pass --budget S")
-    if budget is not None and shard is not None:
-        raise AdapterError(
-            "a time budget cannot be combined with shards (each shard would plan differently)",
-            "drop --budget, or shard an audit with a fixed plan",
+    if options is None:
+        options = AuditOptions(
+            checks=None if checks is None else tuple(checks),
+            train=train,
+            exact=exact,
+            seed=seed,
+            max_examples=max_examples,
+            shard=shard,
+            memory=memory,
+            budget=budget,
+            progress=progress,
+            policy=policy or CoveragePolicy(),
         )
-    if memory is None and shard is not None:
+    options = options.checked(subject.n_positions)
+    memory = options.memory
+    if memory is None and options.shard is not None:
         memory = DEFAULT_CAP / GIB  # the same on every machine: shards must cut alike
-    with limited(memory), bars.showing(progress):
-        return _audit(subject, checks, train, exact, seed, max_examples, shard, budget)
+    with limited(memory), bars.showing(options.progress):
+        return _audit(subject, options)
 
 
-def _audit(subject, checks, train, exact, seed, max_examples, shard, budget) -> AuditResult:
+@dataclass
+class Gathering:
+    """One audit while it gathers: what it was asked, what it has, and its clock."""
+
+    subject: Subject
+    options: AuditOptions
+    result: AuditResult
+    timing: time_budget.Plan | None
+
+    @property
+    def policy(self) -> CoveragePolicy:
+        return self.options.policy
+
+    def note(self, text: str) -> None:
+        self.result.evidence_notes.append(text)
+
+
+def _audit(subject: Subject, options: AuditOptions) -> AuditResult:
     start = time.perf_counter()
-    if checks is None:
-        cheap = subject.n_positions <= CERTIFICATE_POSITIONS
-        checks = CHECKS if cheap else DYNAMIC
-    result = AuditResult(subject, _checked(checks), train, exact, shard)
+    result = AuditResult(subject, options.checks, options.train, options.exact, options.shard)
     result.evidence_notes.extend(subject.notes)
-    timing = None if budget is None else plan.Plan(float(budget))
-    if result.checks != ("certificate",):
+    timing = None if options.budget is None else time_budget.Plan(options.budget)
+    g = Gathering(subject, options, result, timing)
+    if not options.certificate_only:
         # First, as every audit's first call: a model that caches state from its first call
         # (properties.subject.batching) then sees the batch size the dynamic evidence uses.
-        result.sample_bytes = validate(subject, seed, result.evidence_notes, timing)
-    if "certificate" in result.checks and leads(result.shard):
+        result.sample_bytes = validate(subject, options.seed, result.evidence_notes, timing)
+    if "certificate" in options.checks and leads(options.shard):
         from properties.evidence.certificate import certify
 
         # within a budget, its time is taken from what the dynamic evidence has left
-        result.certificate = certify(subject, train=train, seed=seed)
-    if result.checks == ("certificate",):  # the static analysis alone: no sampled evidence
+        result.certificate = certify(subject, train=options.train, seed=options.seed)
+    if options.certificate_only:  # the static analysis alone: no sampled evidence
         conclude(result)
         result.seconds = time.perf_counter() - start
         return result
-    examples = max_examples or hypothesis_settings.default.max_examples
-    needs_map = bool({"causality", "receptive_field", "blind_spot"} & set(result.checks))
-    failures: list[ModelError] = []  # evidence the model could not be run for
-    for training in (False, True) if train else (False,):
-        if needs_map:
-            _gradient_evidence(subject, result, training, seed, timing)
-        if "causality" in result.checks or ("loss" in result.checks and not training):
-            try:
-                _perturbation_evidence(subject, result, training, seed, examples, timing)
-            except ModelError as exc:
-                failures.append(exc)
-                mode, label = MODES[training]
-                result.evidence_notes.append(
-                    f"perturbation evidence unavailable in {label}: {exc.problem}"
-                )
-                result.coverage.setdefault("perturbation", {})[mode] = "unavailable"
-    if "causality" in result.checks and not _any_evidence(result) and failures:
-        raise failures[0]  # no evidence at all: the model's error is the answer
+    _dynamic_evidence(g)
     # what the subject learnt while running (e.g. a model that runs at one batch size only)
     result.evidence_notes.extend(n for n in subject.notes if n not in result.evidence_notes)
     conclude(result)
-    result.coverage["exhaustive"] = (
-        exact or subject.n_positions <= EXHAUSTIVE_POSITIONS
-    ) and not result.coverage.get("budgeted")
+    result.coverage.exhaustive = (
+        options.exact or subject.n_positions <= options.policy.exhaustive_positions
+    ) and not result.coverage.budgeted
     if timing is not None:
-        result.coverage["budget_seconds"] = float(budget)
-        result.coverage["forward_seconds"] = round(timing.forward, 6)
+        result.coverage.budget_seconds = options.budget
+        result.coverage.forward_seconds = round(timing.forward, 6)
     result.seconds = time.perf_counter() - start
     return result
 
 
-def _checked(checks) -> tuple[str, ...]:
-    checks = CHECKS if checks is None else tuple(checks)
-    unknown = set(checks) - set(CHECKS)
-    if unknown:
-        raise AdapterError(f"unknown checks {sorted(unknown)}", f"use some of {', '.join(CHECKS)}")
-    return tuple(c for c in CHECKS if c in checks)
-
-
-def _checked_shard(shard) -> tuple[int, int] | None:
-    if shard is None:
-        return None
-    try:
-        index, count = (int(v) for v in shard)
-    except (TypeError, ValueError):
-        index, count = -1, 0
-    if not 0 <= index < count:
-        raise AdapterError(
-            f"shard {shard} is not (index, count) with 0 <= index < count",
-            "pass shard=(i, n) for the i-th of n shards, e.g. from properties.testing.shards(n)",
-        )
-    return (index, count)
-
-
-def _any_evidence(result: AuditResult) -> bool:
-    return bool(result.perturbations or result.maps)
-
-
-# ---------------------------------------------------------------------------------------------
-# Concluding: everything below reads only the gathered evidence
-
-
-def conclude(result: AuditResult) -> AuditResult:
-    """Violations, mode, verdict, receptive field, blind spot and the loss check's verdict,
-    from the evidence gathered so far."""
-    s, checks = result.subject, result.checks
-    result.violations, result.derived_notes, result.violation_count = [], [], 0
-    for training in (False, True):
-        mode = MODES[training][0]
-        dmap = result.maps.get(mode)
-        if dmap is not None and "causality" in checks:
-            tag = "gradient/train" if training else "gradient"
-            listed, total = facts.gradient_violations(s, dmap, tag)
-            result.violations.extend(listed)
-            result.violation_count += total
-        report = result.perturbations.get(mode)
-        if report is not None:
-            found = report.violations(s)
-            result.violations.extend(found)
-            result.violation_count += len(found)
-            result.derived_notes.extend(report.notes(training))
-    if "causality" in checks and _any_evidence(result):
-        result.mode = verdict.mode_of(result.violations)
-        result.causal = verdict.passes(result.mode, s.predicts)
-    dmap = result.dependency_map
-    if dmap is not None and len(dmap.outputs) == 0:
-        dmap = None  # a shard whose chunks held no output: no facts of its own
-    if dmap is not None and "receptive_field" in checks:
-        result.receptive_field = facts.receptive_field(s, dmap)
-        note = facts.clipping_note(s, dmap)
-        if note:
-            result.derived_notes.append(note)
-    if dmap is not None and "blind_spot" in checks:
-        result.blind_spot = facts.blind_spot(s, dmap)
-        if len(s.pixel_grid) == 2 and not s.is_pixel_raster:
-            result.derived_notes.append("blind spot: defined for raster order only, not computed")
-    result.loss = result.losses.get(loss_convention(result))
-    if result.loss is not None:
-        result.coverage["loss_convention"] = loss_convention(result)
-    _cross_check(result)
-    return result
-
-
-SOUNDNESS_BUG = "SOUNDNESS BUG of the certificate"  # how the cross-check's note begins
-
-
-def soundness_note(result: AuditResult) -> str | None:
-    """The cross-check's note when the dynamic evidence refutes the certificate."""
-    return next((n for n in result.derived_notes if n.startswith(SOUNDNESS_BUG)), None)
-
-
-def _cross_check(result: AuditResult) -> None:
-    """The static upper bound must contain the dynamic lower bound: every gradient dependency
-    and every perturbation violation. Where the measured map equals the bound, the receptive
-    field is exact. A dynamic dependency outside the bound is a bug of the analysis."""
-    cert = result.certificate
-    result.unsound, result.certificate_exact = [], None
-    if cert is None or cert.bound is None:
-        return
-    s = result.subject
-    for mode, dmap in result.maps.items():
-        # The training-mode map runs its inputs in one batch: a layer that mixes the batch
-        # gives an output dependencies through the other samples, which the batch-1 bound need
-        # not have; the perturbations of training mode are checked.
-        if mode == "train":
-            continue
-        outside = cert.outside(dmap.seen, dmap.outputs)
-        ranks = s.ranks
-        result.unsound.extend(
-            Violation(t, i, "future" if ranks[i] > ranks[t] else "present" if ranks[i] ==
-                      ranks[t] else "past", f"gradient/{mode}", 0.0, "outside the bound")
-            for t, i in outside[: facts.LISTED].tolist()
-        )
-    checked = [v for v in result.violations if cert.train or not v.evidence.endswith("/train")]
-    result.unsound.extend(cert.unexplained(s, checked))
-    dmap = result.dependency_map
-    if dmap is not None and len(dmap.outputs) == s.n_positions:
-        result.certificate_exact = cert.exact_for(dmap)
-    if result.unsound:
-        v = result.unsound[0]
-        result.derived_notes.insert(
-            0,
-            f"{SOUNDNESS_BUG} ({cert.status}): {len(result.unsound)} dynamic "
-            f"dependencies lie outside its bound, e.g. output {s.position(v.output)} on input "
-            f"{s.position(v.input)} ({v.evidence}); please report it with this model",
-        )
-    elif result.certificate_exact:
-        result.derived_notes.append(
-            "the certificate's bound equals the measured dependency map: the receptive field "
-            "is exact (proved from above, reached from below)"
-        )
-
-
-def loss_convention(result: AuditResult) -> str:
-    """``auto`` subjects are checked as ``next`` models when they see the present."""
-    if result.subject.predicts != "auto":
-        return result.subject.predicts
-    return "next" if result.mode == "inclusive" else "current"
-
-
-def merge(results: list[AuditResult]) -> AuditResult:
-    """The result of one audit from the results of its shards (``audit(..., shard=(i, n))`` for
-    every i): evidence united, then concluded again."""
-    if not results:
-        raise ValueError("merge needs at least one result")
-    results = sorted(results, key=lambda r: (r.shard or (0, 1))[0])  # shard 0 ran the search
-    first = results[0]
-    merged = AuditResult(first.subject, first.checks, first.train, first.exact)
-    merged.evidence_notes = list(dict.fromkeys(n for r in results for n in r.evidence_notes))
-    for mode in ("eval", "train"):
-        maps = [r.maps[mode] for r in results if mode in r.maps]
-        if maps:
-            merged.maps[mode] = gradients.merge_maps(maps)
-        reports = [r.perturbations[mode] for r in results if mode in r.perturbations]
-        if reports:
-            merged.perturbations[mode] = merge_reports(reports)
-    for convention in {c for r in results for c in r.losses}:
-        merged.losses[convention] = merge_losses([r.losses[convention] for r in results])
-    merged.certificate = next((r.certificate for r in results if r.certificate), None)
-    merged.coverage = _merge_coverage([r.coverage for r in results])
-    merged.seconds = sum(r.seconds for r in results)
-    return conclude(merged)
-
-
-SUMMED = ("outputs_mapped", "passes", "checked")  # coverage counts that add up across shards
-
-
-def _merge_coverage(coverages: list[dict]) -> dict:
-    out: dict = {}
-    for coverage in coverages:
-        for key, value in coverage.items():
-            if isinstance(value, dict) and isinstance(out.get(key), dict):
-                out[key] = _merge_coverage([out[key], value])
-            elif key in SUMMED and key in out:
-                out[key] += value
-            else:
-                out.setdefault(key, value)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Gathering
+def _dynamic_evidence(g: Gathering) -> None:
+    """The gradient and perturbation evidence, in inference (and training mode when asked)."""
+    checks, result = g.options.checks, g.result
+    failures: list[ModelError] = []  # evidence the model could not be run for
+    for mode in (ModelMode.EVAL, ModelMode.TRAIN) if g.options.train else (ModelMode.EVAL,):
+        if g.options.wants_map:
+            _gradient_evidence(g, mode)
+        if "causality" in checks or ("loss" in checks and not mode.training):
+            try:
+                _perturbation_evidence(g, mode)
+            except ModelError as exc:
+                failures.append(exc)
+                g.note(f"perturbation evidence unavailable in {mode.label}: {exc.problem}")
+                result.coverage.perturbation_unavailable.append(mode)
+    if "causality" in checks and not (result.perturbations or result.maps) and failures:
+        raise failures[0]  # no evidence at all: the model's error is the answer
 
 
 def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
@@ -417,7 +173,9 @@ def validate(subject: Subject, seed: int, notes: list[str], timing=None) -> int:
         check_outputs_finite(y)
         note = check_input_untouched(subject, x, seed)
         if timing is not None:
-            timing.forward = plan.measure_forward(lambda: forward(subject, x[:1], seed=seed), 1)
+            timing.forward = time_budget.measure_forward(
+                lambda: forward(subject, x[:1], seed=seed), 1
+            )
     if note:
         notes.append(note)
     return cost.per_copy // 2
@@ -437,114 +195,121 @@ def stratified(n: int, count: int, seed: int) -> list[int]:
     return sorted(picks)
 
 
-def _gradient_evidence(
-    subject: Subject, result: AuditResult, training: bool, seed: int, timing=None
-) -> None:
-    mode, label = MODES[training]
-    probes, inputs = len(gradients.probe_positions(subject.grid)), MAP_INPUTS
-    if timing is not None:  # the probe rows on one input when all of them would not fit
-        row = plan.VJP_FACTOR * timing.forward
-        if probes * inputs * row > plan.MAP_SHARE * timing.left():
+# ---------------------------------------------------------------------------------------------
+# Gradient evidence
+
+
+def _gradient_evidence(g: Gathering, mode: ModelMode) -> None:
+    subject, result = g.subject, g.result
+    probes, inputs = len(gradients.probe_positions(subject.grid)), g.policy.map_inputs
+    if g.timing is not None:  # the probe rows on one input when all of them would not fit
+        row = time_budget.VJP_FACTOR * g.timing.forward
+        if probes * inputs * row > time_budget.MAP_SHARE * g.timing.left():
             inputs = 1
-        probes = min(probes, timing.affordable(plan.MAP_SHARE, row * inputs))
+        probes = min(probes, g.timing.affordable(time_budget.MAP_SHARE, row * inputs))
         if probes == 0:
-            result.evidence_notes.append(
-                f"gradient evidence skipped in {label}: one VJP pass would not fit the time "
+            g.note(
+                f"gradient evidence skipped in {mode.label}: one VJP pass would not fit the time "
                 "budget; the perturbations decide"
             )
-            result.coverage.setdefault("gradient", {})[label] = "skipped (budget)"
-            result.coverage["budgeted"] = True
+            result.coverage.gradient[mode] = SKIPPED
+            result.coverage.budgeted = True
             return
-    if subject.dtype != torch.float64 and subject.dtype.is_floating_point:
-        # A float64 VJP holds at least a float64 forward pass (twice the measured float32 one):
-        # when that alone is over the budget, say so without building the copy and the probe.
-        scale = 64 // torch.finfo(subject.dtype).bits
-        at_least = scale * result.sample_bytes
-        if at_least > budget_bytes():
-            exc = MemoryBudgetError(
-                "one float64 VJP pass (1 input)", at_least, budget_bytes(), bound=True
-            )
-            result.evidence_notes.append(
-                f"gradient evidence unavailable in {label}: {exc.problem} ({exc.fix})"
-            )
-            result.coverage.setdefault("gradient", {})[label] = "unavailable"
-            return
+    why = _float64_vjp_too_big(subject, result.sample_bytes)
+    if why is None:
+        dmap, inputs, why = _map_in_float64(g, mode, inputs, probes)
+    if why is None and dmap.probe_silent:  # round, argmax, thresholds: the gradient says nothing
+        why = (
+            "the gradients are zero everywhere (a non-differentiable step such as round, argmax "
+            "or a threshold, or a model that ignores its input); the perturbations decide"
+        )
+    if why is not None:
+        g.note(f"gradient evidence unavailable in {mode.label}: {why}")
+        result.coverage.gradient[mode] = UNAVAILABLE
+        return
+    result.maps[mode] = dmap
+    fewer = dmap.method == "sampled" and dmap.row_inputs < inputs
+    result.coverage.gradient[mode] = MapCoverage(
+        outputs_mapped=len(dmap.outputs),
+        outputs_total=subject.n_positions,
+        method=dmap.method,
+        passes=dmap.passes,
+        inputs=inputs,
+        sampled_row_inputs=dmap.row_inputs if fewer else None,
+    )
+
+
+def _float64_vjp_too_big(subject: Subject, sample_bytes: int) -> str | None:
+    """Why no float64 VJP can fit the memory budget, said without building the copy: a float64
+    VJP holds at least a float64 forward pass (twice the measured float32 one)."""
+    if subject.dtype == torch.float64 or not subject.dtype.is_floating_point:
+        return None
+    at_least = 64 // torch.finfo(subject.dtype).bits * sample_bytes
+    if at_least <= limit_bytes():
+        return None
+    exc = MemoryBudgetError("one float64 VJP pass (1 input)", at_least, limit_bytes(), bound=True)
+    return f"{exc.problem} ({exc.fix})"
+
+
+def _map_in_float64(g: Gathering, mode: ModelMode, inputs: int, probes: int):
+    """The map on the float64 copy (on the model's own dtype when the copy does not run), the
+    inputs it was taken on, and why there is none (None when there is one)."""
+    subject = g.subject
     s64, note = float64_copy(subject)
     if note:
-        result.evidence_notes.append(note)
+        g.note(note)
     try:
         try:
-            dmap, inputs = _map_within_memory(s64, result, training, seed, inputs, probes, timing)
+            return (*_map_within_memory(g, s64, mode, inputs, probes), None)
         except ModelError as exc:
             if s64 is subject:
                 raise
             # The float64 copy does not run (a dtype fixed inside the model): its own dtype.
-            dmap, inputs = _map_within_memory(
-                subject, result, training, seed, inputs, probes, timing
-            )
-            result.evidence_notes.append(
+            found = _map_within_memory(g, subject, mode, inputs, probes)
+            g.note(
                 f"the float64 copy of the model raised ({exc.problem}): gradients taken in "
                 f"{subject.dtype}"
             )
+            return (*found, None)
     except (GradientUnavailable, ModelError, MemoryBudgetError) as exc:
-        why = exc.problem if isinstance(exc, ModelError) else exc
         if isinstance(exc, MemoryBudgetError):
-            why = f"{exc.problem} ({exc.fix})"
-        result.evidence_notes.append(f"gradient evidence unavailable in {label}: {why}")
-        result.coverage.setdefault("gradient", {})[label] = "unavailable"
-        return
+            return None, inputs, f"{exc.problem} ({exc.fix})"
+        return None, inputs, exc.problem if isinstance(exc, ModelError) else str(exc)
     finally:
         del s64  # the float64 copy of a big model is as big as two of it: free it now
-    if dmap.probe_silent:  # round, argmax, thresholds: the gradient says nothing at all
-        result.evidence_notes.append(
-            f"gradient evidence unavailable in {label}: the gradients are zero everywhere "
-            "(a non-differentiable step such as round, argmax or a threshold, or a model that "
-            "ignores its input); the perturbations decide"
-        )
-        result.coverage.setdefault("gradient", {})[label] = "unavailable"
-        return
-    result.maps[mode] = dmap
-    result.coverage.setdefault("gradient", {})[label] = {
-        "outputs_mapped": len(dmap.outputs),
-        "outputs_total": subject.n_positions,
-        "method": dmap.method,
-        "passes": dmap.passes,
-        "inputs": inputs,
-    }
-    if dmap.method == "sampled" and dmap.row_inputs < inputs:
-        result.coverage["gradient"][label]["sampled_row_inputs"] = dmap.row_inputs
 
 
-def _map_within_memory(subject, result, training, seed, inputs, probes, timing):
+def _map_within_memory(g: Gathering, subject: Subject, mode: ModelMode, inputs: int, probes: int):
     """The map on ``inputs`` random inputs, or on one when a VJP of that many does not fit the
     memory budget (a MemoryBudgetError when not even one does)."""
+    seed = g.options.seed
     try:
         x = subject.draw_inputs(inputs, torch.Generator().manual_seed(seed + 7))
-        with model_mode(subject, train=training):
-            return _map(subject, x, result, seed, probes, timing), inputs
+        with model_mode(subject, train=mode.training):
+            return _map(subject, x, g, probes), inputs
     except MemoryBudgetError:
         if inputs == 1:
             raise
-    x = subject.draw_inputs(MAP_INPUTS, torch.Generator().manual_seed(seed + 7))[:1]
-    with model_mode(subject, train=training):
-        return _map(subject, x, result, seed, probes, timing), 1
+    x = subject.draw_inputs(g.policy.map_inputs, torch.Generator().manual_seed(seed + 7))[:1]
+    with model_mode(subject, train=mode.training):
+        return _map(subject, x, g, probes), 1
 
 
-def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timing):
-    grid, shard, exact = subject.grid, result.shard, result.exact
+def _map(subject: Subject, x: torch.Tensor, g: Gathering, probes: int) -> DependencyMap:
+    grid, shard, seed, policy = subject.grid, g.options.shard, g.options.seed, g.policy
     positions = gradients.probe_positions(grid)
     if probes < len(positions):  # a budget: the first, the last, then evenly spread
         picks = torch.tensor(stratified(len(positions), max(0, probes - 2), seed))
         positions = positions[picks][:probes]
-        result.coverage["budgeted"] = True
+        g.result.coverage.budgeted = True
     bars.phase("map: probe rows", len(positions))
     started = time.perf_counter()
     probe = gradients.plain_map(subject, x, outputs=positions, seed=seed)
     row = (time.perf_counter() - started) / max(1, len(positions))  # measured: seconds per row
     colors = gradients.color_count(probe, grid)
-    affordable = None if timing is None else timing.affordable(plan.MAP_SHARE, row)
-    if exact or (
-        probe.passes + 2 * colors <= MAX_MAP_PASSES
+    affordable = None if g.timing is None else g.timing.affordable(time_budget.MAP_SHARE, row)
+    if g.options.exact or (
+        probe.passes + 2 * colors <= policy.max_map_passes
         and (affordable is None or 2 * colors <= affordable)
     ):
         # one step per color, as colored_map advances (its two weighted VJPs share a forward
@@ -552,64 +317,72 @@ def _map(subject: Subject, x: torch.Tensor, result, seed: int, probes: int, timi
         bars.phase("map: colors", colors)
         dmap = gradients.colored_map(subject, x, seed=seed, probe=probe, shard=shard)
     else:
-        count = SAMPLED_OUTPUTS
+        count = policy.sampled_outputs
         if affordable is not None and affordable < count + 2:
             count = max(0, affordable - 2)
-            result.coverage["budgeted"] = True
+            g.result.coverage.budgeted = True
         sampled = stratified(subject.n_positions, count, seed) if affordable != 0 else []
         outputs = torch.tensor(sorted(set(probe.outputs.tolist()) | set(sampled)))
         bars.phase("map: sampled rows", len(outputs) - len(probe.outputs))
-        big = gradients.vjp_bytes(subject, x) > BIG_VJP * len(x)
-        rows = x[:SAMPLED_INPUTS] if big else x
+        big = gradients.vjp_bytes(subject, x) > policy.big_vjp * len(x)
+        rows = x[: policy.sampled_inputs] if big else x
         dmap = gradients.plain_map_around(subject, rows, outputs, probe, seed, shard=shard)
-        dmap.method = "sampled"
-        dmap.row_inputs = len(rows)
+        dmap = replace(dmap, method="sampled", row_inputs=len(rows))
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
-    dmap.probe_silent = not probe.seen.any()
-    return dmap
+    return replace(dmap, probe_silent=not probe.seen.any())
 
 
-def _perturbation_evidence(
-    subject: Subject, result: AuditResult, training: bool, seed: int, examples: int, timing=None
-) -> None:
-    """The sweep (and, for the causality check, the Hypothesis search); in inference its
-    forward passes also give the loss check's rows."""
-    n = subject.n_positions
-    if result.exact or n <= EXHAUSTIVE_POSITIONS:
+# ---------------------------------------------------------------------------------------------
+# Perturbation evidence
+
+
+def _cuts(g: Gathering) -> list[int]:
+    """The cuts the sweep covers: every cut, a stratified sample, or what the budget affords."""
+    n, seed, policy, coverage = g.subject.n_positions, g.options.seed, g.policy, g.result.coverage
+    if g.options.exact or n <= policy.exhaustive_positions:
         cut_list = list(range(n))
     else:
-        cut_list = stratified(n, SAMPLED_CUTS, seed + 1)
-    if timing is not None:
-        overhead = plan.NOISE_FLOOR_PASSES * timing.forward
-        affordable = timing.affordable(plan.SWEEP_SHARE, timing.forward, overhead=overhead)
+        cut_list = stratified(n, policy.sampled_cuts, seed + 1)
+    if g.timing is not None:
+        overhead = time_budget.NOISE_FLOOR_PASSES * g.timing.forward
+        affordable = g.timing.affordable(
+            time_budget.SWEEP_SHARE, g.timing.forward, overhead=overhead
+        )
         if affordable < len(cut_list):
             cut_list = stratified(n, max(0, affordable - 2), seed + 1)
-            result.coverage["budgeted"] = True
-            result.coverage["cuts_stratified"] = True
-    elif len(cut_list) < n:
-        result.coverage["cuts_stratified"] = True
+            coverage.budgeted = True
+    coverage.cuts_stratified = coverage.cuts_stratified or len(cut_list) < n
+    return cut_list
+
+
+def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
+    """The sweep (and, for the causality check, the Hypothesis search); in inference its
+    forward passes also give the loss check's rows."""
+    subject, options, result = g.subject, g.options, g.result
+    cut_list = _cuts(g)
     observers: list[LossRows] = []
 
     def observe(x, y_full, tolerance):
         observers.append(LossRows(subject, x, y_full, tolerance))
         return observers[-1]
 
-    wants_loss = "loss" in result.checks and not training
-    with model_mode(subject, train=training):
+    wants_loss = "loss" in options.checks and not mode.training
+    with model_mode(subject, train=mode.training):
         report = perturbation_evidence(
             subject,
             cut_list=cut_list,
-            max_examples=examples,
-            seed=seed,
-            train=training,
-            shard=result.shard,
-            search="causality" in result.checks,
+            max_examples=options.max_examples or hypothesis_settings.default.max_examples,
+            seed=options.seed,
+            train=mode.training,
+            shard=options.shard,
+            search="causality" in options.checks,
             observe=observe if wants_loss else None,
-            timing=timing,
+            timing=g.timing,
         )
-    if "causality" in result.checks:
-        result.perturbations[MODES[training][0]] = report
+    if "causality" in options.checks:
+        result.perturbations[mode] = report
     if observers:
         result.losses = observers[0].results()
-        result.coverage["loss_positions"] = {"checked": report.cuts_swept, "total": n}
+        result.coverage.loss_checked = report.cuts_swept
+        result.coverage.loss_total = subject.n_positions

@@ -1,7 +1,7 @@
 """A shard's evidence as JSON, so that shards run anywhere can be merged by the CLI.
 
 ``python -m properties audit ... --shard I/N --json part.json`` writes, besides the usual report,
-a ``shard_evidence`` object: everything :func:`properties.auditing.gather.merge` needs
+a ``shard_evidence`` object: everything :func:`properties.auditing.conclude.merge` needs
 (dependency-map rows, sweep records, Hypothesis' findings, loss rows, coverage, notes) and the few
 facts of the subject that concluding reads (grid, order, convention). ``python -m properties merge
 part*.json`` loads them, merges and concludes: the verdict, the report and the exit code of the
@@ -18,7 +18,8 @@ import zlib
 
 import torch
 
-from properties.auditing.gather import AuditResult
+from properties.auditing.coverage import Coverage
+from properties.auditing.result import AuditResult
 from properties.errors import AdapterError
 from properties.evidence.gradients import STRENGTH, DependencyMap
 from properties.evidence.loss import LossEquivalence
@@ -26,9 +27,11 @@ from properties.evidence.perturbation import PerturbationReport
 from properties.evidence.replacements import Perturbation
 from properties.subject.canonical import Subject
 from properties.subject.layout import parse_layout
-from properties.verdict import Violation
+from properties.verdict import Kind, ModelMode, Violation
 
-VERSION = 1
+__all__ = ["SCALARS", "VERSION", "dump", "load"]
+
+VERSION = 2  # 2: violations by source and mode, coverage as a typed record
 
 
 def _float(x: float):
@@ -54,7 +57,7 @@ def _unpack(d: dict, dtype: torch.dtype) -> torch.Tensor:
 
 
 def _violation(v: Violation) -> dict:
-    return {**vars(v), "effect": _float(v.effect)}
+    return {**vars(v), "kind": str(v.kind), "source": str(v.source), "effect": _float(v.effect)}
 
 
 def _unviolation(d: dict) -> Violation:
@@ -86,7 +89,7 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
         "train": result.train,
         "exact": result.exact,
         "maps": {
-            mode: {
+            str(mode): {
                 "outputs": m.outputs.tolist(),
                 "seen": _pack(m.seen),
                 "strength": _pack(m.strength),
@@ -97,18 +100,11 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
             for mode, m in result.maps.items()
         },
         "perturbations": {
-            mode: {
-                "evidence": r.evidence,
-                "sweep": [[t, c, _float(e), k] for t, (c, e, k) in r.sweep.items()],
+            str(mode): {
+                **{k: getattr(r, k) for k in PerturbationReport.scalars()},
+                "sweep": [[t, c, _float(e), str(k)] for t, (c, e, k) in r.sweep.items()],
                 "found": [_violation(v) for v in r.found],
-                "counterexamples": {k: vars(p) for k, p in r.counterexamples.items()},
-                "noise_floor": r.noise_floor,
-                "tolerance": r.tolerance,
-                "batch_independent": r.batch_independent,
-                "cuts_swept": r.cuts_swept,
-                "examples": r.examples,
-                "rounding": r.rounding,
-                "unconfirmed": r.unconfirmed,
+                "counterexamples": {str(k): vars(p) for k, p in r.counterexamples.items()},
             }
             for mode, r in result.perturbations.items()
         },
@@ -120,7 +116,7 @@ def dump(result: AuditResult, memory_bytes: int) -> dict:
             for convention, loss in result.losses.items()
         },
         "certificate": None if result.certificate is None else _certificate(result.certificate),
-        "coverage": result.coverage,
+        "coverage": result.coverage.to_shard(),
         "notes": result.evidence_notes,
         "seconds": result.seconds,
     }
@@ -172,7 +168,7 @@ SCALARS = ("status", "reason", "mode", "forbidden_count", "path_dependent", "sec
 
 
 def load(data: dict, where: str) -> AuditResult:
-    """A shard's :class:`AuditResult` (evidence only; :func:`properties.auditing.gather.merge`
+    """A shard's :class:`AuditResult` (evidence only; :func:`properties.auditing.conclude.merge`
     concludes)."""
     if not isinstance(data, dict) or data.get("version") != VERSION:
         raise AdapterError(
@@ -197,7 +193,7 @@ def load(data: dict, where: str) -> AuditResult:
     shard = tuple(data["shard"]) if data["shard"] else None
     result = AuditResult(subject, tuple(data["checks"]), data["train"], data["exact"], shard)
     for mode, m in data["maps"].items():
-        result.maps[mode] = DependencyMap(
+        result.maps[ModelMode(mode)] = DependencyMap(
             outputs=torch.tensor(m["outputs"], dtype=torch.long),
             seen=_unpack(m["seen"], torch.bool),
             strength=_unpack(m["strength"], STRENGTH),
@@ -207,19 +203,12 @@ def load(data: dict, where: str) -> AuditResult:
         )
     for mode, r in data["perturbations"].items():
         report = PerturbationReport(
-            evidence=r["evidence"],
+            sweep={t: (c, _unfloat(e), Kind(k)) for t, c, e, k in r["sweep"]},
             found=[_unviolation(v) for v in r["found"]],
-            counterexamples={k: Perturbation(**p) for k, p in r["counterexamples"].items()},
-            noise_floor=r["noise_floor"],
-            tolerance=r["tolerance"],
-            batch_independent=r["batch_independent"],
-            cuts_swept=r["cuts_swept"],
-            examples=r["examples"],
-            rounding=r["rounding"],
-            unconfirmed=r["unconfirmed"],
+            counterexamples={Kind(k): Perturbation(**p) for k, p in r["counterexamples"].items()},
+            **{k: r[k] for k in PerturbationReport.scalars()},
         )
-        report.sweep = {t: (c, _unfloat(e), k) for t, c, e, k in r["sweep"]}
-        result.perturbations[mode] = report
+        result.perturbations[ModelMode(mode)] = report
     for convention, loss in data["losses"].items():
         rows = [
             {k: (v if k == "position" else _unfloat(v)) for k, v in row.items()}
@@ -227,7 +216,7 @@ def load(data: dict, where: str) -> AuditResult:
         ]
         result.losses[convention] = LossEquivalence.from_rows(rows, loss["tolerance"])
     result.certificate = _uncertificate(data.get("certificate"))
-    result.coverage = data["coverage"]
+    result.coverage = Coverage.from_shard(data["coverage"])
     result.evidence_notes = list(data["notes"])
     result.seconds = data["seconds"]
     return result

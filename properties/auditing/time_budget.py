@@ -12,11 +12,22 @@ rolls over to the next), in the order the audit runs them:
 - the Hypothesis searches: everything left, and they stop at the deadline.
 
 Without a budget nothing here applies (see the coverage policy in
-:mod:`properties.auditing.gather`).
+:mod:`properties.auditing.options`).
 """
 
 import time
 from dataclasses import dataclass, field
+
+__all__ = [
+    "MAP_SHARE",
+    "NOISE_FLOOR_PASSES",
+    "Plan",
+    "SEARCH_FACTOR",
+    "SLACK",
+    "SWEEP_SHARE",
+    "VJP_FACTOR",
+    "measure_forward",
+]
 
 MAP_SHARE = 0.3
 SWEEP_SHARE = 0.55

@@ -12,3 +12,5 @@
 Evidence reads a :class:`~properties.subject.Subject` and speaks the words of
 :mod:`properties.verdict`; it never concludes (that is :mod:`properties.auditing`'s job).
 """
+
+__all__: list[str] = []  # a room: its modules are imported by name

@@ -11,23 +11,38 @@ import torch
 from properties.evidence import gradients
 from properties.evidence.gradients import DependencyMap
 from properties.subject.canonical import Subject
-from properties.verdict import Violation
+from properties.verdict import Kind, Source, Violation
 
-LISTED = 2000  # gradient violations kept as objects; the rest are counted
+__all__ = [
+    "BlindSpot",
+    "GRADIENT_PAIRS_KEPT",
+    "ROWS_AT_ONCE",
+    "ReceptiveField",
+    "blind_spot",
+    "clipped_sides",
+    "clipping_note",
+    "gradient_violations",
+    "rank_extremes",
+    "receptive_field",
+]
+
+GRADIENT_PAIRS_KEPT = 2000  # gradient violations kept as objects; the rest are counted
 
 
 def gradient_violations(
-    subject: Subject, dmap: DependencyMap, evidence: str = "gradient"
+    subject: Subject, dmap: DependencyMap, train: bool = False
 ) -> tuple[list[Violation], int]:
     """(output, input) pairs where the output depends on its own or a later rank, in output
-    rank order: the first ``LISTED`` (and the first future one, if later), and how many in all.
+    rank order: the first ``GRADIENT_PAIRS_KEPT`` (and the first future one, if later), and how
+    many in all.
 
     A model that leaks everywhere has N^2/2 of them; the report needs examples and a count.
     """
     ranks = subject.ranks
     pairs, total, first_future = [], 0, None
-    # Rows in their outputs' rank order (ranks are distinct): once LISTED pairs are collected,
-    # every later block's pairs come after them, whatever order the map stores its rows in.
+    # Rows in their outputs' rank order (ranks are distinct): once GRADIENT_PAIRS_KEPT pairs are
+    # collected, every later block's pairs come after them, whatever order the map stores its
+    # rows in.
     by_rank = torch.argsort(ranks[dmap.outputs])
     for start in range(0, len(by_rank), ROWS_AT_ONCE):
         block = by_rank[start : start + ROWS_AT_ONCE]
@@ -35,14 +50,14 @@ def gradient_violations(
         forbidden = dmap.seen[block] & (ranks[None, :] >= out_ranks)
         rows, inputs = forbidden.nonzero(as_tuple=True)
         total += len(rows)
-        if len(pairs) < LISTED:
+        if len(pairs) < GRADIENT_PAIRS_KEPT:
             pairs.extend(zip(block[rows].tolist(), inputs.tolist(), strict=True))
         if first_future is None:
             future = (ranks[inputs] > out_ranks[rows, 0]).nonzero().flatten()
             if len(future):
                 first_future = (int(block[rows[future[0]]]), int(inputs[future[0]]))
     pairs.sort(key=lambda p: (int(ranks[dmap.outputs[p[0]]]), int(ranks[p[1]])))
-    pairs = pairs[:LISTED]
+    pairs = pairs[:GRADIENT_PAIRS_KEPT]
     if first_future is not None and first_future not in pairs:
         pairs.append(first_future)  # the mode must not lose its evidence to the cap
     violations = []
@@ -52,10 +67,11 @@ def gradient_violations(
             Violation(
                 output=t,
                 input=s,
-                kind="present" if ranks[s] == ranks[t] else "future",
-                evidence=evidence,
+                kind=Kind.PRESENT if ranks[s] == ranks[t] else Kind.FUTURE,
+                source=Source.GRADIENT,
                 effect=float(dmap.strength[row, s]),
                 detail="non-zero gradient",
+                train=train,
             )
         )
     return violations, total

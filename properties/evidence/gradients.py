@@ -41,12 +41,35 @@ from properties.subject import batching, memory
 from properties.subject.calls import seeded
 from properties.subject.canonical import Subject
 
+__all__ = [
+    "DependencyMap",
+    "DifferentiableInput",
+    "GradientUnavailable",
+    "POSITIONS_PER_PASS",
+    "RATIO_TOLERANCE",
+    "STRENGTH",
+    "color_count",
+    "colored_map",
+    "coordinates",
+    "dependency_map",
+    "distinct_weights",
+    "find_token_embedding",
+    "merge_maps",
+    "offset_periods",
+    "plain_map",
+    "plain_map_around",
+    "probe_positions",
+    "random_directions",
+    "vjp_bytes",
+    "weighted_vjps",
+]
+
 # A gradient that is itself a near-cancelling sum has a relative rounding error far above 1e-16
 # (4.5e-9 measured on the lecture's dilated net), so the ratio test allows 1e-6; the weights
 # differ by at least 1/N, so it still names exactly one output.
 RATIO_TOLERANCE = 1e-6
 STRENGTH = torch.bfloat16
-DEFAULT_BUDGET = 1 << 14  # positions x samples per forward pass: bounds the memory of a chunk
+POSITIONS_PER_PASS = 1 << 14  # positions x samples per forward pass: bounds the memory of a chunk
 
 
 # Measured VJP costs and batch interactions by model and input shape: every map of one audit
@@ -58,7 +81,7 @@ class GradientUnavailable(Exception):
     """The model gives no usable gradient (not differentiable, no embedding for its tokens)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class DependencyMap:
     outputs: torch.Tensor  # (M,) flat output positions, one per row
     seen: torch.Tensor  # (M, N) bool
@@ -226,7 +249,7 @@ def weighted_vjps(
     weight_sets: list[torch.Tensor],
     directions: torch.Tensor,
     *,
-    budget: int = DEFAULT_BUDGET,
+    per_pass: int = POSITIONS_PER_PASS,
     shard: tuple[int, int] | None = None,
 ) -> tuple[list[int], list[torch.Tensor]]:
     """Gradients of ``sum_t W[p, t] * <u[b, t], y[b, t]>`` for every row ``p`` of each weight set.
@@ -243,7 +266,7 @@ def weighted_vjps(
     # Each gradient is one input's size per row; the cotangents are the output's.
     size = memory.copies(
         source.cost(),
-        spread(copies_per_pass(batch, n, budget), n_rows),
+        spread(copies_per_pass(batch, n, per_pass), n_rows),
         what=f"one VJP pass ({batch} input(s), {source.subject.dtype})",
     )
     # Measured only where copies would be stacked; two no-grad passes of two copies cost less
@@ -291,7 +314,7 @@ def plain_map(
     *,
     outputs: torch.Tensor | None = None,
     seed: int = 0,
-    budget: int = DEFAULT_BUDGET,
+    per_pass: int = POSITIONS_PER_PASS,
     shard: tuple[int, int] | None = None,
 ) -> DependencyMap:
     """One VJP per output position (rows ``outputs``, default all; only this ``shard``'s)."""
@@ -301,7 +324,7 @@ def plain_map(
     directions = _directions(source, seed)
     one_hot = torch.zeros(len(outputs), n, dtype=torch.float64)
     one_hot[torch.arange(len(outputs)), outputs] = 1.0
-    rows, (g,) = weighted_vjps(source, [one_hot], directions, budget=budget, shard=shard)
+    rows, (g,) = weighted_vjps(source, [one_hot], directions, per_pass=per_pass, shard=shard)
     magnitude = g.abs().amax(dim=(1, 3))  # (M, N)
     return DependencyMap(
         outputs[rows], magnitude > 0, magnitude.to(STRENGTH), passes=len(rows), method="plain"
@@ -319,14 +342,14 @@ def plain_map_around(
     outputs: torch.Tensor,
     probe: DependencyMap,
     seed: int,
-    budget: int = DEFAULT_BUDGET,
+    per_pass: int = POSITIONS_PER_PASS,
     shard: tuple[int, int] | None = None,
 ) -> DependencyMap:
     """The plain map of ``outputs``, reusing the rows the probe already computed (the probe is
     every shard's; its rows go to the first shard's part, as its passes do)."""
     done, wanted = set(probe.outputs.tolist()), set(outputs.tolist())
     rest = torch.tensor([t for t in outputs.tolist() if t not in done], dtype=torch.long)
-    dmap = plain_map(subject, inputs, outputs=rest, seed=seed, budget=budget, shard=shard)
+    dmap = plain_map(subject, inputs, outputs=rest, seed=seed, per_pass=per_pass, shard=shard)
     if leads(shard):
         keep = torch.tensor([t in wanted for t in probe.outputs.tolist()])
         kept = DependencyMap(
@@ -386,7 +409,7 @@ def colored_map(
     inputs: torch.Tensor,
     *,
     seed: int = 0,
-    budget: int = DEFAULT_BUDGET,
+    per_pass: int = POSITIONS_PER_PASS,
     max_colors_fraction: float = 0.5,
     probe: DependencyMap | None = None,
     shard: tuple[int, int] | None = None,
@@ -400,12 +423,14 @@ def colored_map(
     """
     n, grid = subject.n_positions, subject.grid
     if probe is None:
-        probe = plain_map(subject, inputs, outputs=probe_positions(grid), seed=seed, budget=budget)
+        probe = plain_map(
+            subject, inputs, outputs=probe_positions(grid), seed=seed, per_pass=per_pass
+        )
     probe_passes = probe.passes if leads(shard) else 0
     periods = offset_periods(probe, grid)
     n_colors = math.prod(periods)
     if n_colors >= max_colors_fraction * n:  # two passes per color: no cheaper than plain
-        return plain_map_around(subject, inputs, torch.arange(n), probe, seed, budget, shard)
+        return plain_map_around(subject, inputs, torch.arange(n), probe, seed, per_pass, shard)
 
     coords = coordinates(grid)
     color = torch.zeros(n, dtype=torch.long)
@@ -419,14 +444,14 @@ def colored_map(
     source = DifferentiableInput(subject, inputs, seed=seed)
     directions = _directions(source, seed)
     mine, (g1, g2) = weighted_vjps(
-        source, [alpha_w, beta_w], directions, budget=budget, shard=shard
+        source, [alpha_w, beta_w], directions, per_pass=per_pass, shard=shard
     )
     members = [torch.nonzero(color == c).flatten() for c in mine]
     seen, strength, unresolved = _attribute(g1, g2, members, beta, n)
     passes = probe_passes + 2 * len(mine)
 
     for c in unresolved:  # settle shared inputs exactly: plain rows of the color, on their own
-        exact = plain_map(subject, inputs, outputs=members[c], seed=seed, budget=budget)
+        exact = plain_map(subject, inputs, outputs=members[c], seed=seed, per_pass=per_pass)
         seen[members[c]] = exact.seen
         strength[members[c]] = exact.strength
         passes += exact.passes
@@ -518,7 +543,7 @@ def dependency_map(
     method: str = "colored",
     outputs: torch.Tensor | None = None,
     seed: int = 0,
-    budget: int = DEFAULT_BUDGET,
+    per_pass: int = POSITIONS_PER_PASS,
 ) -> DependencyMap:
     """The dependency map of ``subject`` at ``inputs`` (a batch: the map is their union).
 
@@ -526,7 +551,7 @@ def dependency_map(
     choice when ``outputs`` picks a subset).
     """
     if outputs is not None or method == "plain":
-        return plain_map(subject, inputs, outputs=outputs, seed=seed, budget=budget)
+        return plain_map(subject, inputs, outputs=outputs, seed=seed, per_pass=per_pass)
     if method != "colored":
         raise ValueError(f"unknown method {method!r}: use 'colored' or 'plain'")
-    return colored_map(subject, inputs, seed=seed, budget=budget)
+    return colored_map(subject, inputs, seed=seed, per_pass=per_pass)

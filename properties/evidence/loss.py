@@ -18,6 +18,8 @@ import torch.nn.functional as F
 
 from properties.subject.canonical import Subject
 
+__all__ = ["LossEquivalence", "LossRows", "merge_losses"]
+
 
 @dataclass
 class LossEquivalence:

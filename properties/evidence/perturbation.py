@@ -20,7 +20,7 @@ of the same input (same RNG state) and between batch slots; a change counts when
 in float64 and usually in float32).
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from random import Random
 
 import torch
@@ -35,12 +35,32 @@ from properties.evidence.sharding import chunked, copies_per_pass, share, spread
 from properties.subject import memory
 from properties.subject.calls import check_outputs_finite, float64_copy, forward
 from properties.subject.canonical import Subject
-from properties.verdict import Violation
+from properties.verdict import Kind, Source, Violation
+
+__all__ = [
+    "BATCH_DEPENDENCE",
+    "CONFIRM_RATIO",
+    "LOCALIZE_LIMIT",
+    "OBVIOUS",
+    "OUTPUT_PER_PASS",
+    "POSITIONS_PER_PASS",
+    "PerturbationReport",
+    "Runner",
+    "SAFETY",
+    "batch_interaction",
+    "chunk_copies",
+    "hypothesis_search",
+    "measure_noise_floor",
+    "merge_reports",
+    "perturbation_evidence",
+    "sweep",
+    "sweep_violations",
+]
 
 SAFETY = 4.0
 BATCH_DEPENDENCE = 1e-4  # slot differences above this (relative) mean samples interact
 LOCALIZE_LIMIT = 64  # positions tried one by one to name the input behind a leak
-BATCH_BUDGET = 1 << 16  # positions x samples in one stacked forward pass
+POSITIONS_PER_PASS = 1 << 16  # positions x samples in one stacked forward pass
 CONFIRM_RATIO = 1e-3  # float64 change / float32 change below this: rounding, not dependency
 # A float32 change above this fraction of the outputs' scale is no rounding (that would need
 # intermediates 1e5 times larger than the outputs): it counts without a float64 pass.
@@ -50,23 +70,40 @@ OBVIOUS = 1e-2
 OUTPUT_PER_PASS = 256 << 20
 
 
+def _first_set(values):
+    return next((v for v in values if v), values[0])
+
+
+def _combined(how, default):
+    """A report's scalar field, and how the shards' values of it combine into the whole's."""
+    return field(default=default, metadata={"merge": how})
+
+
 @dataclass
 class PerturbationReport:
-    evidence: str = "perturbation"
-    sweep: dict[int, tuple[int, float, str]] = field(default_factory=dict)  # see sweep()
+    # the evidence itself (merged by merge_reports, record by record)
+    sweep: dict[int, tuple[int, float, Kind]] = field(default_factory=dict)  # see sweep()
     found: list[Violation] = field(default_factory=list)  # Hypothesis' minimal violations
-    counterexamples: dict[str, Perturbation] = field(default_factory=dict)
-    noise_floor: float = 0.0
-    tolerance: float = 0.0
-    batch_independent: bool = True
-    cuts_swept: int = 0
-    examples: int = 0
-    rounding: int = 0  # float32 changes dismissed as rounding
-    unconfirmed: str = ""  # why small changes were counted without a float64 confirmation
+    counterexamples: dict[Kind, Perturbation] = field(default_factory=dict)
+    # scalars: each says how the shards' values combine
+    train: bool = _combined(_first_set, False)  # gathered in training mode
+    noise_floor: float = _combined(max, 0.0)
+    tolerance: float = _combined(max, 0.0)
+    batch_independent: bool = _combined(all, True)
+    cuts_swept: int = _combined(sum, 0)
+    examples: int = _combined(sum, 0)
+    rounding: int = _combined(sum, 0)  # float32 changes dismissed as rounding
+    # why small changes were counted without a float64 confirmation
+    unconfirmed: str = _combined(_first_set, "")
+
+    @classmethod
+    def scalars(cls) -> tuple[str, ...]:
+        """The scalar fields (what a shard file writes as they are)."""
+        return tuple(f.name for f in fields(cls) if "merge" in f.metadata)
 
     def violations(self, subject: Subject) -> list[Violation]:
         """Hypothesis' minimal violations first, then the sweep's, by output rank."""
-        return self.found + sweep_violations(subject, self.sweep, self.evidence)
+        return self.found + sweep_violations(subject, self.sweep, self.train)
 
     def notes(self, train: bool) -> list[str]:
         notes = []
@@ -92,22 +129,18 @@ class PerturbationReport:
 def merge_reports(reports: list[PerturbationReport]) -> PerturbationReport:
     """One report from the reports of shards that swept disjoint cuts (the first shard ran the
     Hypothesis search): the same report one process would have made."""
-    first = reports[0]
-    order = ("future", "present")  # the order one process searches in
+    order = (Kind.FUTURE, Kind.PRESENT)  # the order one process searches in
     found = sorted((v for r in reports for v in r.found), key=lambda v: order.index(v.kind))
     merged = PerturbationReport(
-        evidence=first.evidence,
         found=found,
         counterexamples={
             k: r.counterexamples[k] for k in order for r in reports if k in r.counterexamples
         },
-        noise_floor=max(r.noise_floor for r in reports),
-        tolerance=max(r.tolerance for r in reports),
-        batch_independent=all(r.batch_independent for r in reports),
-        cuts_swept=sum(r.cuts_swept for r in reports),
-        examples=sum(r.examples for r in reports),
-        rounding=sum(r.rounding for r in reports),
-        unconfirmed=next((r.unconfirmed for r in reports if r.unconfirmed), ""),
+        **{
+            f.name: f.metadata["merge"]([getattr(r, f.name) for r in reports])
+            for f in fields(PerturbationReport)
+            if "merge" in f.metadata
+        },
     )
     for report in reports:
         for t, (cut, effect, kind) in report.sweep.items():
@@ -315,10 +348,10 @@ def _position_of_rank(subject: Subject, rank: int) -> int:
 
 def chunk_copies(runner: Runner, items: int) -> int:
     """How many perturbed copies of the pool one stacked forward pass holds: as many as the
-    memory budget allows (measured on the pool's own pass), at most ``BATCH_BUDGET``
+    memory budget allows (measured on the pool's own pass), at most ``POSITIONS_PER_PASS``
     position-samples (beyond that a bigger batch is no faster), and few enough that ``items``
     cuts make ``MIN_CHUNKS`` chunks (for shards to share)."""
-    cap = copies_per_pass(runner.pool_size, runner.subject.n_positions, BATCH_BUDGET)
+    cap = copies_per_pass(runner.pool_size, runner.subject.n_positions, POSITIONS_PER_PASS)
     runner.pool(0)
     cap = min(cap, max(1, OUTPUT_PER_PASS // max(1, runner.cost.output)))
     return runner.copies(spread(cap, items))
@@ -346,27 +379,28 @@ def sweep(runner: Runner, cut_list: list[int], *, per_chunk: int, shard=None, ob
             c = chunk[i]
             outputs = runner.genuine(0, perturbed[i], changes[i], moved[i].nonzero().flatten())
             for t in outputs.tolist():
-                kind_ = "future" if subject.ranks[t] < c else "present"
+                kind_ = Kind.FUTURE if subject.ranks[t] < c else Kind.PRESENT
                 _record(records, t, c, float(changes[i, t]), kind_)
     return records
 
 
-def _record(records: dict, t: int, cut: int, effect: float, kind: str) -> None:
+def _record(records: dict, t: int, cut: int, effect: float, kind: Kind) -> None:
     """Keep, per output, a future violation over a present one, and the furthest cut."""
     old = records.get(t)
-    if old is None or (kind == "future" and (old[2] == "present" or old[0] < cut)):
+    if old is None or (kind == Kind.FUTURE and (old[2] == Kind.PRESENT or old[0] < cut)):
         records[t] = (cut, effect, kind)
 
 
-def sweep_violations(subject: Subject, records: dict, evidence: str) -> list[Violation]:
+def sweep_violations(subject: Subject, records: dict, train: bool) -> list[Violation]:
     return [
         Violation(
             output=t,
             input=_position_of_rank(subject, c),
             kind=kind,
-            evidence=evidence,
+            source=Source.SWEEP,
             effect=effect,
-            detail=f"sweep: positions of rank >= {c} were replaced",
+            detail=f"positions of rank >= {c} were replaced",
+            train=train,
         )
         for t, (c, effect, kind) in sorted(
             records.items(), key=lambda kv: int(subject.ranks[kv[0]])
@@ -380,11 +414,11 @@ def sweep_violations(subject: Subject, records: dict, evidence: str) -> list[Vio
 
 def hypothesis_search(
     runner: Runner,
-    kind: str,
+    kind: Kind,
     *,
     max_examples: int,
     seed: int,
-    evidence: str = "perturbation",
+    train: bool = False,
     over=None,
 ) -> tuple[Violation | None, Perturbation | None, int]:
     """Find, then shrink, a perturbation that shows a ``kind`` ("future"/"present") violation.
@@ -394,7 +428,7 @@ def hypothesis_search(
     stops trying new examples (a shrink in progress keeps what it has).
     """
     subject = runner.subject
-    test = _future if kind == "future" else _present
+    test = _future if kind == Kind.FUTURE else _present
     calls = [0]
 
     def shows_violation(p: Perturbation) -> bool:
@@ -422,16 +456,19 @@ def hypothesis_search(
     changes, x1 = runner.evaluate(p)
     outputs = runner.genuine(p.pool, x1, changes, test(subject, changes, p.cut, runner.tolerance))
     output = (
-        int(outputs[torch.argmax(subject.ranks[outputs])]) if kind == "future" else int(outputs[0])
+        int(outputs[torch.argmax(subject.ranks[outputs])])
+        if kind == Kind.FUTURE
+        else int(outputs[0])
     )
     source = _localize(runner, p, x1, output, over)
     violation = Violation(
         output=output,
         input=source,
         kind=kind,
-        evidence=evidence,
+        source=Source.SEARCH,
         effect=float(changes[output]),
-        detail=f"hypothesis: {p.describe(subject.vocab)}",
+        detail=p.describe(subject.vocab),
+        train=train,
     )
     return violation, p, calls[0]
 
@@ -480,7 +517,7 @@ def perturbation_evidence(
     # pass of the sweep costs one sample per cut); two in training mode, where batch statistics
     # couple the samples and a batch of one would hide that.
     runner = Runner(subject, seed=seed, pool_size=2 if train else 1)
-    report = PerturbationReport(evidence="perturbation/train" if train else "perturbation")
+    report = PerturbationReport(train=train)
     copies = chunk_copies(runner, len(cut_list))
     floor, independent = runner.noise_floor(copies, stacked=not train)
     runner.tolerance = SAFETY * floor
@@ -492,9 +529,8 @@ def perturbation_evidence(
     report.cuts_swept = len(share(cut_list, per_chunk, shard))
     progress.phase("sweep", report.cuts_swept)
     report.sweep = sweep(runner, cut_list, per_chunk=per_chunk, shard=shard, observe=observer)
-    kinds = [
-        k for i, k in enumerate(("future", "present")) if shard is None or i % shard[1] == shard[0]
-    ]
+    searches = (Kind.FUTURE, Kind.PRESENT)
+    kinds = [k for i, k in enumerate(searches) if shard is None or i % shard[1] == shard[0]]
     if timing is not None and search:
         max_examples = min(max_examples, timing.search_examples(len(kinds)))
     for kind in kinds if search and max_examples > 0 else ():
@@ -504,7 +540,7 @@ def perturbation_evidence(
             kind,
             max_examples=max_examples,
             seed=seed,
-            evidence=report.evidence,
+            train=train,
             over=None if timing is None else timing.over,
         )
         report.examples += n

@@ -17,6 +17,18 @@ import torch
 
 from properties.subject.canonical import Subject
 
+__all__ = [
+    "FLOAT_KINDS",
+    "MAGNITUDES",
+    "Perturbation",
+    "TOKEN_KINDS",
+    "ZEROS",
+    "apply",
+    "kinds_for",
+    "replace_one",
+    "replacement_mask",
+]
+
 FLOAT_KINDS = ("add", "normal", "uniform", "constant", "levels")
 TOKEN_KINDS = ("random", "constant")
 # The sweep's kind: the lecture's zeros, the input the synthesis loop feeds for unknown values

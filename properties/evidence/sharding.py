@@ -10,6 +10,8 @@ unsharded result bit for bit.
 import math
 from collections.abc import Iterator, Sequence
 
+__all__ = ["MIN_CHUNKS", "chunked", "copies_per_pass", "leads", "share", "spread"]
+
 # Every phase with at least this many items is cut in at least this many chunks, so that a small
 # audit spreads over up to this many shards (and a shard is never the whole audit by accident).
 MIN_CHUNKS = 8
@@ -23,10 +25,10 @@ def chunked(items: Sequence, size: int, shard: tuple[int, int] | None = None) ->
             yield items[start : start + size]
 
 
-def copies_per_pass(batch: int, positions: int, budget: int) -> int:
+def copies_per_pass(batch: int, positions: int, positions_per_pass: int) -> int:
     """How many copies of a ``(batch, positions)`` input one stacked forward pass holds, so
-    that a pass carries about ``budget`` position-samples (this bounds its memory)."""
-    return max(1, budget // max(1, batch * positions))
+    that a pass carries about ``positions_per_pass`` position-samples (this bounds its memory)."""
+    return max(1, positions_per_pass // max(1, batch * positions))
 
 
 def spread(size: int, items: int) -> int:

@@ -13,6 +13,8 @@ from hypothesis.errors import InvalidArgument
 from properties.evidence.replacements import MAGNITUDES, Perturbation, kinds_for
 from properties.subject.canonical import Subject
 
+__all__ = ["POOLS", "cuts", "inputs", "perturbations"]
+
 POOLS = 4  # distinct pools of base inputs a search may draw
 
 

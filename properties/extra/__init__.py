@@ -7,3 +7,5 @@
 
 Only the interfaces (CLI, plugin) and tests import this room; the core never does.
 """
+
+__all__: list[str] = []  # a room: its modules are imported by name

@@ -34,6 +34,8 @@ from causal.layers import (
     shift_right_2d,
 )
 
+__all__ = ["Architecture", "BUGS_1D", "BUGS_2D", "PlantedLeak", "STYLES_2D"]
+
 BUGS_1D = ("no_shift", "same_padding", "batchnorm_over_time")
 BUGS_2D = ("no_shift", "same_padding", "batchnorm_over_time", "mask_open_below")
 STYLES_2D = ("two_stack", "masked")

@@ -6,9 +6,11 @@ what the audit measured with what the entry declares. The checks themselves neve
 """
 
 from causal.registry import REGISTRY, Declared, get
-from properties.auditing.gather import AuditResult
+from properties.auditing.result import AuditResult
 from properties.errors import TargetError
 from properties.subject.canonical import Subject, make_subject
+
+__all__ = ["compare", "declared_facts", "names", "zoo_subject"]
 
 
 def names() -> list[str]:

@@ -11,7 +11,7 @@
 
 The arrays are prepared without matplotlib (:func:`dependency_matrix`, :func:`categories`), so
 they can be tested; drawing uses the Agg canvas directly and never touches pyplot's global
-state. matplotlib is imported on first use (``pip install causal-audit[plots]``).
+state. matplotlib is imported on first use (``pip install autoregressive-audit[plots]``).
 """
 
 import re
@@ -21,10 +21,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from properties.auditing.gather import AuditResult
+from properties.auditing.result import AuditResult
 from properties.errors import AuditError
 from properties.evidence import facts
 from properties.evidence.gradients import DependencyMap
+from properties.verdict import Source
 
 # Categories of an input position relative to one output (values of :func:`categories`).
 FUTURE, PRESENT, PAST, GAP, SEEN, LEAK = range(6)
@@ -180,7 +181,8 @@ def require_matplotlib():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        raise AuditError("pictures need matplotlib", "pip install causal-audit[plots]") from None
+        fix = "pip install autoregressive-audit[plots]"
+        raise AuditError("pictures need matplotlib", fix) from None
     return Figure, FigureCanvasAgg
 
 
@@ -485,7 +487,7 @@ def draw_image_fields(result: AuditResult, target: str):
         marks = [
             subject.position(v.input)
             for v in result.violations
-            if v.output == output and v.evidence.startswith("perturbation")
+            if v.output == output and v.source is not Source.GRADIENT
         ]
         if marks:
             perturbed = True

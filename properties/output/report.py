@@ -15,9 +15,27 @@ checks not run are null. Positions are ints in 1D and ``[row, column]`` in 2D.
 import json
 import math
 
-from properties.auditing.gather import AuditResult, soundness_note
+from properties.auditing.conclude import soundness_note
+from properties.auditing.result import AuditResult
 from properties.subject.canonical import Subject
-from properties.verdict import Violation
+from properties.verdict import Kind, ModelMode, Source, Violation
+
+__all__ = [
+    "MAX_POSITIONS",
+    "MAX_VIOLATIONS",
+    "certificate_dict",
+    "certificate_line",
+    "coverage_line",
+    "dumps",
+    "explain",
+    "failure_summary",
+    "headline",
+    "render_table",
+    "render_text",
+    "to_dict",
+    "verdict_line",
+    "violation_dict",
+]
 
 MAX_VIOLATIONS = 100
 MAX_POSITIONS = 20  # per-position rows listed in the JSON unless it is asked in full
@@ -33,10 +51,10 @@ def violation_dict(subject: Subject, v: Violation) -> dict:
         "input": subject.position(v.input),
         "kind": v.kind,
         # seeing the present is no fault of a next-value predictor: it only sets the mode
-        "allowed": v.kind == "present" and subject.predicts != "current",
+        "allowed": v.kind == Kind.PRESENT and subject.predicts != "current",
         "evidence": v.evidence,
         "effect": _finite(v.effect),
-        "detail": v.detail,
+        "detail": v.described,
     }
 
 
@@ -47,7 +65,7 @@ def to_dict(
     that the report stays small at any grid size)."""
     s = result.subject
     rf, bs, loss = result.receptive_field, result.blind_spot, result.loss
-    eval_report = result.perturbations.get("eval")
+    eval_report = result.perturbations.get(ModelMode.EVAL)
     return {
         "target": target,
         "grid": list(s.grid),
@@ -74,7 +92,7 @@ def to_dict(
             "position": None if bs.position is None else s.position(bs.position),
         },
         "loss_equivalence": None if loss is None else _loss_dict(s, loss, full),
-        "coverage": _coverage(result),
+        "coverage": result.coverage.to_json(result.perturbations, s.n_positions),
         "noise_floor": None if eval_report is None else eval_report.noise_floor,
         "tolerance": None if eval_report is None else eval_report.tolerance,
         "counterexamples": {
@@ -156,23 +174,6 @@ def _loss_dict(subject: Subject, loss, full: bool) -> dict:
     }
 
 
-def _coverage(result: AuditResult) -> dict:
-    coverage = dict(result.coverage)
-    coverage["perturbation"] = {
-        **{
-            mode: {
-                "cuts_swept": rep.cuts_swept,
-                "cuts_total": result.subject.n_positions,
-                "hypothesis_examples": rep.examples,
-                "batch_independent": rep.batch_independent,
-            }
-            for mode, rep in result.perturbations.items()
-        },
-        **result.coverage.get("perturbation", {}),  # modes the model could not run in
-    }
-    return coverage
-
-
 def dumps(data) -> str:
     return json.dumps(data, indent=2, allow_nan=False, default=str)
 
@@ -184,17 +185,15 @@ def dumps(data) -> str:
 def explain(subject: Subject, v: Violation) -> str:
     """One sentence a user can act on, in the style of ``torch.testing.assert_close``."""
     out, inp = subject.position(v.output), subject.position(v.input)
-    if v.evidence.startswith("perturbation"):
-        cut = v.detail.split(": ", 1)[-1].removeprefix("changed when ")
-        what = f"prediction at position {out} changed by {v.effect:.3g} when {cut}"
+    if v.source is not Source.GRADIENT:
+        what = f"prediction at position {out} changed by {v.effect:.3g} when {v.detail}"
     else:
         what = (
             f"prediction at position {out} has gradient {v.effect:.3g} with respect to input {inp}"
         )
-    training = v.evidence.endswith("/train")
-    where = " in training mode" if training else ""
-    if v.kind == "present":
-        hint = "" if training else _present_hint(subject)
+    where = " in training mode" if v.train else ""
+    if v.kind == Kind.PRESENT:
+        hint = "" if v.train else _present_hint(subject)
         return f"{what}: the model sees the present{where}{hint}"
     return f"{what}: the model sees the future{where} (input {inp}){_hint(v)}"
 
@@ -218,9 +217,9 @@ def _subpixel_advice(subject: Subject) -> str:
 
 
 def _hint(v: Violation) -> str:
-    if v.evidence.endswith("/train"):
+    if v.train:
         return "; normalization statistics over time (BatchNorm in training mode)?"
-    if v.evidence.startswith("perturbation") and "sweep" not in v.detail:
+    if v.source is Source.SEARCH:
         return ""
     return "; symmetric padding (padding='same') or a mask open to the future?"
 
@@ -231,14 +230,10 @@ def headline(result: AuditResult) -> Violation | None:
     else a gradient; inference before training mode."""
     if not result.violations:
         return None
-    worst = "future" if any(v.kind == "future" for v in result.violations) else "present"
+    worst = Kind.FUTURE if any(v.kind == Kind.FUTURE for v in result.violations) else Kind.PRESENT
 
     def rank(v: Violation):
-        return (
-            v.evidence.endswith("/train"),
-            not v.evidence.startswith("perturbation"),
-            "hypothesis" in v.detail,
-        )
+        return (v.train, v.source is Source.GRADIENT, v.source is Source.SEARCH)
 
     return min((v for v in result.violations if v.kind == worst), key=rank)
 
@@ -266,18 +261,20 @@ def failure_summary(result: AuditResult) -> str:
     if result.mode is not None:
         lines.append(f"Mode: {result.mode} (predicts={s.predicts!r} needs {_need(s)})")
     if result.violations:
-        kinds = {k: sum(v.kind == k for v in result.violations) for k in ("future", "present")}
+        kinds = {k: sum(v.kind == k for v in result.violations) for k in Kind}
         evidence = sorted({v.evidence for v in result.violations})
         listed = "" if result.violation_count == len(result.violations) else "of those listed: "
         lines.append(
-            f"Violations: {result.violation_count} ({listed}{kinds['future']} future, "
-            f"{kinds['present']} present; evidence: {', '.join(evidence)})"
+            f"Violations: {result.violation_count} ({listed}{kinds[Kind.FUTURE]} future, "
+            f"{kinds[Kind.PRESENT]} present; evidence: {', '.join(evidence)})"
         )
     for mode, report in result.perturbations.items():
         for kind, p in report.counterexamples.items():
             found = next((v for v in report.found if v.kind == kind), None)
-            label = {"eval": "inference", "train": "training mode"}.get(mode, mode)
-            line = f"Minimal counterexample ({kind}, {label}): {p.describe(result.subject.vocab)}"
+            line = (
+                f"Minimal counterexample ({kind}, {mode.label}): "
+                f"{p.describe(result.subject.vocab)}"
+            )
             if found is not None:
                 where = s.position(found.output)
                 line += f": prediction at position {where} changed by {found.effect:.3g}"
@@ -285,7 +282,8 @@ def failure_summary(result: AuditResult) -> str:
     if result.loss is not None and not result.loss.holds:
         lines.append(f"Loss equivalence: {_loss_sentence(result)}")
     if _gathered(result):
-        lines.append("Evidence: " + _evidence_line(_coverage(result), _floor(result)))
+        coverage = result.coverage.to_json(result.perturbations, s.n_positions)
+        lines.append("Evidence: " + _evidence_line(coverage, _floor(result)))
     return "\n".join(lines)
 
 
@@ -300,7 +298,7 @@ def _gathered(result: AuditResult) -> bool:
 
 
 def _floor(result: AuditResult):
-    report = result.perturbations.get("eval")
+    report = result.perturbations.get(ModelMode.EVAL)
     return None if report is None else report.noise_floor
 
 
@@ -348,7 +346,7 @@ def render_text(
     if result.causal:
         # Seeing the present is what an inclusive model is allowed to do: one line of evidence
         # for the mode, not a list of problems.
-        present = [v for v in result.violations if v.kind == "present"]
+        present = [v for v in result.violations if v.kind == Kind.PRESENT]
         if present:
             evidence = sorted({v.evidence for v in present})
             lines.append(
@@ -405,37 +403,45 @@ def _key_violations(result: AuditResult) -> list[Violation]:
     (which is no violation at all for a ``next``/``auto`` subject), Hypothesis' minimal ones
     first."""
     allowed_present = result.subject.predicts != "current"
-    ordered = sorted(result.violations, key=lambda v: v.kind != "future")  # stable
+    ordered = sorted(result.violations, key=lambda v: v.kind != Kind.FUTURE)  # stable
     picked, seen = [], set()
     for v in ordered:
-        key = (v.evidence, v.kind, "hypothesis" in v.detail)
-        if key not in seen and not (allowed_present and v.kind == "present"):
+        key = (v.source, v.train, v.kind)
+        if key not in seen and not (allowed_present and v.kind == Kind.PRESENT):
             seen.add(key)
             picked.append(v)
     return picked[:6]
 
 
+def _by_mode(coverage: dict, kind: str):
+    """``(mode, entry)`` of one kind of evidence in a JSON coverage object, by model mode (the
+    object also holds the gradient entries under their old names, for one release)."""
+    entries = coverage.get(kind, {})
+    return [(mode, entries[mode]) for mode in ModelMode if mode in entries]
+
+
 def _evidence_line(coverage: dict, floor) -> str:
     parts = []
-    for mode, g in coverage.get("gradient", {}).items():
-        if g == "unavailable":
-            parts.append(f"gradients ({mode}): unavailable")
+    for mode, g in _by_mode(coverage, "gradient"):
+        if isinstance(g, str):
+            parts.append(f"gradients ({mode.label}): {g}")
         else:
             parts.append(
-                f"gradients ({mode}): {g['method']} map, {g['outputs_mapped']}/{g['outputs_total']}"
-                f" outputs, {g['passes']} VJP passes, union of {g['inputs']} inputs"
+                f"gradients ({mode.label}): {g['method']} map, "
+                f"{g['outputs_mapped']}/{g['outputs_total']} outputs, {g['passes']} VJP passes, "
+                f"union of {g['inputs']} inputs"
                 + (
                     f" (sampled rows: {g['sampled_row_inputs']} input)"
                     if "sampled_row_inputs" in g
                     else ""
                 )
             )
-    for mode, p in coverage.get("perturbation", {}).items():
-        if p == "unavailable":
-            parts.append(f"perturbations ({mode}): unavailable")
+    for mode, p in _by_mode(coverage, "perturbation"):
+        if isinstance(p, str):
+            parts.append(f"perturbations ({mode.label}): {p}")
             continue
         parts.append(
-            f"perturbations ({mode}): {p['cuts_swept']}/{p['cuts_total']} cuts swept, "
+            f"perturbations ({mode.label}): {p['cuts_swept']}/{p['cuts_total']} cuts swept, "
             f"{p['hypothesis_examples']} Hypothesis examples"
         )
     if floor is not None:
@@ -445,17 +451,17 @@ def _evidence_line(coverage: dict, floor) -> str:
 
 def coverage_line(coverage: dict) -> str:
     """What was covered, in one line: "swept 212 of 1024 cuts, stratified; Hypothesis 180
-    examples; map: 40 outputs" (and the budget, when one was given)."""
+    examples; map: 40 outputs" (and the budget, when one was given), from the JSON coverage."""
     parts = []
-    for mode, p in coverage.get("perturbation", {}).items():
-        if p == "unavailable":
+    for mode, p in _by_mode(coverage, "perturbation"):
+        if isinstance(p, str):
             continue
         how = ", stratified" if coverage.get("cuts_stratified") else ""
-        where = "" if mode == "eval" else f" ({mode})"
+        where = "" if mode == ModelMode.EVAL else f" ({mode.label})"
         parts.append(f"swept {p['cuts_swept']} of {p['cuts_total']} cuts{how}{where}")
         parts.append(f"Hypothesis {p['hypothesis_examples']} examples{where}")
-    for mode, g in coverage.get("gradient", {}).items():
-        where = "" if mode == "inference" else f" ({mode})"
+    for mode, g in _by_mode(coverage, "gradient"):
+        where = "" if mode == ModelMode.EVAL else f" ({mode.label})"
         if isinstance(g, dict):
             parts.append(f"map{where}: {g['outputs_mapped']} outputs")
         else:

@@ -15,6 +15,8 @@ import inspect
 from properties.errors import AdapterError
 from properties.subject.layout import Layout
 
+__all__ = ["HOOK", "story"]
+
 HOOK = "a forward hook (forward= in the API, --forward FILE.py:FN on the CLI)"
 
 

@@ -18,6 +18,8 @@ import torch
 
 from properties.errors import describe
 
+__all__ = ["BatchMismatch", "NOTE_START", "note", "rows", "slices"]
+
 
 class BatchMismatch(Exception):
     """The model returned another batch size than it was given."""

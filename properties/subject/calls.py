@@ -15,6 +15,15 @@ import torch
 from properties.errors import AdapterError, describe
 from properties.subject.canonical import Subject
 
+__all__ = [
+    "check_input_untouched",
+    "check_outputs_finite",
+    "float64_copy",
+    "forward",
+    "model_mode",
+    "seeded",
+]
+
 
 @contextmanager
 def model_mode(subject: Subject, train: bool):

@@ -37,6 +37,19 @@ from properties.subject.layout import (
     parse_layout_pair,
 )
 
+__all__ = [
+    "CONVENTIONS",
+    "NAMED_ORDERS",
+    "SUBPIXEL",
+    "Subject",
+    "make_subject",
+    "named_order",
+    "output_fields",
+    "ranks_from_order",
+    "raster_ranks",
+    "select_output",
+]
+
 CONVENTIONS = ("current", "next", "auto")
 
 

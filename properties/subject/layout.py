@@ -22,6 +22,15 @@ import torch
 
 from properties.errors import AdapterError
 
+__all__ = [
+    "KNOWN_EXAMPLES",
+    "Layout",
+    "default_layout",
+    "infer_output_layout",
+    "parse_layout",
+    "parse_layout_pair",
+]
+
 KNOWN_EXAMPLES = "BTC, BCT, BT, BCHW, BHWC"
 
 

@@ -30,6 +30,22 @@ from torch.utils._pytree import tree_flatten
 
 from properties.errors import AdapterError
 
+__all__ = [
+    "DEFAULT_CAP",
+    "FORWARD_LIVE",
+    "GIB",
+    "MIN_DEFAULT",
+    "MemoryBudgetError",
+    "PassCost",
+    "available",
+    "copies",
+    "default_limit_bytes",
+    "gigabytes",
+    "limit_bytes",
+    "limited",
+    "measure",
+]
+
 GIB = 1 << 30
 DEFAULT_CAP = 3 * GIB // 2  # with a 124M model and its float64 copy: under 4 GB in all
 FORWARD_LIVE = 4  # live tensors of the largest size during a forward pass (input, output, temps)
@@ -53,15 +69,15 @@ def available() -> int:
         return 4 * GIB
 
 
-def default_budget() -> int:
+def default_limit_bytes() -> int:
     """A quarter of the available memory, at most ``DEFAULT_CAP``: an audit shares its machine."""
     return max(MIN_DEFAULT, min(available() // 4, DEFAULT_CAP))
 
 
-def budget() -> int:
+def limit_bytes() -> int:
     """The memory budget of the running audit, in bytes (the default outside an audit)."""
     value = _budget.get()
-    return default_budget() if value is None else value
+    return default_limit_bytes() if value is None else value
 
 
 @contextmanager
@@ -71,7 +87,7 @@ def limited(gigabytes: float | None):
         raise AdapterError(
             f"the memory budget must be positive, got {gigabytes}", "pass --memory GB, e.g. 2"
         )
-    token = _budget.set(default_budget() if gigabytes is None else int(gigabytes * GIB))
+    token = _budget.set(default_limit_bytes() if gigabytes is None else int(gigabytes * GIB))
     try:
         yield
     finally:
@@ -116,12 +132,12 @@ class _Tally(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {
-            _storage(t).data_ptr()
+            _pointer(t)
             for t in tree_flatten((args, kwargs))[0]
             if isinstance(t, torch.Tensor)
         }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and _storage(t).data_ptr() not in inputs:
+            if isinstance(t, torch.Tensor) and _pointer(t) not in inputs:
                 self.largest = max(self.largest, t.numel() * t.element_size())
         return out
 
@@ -130,6 +146,13 @@ def _storage(t: torch.Tensor):
     """``t``'s storage, by torch's own method: the certificate's tracer watches the public one
     (a storage can carry values out of torch), and a tally may count inside a trace."""
     return torch._C.TensorBase.untyped_storage(t)
+
+
+def _pointer(t: torch.Tensor) -> int:
+    """Where ``t``'s storage begins, by torch's own method: the tracer watches the public
+    ``UntypedStorage.data_ptr`` too (a raw pointer is memory it cannot follow), and a tally
+    that counts inside a trace is not the model reading memory."""
+    return torch._C.StorageBase.data_ptr(_storage(t))
 
 
 class _DynamoSafeTally(_Tally):
@@ -178,9 +201,9 @@ def measure(run, *, saved: bool = False, exclude: tuple = ()) -> tuple[object, P
 def copies(cost_per_copy: int, cap: int, *, what: str, fixed: int = 0) -> int:
     """How many copies one stacked pass may hold within the budget (at most ``cap``, at least
     one); a one-line error naming the memory needed when not even one copy fits."""
-    room = budget() - fixed
+    room = limit_bytes() - fixed
     if cost_per_copy > room:
-        raise MemoryBudgetError(what, cost_per_copy + fixed, budget())
+        raise MemoryBudgetError(what, cost_per_copy + fixed, limit_bytes())
     return max(1, min(cap, room // max(1, cost_per_copy)))
 
 

@@ -38,9 +38,8 @@ def test_the_plan_follows_the_measured_cost_per_pass():
     budget = 2.0
     result = audit(make_subject(Slow(), grid=grid, layout="BCT"), budget=budget, max_examples=500)
     cov = result.coverage
-    assert cov["budget_seconds"] == budget
-    assert cov["forward_seconds"] >= SECONDS_PER_SAMPLE
-    swept = cov["perturbation"]["eval"]["cuts_swept"] if "perturbation" in cov else None
+    assert cov.budget_seconds == budget
+    assert cov.forward_seconds >= SECONDS_PER_SAMPLE
     report = result.perturbations["eval"]
     swept = report.cuts_swept
     # the sweep got its share of the time left, at the measured cost per cut (plus first/last)
@@ -49,7 +48,7 @@ def test_the_plan_follows_the_measured_cost_per_pass():
     # Hypothesis: far fewer than the 500 allowed, at least one forward pass each
     assert report.examples <= budget / SECONDS_PER_SAMPLE
     assert report.examples < 2 * 500
-    assert cov["budgeted"] and cov["cuts_stratified"]
+    assert cov.budgeted and cov.cuts_stratified
     line = coverage_line(to_dict(result, "slow")["coverage"])
     assert f"swept {swept} of 4000 cuts, stratified" in line
     assert f"Hypothesis {report.examples} examples" in line
@@ -59,7 +58,7 @@ def test_the_plan_follows_the_measured_cost_per_pass():
 def test_without_a_budget_the_policy_is_unchanged():
     subject = make_subject(Architecture(1, (2, 2), (1, 2)).build(), grid=(40,), layout="BCT")
     result = audit(subject, max_examples=10)
-    assert result.coverage["exhaustive"] and "budget_seconds" not in result.coverage
+    assert result.coverage.exhaustive and result.coverage.budget_seconds is None
     assert result.perturbations["eval"].cuts_swept == 40
 
 

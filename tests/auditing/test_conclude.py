@@ -8,20 +8,23 @@ import pytest
 import torch
 from known_models import taps_subject
 
-from properties.auditing.gather import (
-    CHECKS,
-    DYNAMIC,
+from properties.auditing.conclude import (
     SOUNDNESS_BUG,
-    AuditResult,
-    _checked,
-    _checked_shard,
-    _merge_coverage,
     conclude,
     loss_convention,
     merge,
     soundness_note,
-    stratified,
 )
+from properties.auditing.coverage import UNAVAILABLE, Coverage, MapCoverage
+from properties.auditing.gather import stratified
+from properties.auditing.options import (
+    CHECKS,
+    DYNAMIC,
+    AuditOptions,
+    _checked_checks,
+    _checked_shard,
+)
+from properties.auditing.result import AuditResult
 from properties.errors import AdapterError
 from properties.evidence import facts
 from properties.evidence.certificate import Certificate
@@ -78,9 +81,9 @@ def test_dependencies_outside_the_bound_are_a_soundness_bug_named_in_the_first_n
     conclude(result)
     outside = [(v.output, v.input, v.kind, v.evidence, v.effect, v.detail) for v in result.unsound]
     assert outside == [
-        (2, 2, "present", "gradient/eval", 0.0, "outside the bound"),
-        (2, 4, "future", "gradient/eval", 0.0, "outside the bound"),
-        (3, 0, "past", "gradient/eval", 0.0, "outside the bound"),
+        (2, 2, "present", "gradient", 0.0, "outside the bound"),
+        (2, 4, "future", "gradient", 0.0, "outside the bound"),
+        (3, 0, "past", "gradient", 0.0, "outside the bound"),
         # the gradient violations the bound does not allow, as the facts list them
         (2, 2, "present", "gradient", 1.0, "non-zero gradient"),
         (2, 4, "future", "gradient", 1.0, "non-zero gradient"),
@@ -88,7 +91,7 @@ def test_dependencies_outside_the_bound_are_a_soundness_bug_named_in_the_first_n
     assert (result.mode, result.causal, result.violation_count) == ("none", False, 2)
     note = (
         f"{SOUNDNESS_BUG} (proved): 5 dynamic dependencies lie outside its bound, e.g. output 2 "
-        "on input 2 (gradient/eval); please report it with this model"
+        "on input 2 (gradient); please report it with this model"
     )
     assert result.notes[0] == note == soundness_note(result)
     assert result.certificate_exact is False
@@ -120,9 +123,10 @@ def test_outside_pairs_listed_are_capped_and_training_maps_are_not_checked():
     maps = {"train": hand_map(n, everything), "eval": hand_map(n, everything)}
     result = result_of(s, checks=("receptive_field", "certificate"), maps=maps, certificate=cert)
     conclude(result)
-    assert len(result.unsound) == facts.LISTED
-    assert {v.evidence for v in result.unsound} == {"gradient/eval"}
-    assert result.notes[0].startswith(f"{SOUNDNESS_BUG} (proved): {facts.LISTED} dynamic")
+    assert len(result.unsound) == facts.GRADIENT_PAIRS_KEPT
+    assert {v.evidence for v in result.unsound} == {"gradient"}
+    kept = facts.GRADIENT_PAIRS_KEPT
+    assert result.notes[0].startswith(f"{SOUNDNESS_BUG} (proved): {kept} dynamic")
 
 
 def test_a_bound_the_map_reaches_makes_the_receptive_field_exact():
@@ -163,8 +167,8 @@ def test_without_a_bound_there_is_no_cross_check():
         assert soundness_note(result) is None
 
 
-def sweep_report(records, evidence="perturbation", **fields):
-    return PerturbationReport(evidence=evidence, sweep=dict(records), cuts_swept=6, **fields)
+def sweep_report(records, train=False, **fields):
+    return PerturbationReport(train=train, sweep=dict(records), cuts_swept=6, **fields)
 
 
 def test_training_violations_are_checked_against_a_training_bound_only():
@@ -173,7 +177,7 @@ def test_training_violations_are_checked_against_a_training_bound_only():
     n = 6
     s = taps_subject("neither", n, predicts="current")
     train_report = sweep_report(
-        {3: (4, 0.5, "future")}, "perturbation/train", batch_independent=False
+        {3: (4, 0.5, "future")}, train=True, batch_independent=False
     )
     for cert_train, unsound in ((False, []), (True, [(3, 4, "future", "perturbation/train")])):
         cert = Certificate("proved", mode="strict", bound=bound_of(n, past(n)), train=cert_train)
@@ -197,8 +201,7 @@ def test_conclude_collects_every_mode_and_kind_of_evidence():
     eval_map = hand_map(n, past(n) | {(1, 1), (4, 4)})
     train_map = hand_map(n, past(n) | {(2, 2)})
     eval_report = sweep_report({5: (5, 0.25, "present")}, rounding=3)
-    train_report = sweep_report({0: (0, 0.5, "present")}, "perturbation/train",
-                                batch_independent=False)
+    train_report = sweep_report({0: (0, 0.5, "present")}, train=True, batch_independent=False)
     result = result_of(
         s, maps={"eval": eval_map, "train": train_map},
         perturbations={"eval": eval_report, "train": train_report},
@@ -333,16 +336,16 @@ def test_the_loss_verdict_is_the_rows_of_the_subjects_convention(predicts, conve
     losses = {"next": loss(0.0), "current": loss(1.0)}
     result = conclude(result_of(s, checks=("loss",), losses=losses))
     assert result.loss is losses[convention]
-    assert result.coverage == {"loss_convention": convention}
+    assert result.coverage == Coverage(loss_convention=convention)
     assert result.passed is (convention == "next")
     # an auto subject takes the convention of the mode its evidence found
     auto = taps_subject("present", n, predicts="auto")
     result = conclude(result_of(auto, checks=("causality", "loss"), losses=losses,
                                 maps={"eval": hand_map(n, {(2, 2)})}))
-    assert (result.mode, result.loss, result.coverage["loss_convention"]) == (
+    assert (result.mode, result.loss, result.coverage.loss_convention) == (
         "inclusive", losses["next"], "next")
     result = conclude(result_of(auto, checks=("loss",), losses={"next": loss(0.0)}))
-    assert result.loss is None and result.coverage == {} and result.passed
+    assert result.loss is None and result.coverage == Coverage() and result.passed
 
 
 def test_certificate_alone_passes_only_when_proved():
@@ -359,12 +362,14 @@ def test_certificate_alone_passes_only_when_proved():
 
 
 def test_checks_are_validated_and_put_in_canonical_order():
-    assert _checked(None) == CHECKS
-    assert _checked(["loss", "causality"]) == ("causality", "loss")
-    assert _checked(("certificate", "blind_spot", "blind_spot")) == ("blind_spot", "certificate")
+    assert AuditOptions().checked(1024).checks == CHECKS  # the default: every check
+    assert AuditOptions().checked(1025).checks == DYNAMIC  # above the certificate's size
+    assert _checked_checks(["loss", "causality"]) == ("causality", "loss")
+    assert _checked_checks(("certificate", "blind_spot", "blind_spot")) == (
+        "blind_spot", "certificate")
     assert DYNAMIC == ("causality", "receptive_field", "blind_spot", "loss")
     with pytest.raises(AdapterError) as info:
-        _checked(["speed", "causality", "accuracy"])
+        _checked_checks(["speed", "causality", "accuracy"])
     assert info.value.problem == "unknown checks ['accuracy', 'speed']"
     assert info.value.fix == f"use some of {', '.join(CHECKS)}"
 
@@ -403,20 +408,26 @@ def test_stratified_positions():
 
 
 def test_merge_coverage_sums_counts_and_keeps_the_first_of_the_rest():
-    a = {"gradient": {"inference": {"outputs_mapped": 3, "passes": 4, "method": "colored"}},
-         "loss_positions": {"checked": 5, "total": 12}, "exhaustive": True}
-    b = {"gradient": {"inference": {"outputs_mapped": 2, "passes": 1, "method": "plain"}},
-         "loss_positions": {"checked": 7, "total": 12}, "exhaustive": False, "budgeted": True}
-    c = {"gradient": "unavailable"}
-    assert _merge_coverage([a, b, c]) == {
-        "gradient": {"inference": {"outputs_mapped": 5, "passes": 5, "method": "colored"}},
-        "loss_positions": {"checked": 12, "total": 12},
-        "exhaustive": True,
-        "budgeted": True,
-    }
-    assert _merge_coverage([c, a]) == {**a, "gradient": "unavailable"}
-    assert _merge_coverage([]) == {}
-    assert a["gradient"]["inference"]["passes"] == 4  # the inputs are left as they were
+    def mapped(outputs, passes, method):
+        return MapCoverage(outputs, 12, method, passes, 3)
+
+    a = Coverage(gradient={"eval": mapped(3, 4, "colored")}, loss_checked=5, loss_total=12,
+                 exhaustive=True)
+    b = Coverage(gradient={"eval": mapped(2, 1, "plain"), "train": UNAVAILABLE},
+                 loss_checked=7, loss_total=12, exhaustive=False, budgeted=True)
+    c = Coverage(gradient={"eval": UNAVAILABLE}, perturbation_unavailable=["train"])
+    assert Coverage.merged([a, b, c]) == Coverage(
+        gradient={"eval": mapped(5, 5, "colored"), "train": UNAVAILABLE},
+        perturbation_unavailable=["train"],
+        loss_checked=12,
+        loss_total=12,
+        exhaustive=True,
+        budgeted=True,
+    )
+    assert Coverage.merged([c, a]) == Coverage(
+        gradient={"eval": UNAVAILABLE}, perturbation_unavailable=["train"], loss_checked=5,
+        loss_total=12, exhaustive=True)
+    assert a.gradient["eval"].passes == 4  # the inputs are left as they were
 
 
 def test_merge_unites_the_evidence_and_concludes_again():
@@ -432,7 +443,7 @@ def test_merge_unites_the_evidence_and_concludes_again():
         part.perturbations = {"eval": sweep_report(records)}
         part.losses = {"next": loss(0.5 * i, i), "current": loss(0.0, i)}
         part.evidence_notes = ["both", f"shard {i}"]
-        part.coverage = {"gradient": {"inference": {"passes": 2 + i}}}
+        part.coverage = Coverage(gradient={"eval": MapCoverage(3, n, "plain", 2 + i, 3)})
         part.seconds = 1.5 + i
         part.certificate = Certificate("not_proved", bound=bound_of(n, past(n))) if i else None
         parts.append(part)
@@ -450,12 +461,12 @@ def test_merge_unites_the_evidence_and_concludes_again():
     assert [r["position"] for r in merged.losses["current"].positions] == [0, 1]
     assert merged.losses["next"].max_abs_diff == 0.5 and merged.loss is merged.losses["next"]
     assert merged.certificate is parts[1].certificate
-    assert merged.coverage == {"gradient": {"inference": {"passes": 5}},
-                               "loss_convention": "next"}
+    assert merged.coverage == Coverage(
+        gradient={"eval": MapCoverage(6, n, "plain", 5, 3)}, loss_convention="next")
     assert merged.seconds == 4.0
     # shard 1's certificate, cross-checked against every shard's evidence
     assert [(v.output, v.input, v.evidence) for v in merged.unsound] == [
-        (1, 3, "gradient/eval"), (1, 3, "gradient"), (1, 3, "perturbation"),
+        (1, 3, "gradient"), (1, 3, "gradient"), (1, 3, "perturbation"),
         (4, 4, "perturbation")]
     with pytest.raises(ValueError, match="^merge needs at least one result$"):
         merge([])

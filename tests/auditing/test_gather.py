@@ -4,6 +4,7 @@ fixed to float32, no gradient at all) with their notes, and the time budget's pl
 the test controls (:class:`FixedPlan`), so that every planned count is exact."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,21 +14,17 @@ from torch import nn
 
 from properties import audit, make_subject
 from properties import progress as bars
+from properties.auditing import gather
 from properties.auditing import time_budget as plan
-from properties.auditing.gather import (
-    CHECKS,
-    DYNAMIC,
-    AuditResult,
-    _gradient_evidence,
-    _perturbation_evidence,
-    stratified,
-)
+from properties.auditing.coverage import UNAVAILABLE, Coverage, MapCoverage
+from properties.auditing.gather import Gathering, stratified
+from properties.auditing.options import CHECKS, DEFAULT_POLICY, DYNAMIC, AuditOptions
+from properties.auditing.result import AuditResult
 from properties.errors import AdapterError, ModelError
 from properties.evidence import gradients
 from properties.subject import memory
 from properties.subject.memory import GIB, MemoryBudgetError
-
-audit_module = __import__("properties.auditing.gather", fromlist=["audit"])
+from properties.verdict import ModelMode
 
 
 class FixedPlan(plan.Plan):
@@ -45,15 +42,43 @@ def gathered(subject, checks=CHECKS, train=False, exact=False, shard=None):
     return AuditResult(subject, tuple(checks), train, exact, shard)
 
 
+def policy(**changes):
+    return replace(DEFAULT_POLICY, **changes)
+
+
+def gathering(subject, result, seed, timing, policy):
+    options = AuditOptions(
+        checks=result.checks, train=result.train, exact=result.exact, seed=seed,
+        shard=result.shard, policy=policy,
+    )
+    return Gathering(subject, options, result, timing)
+
+
+def _gradient_evidence(subject, result, training, seed, timing=None, policy=DEFAULT_POLICY):
+    """The gradient evidence of ``result``'s audit in one mode (as the audit gathers it)."""
+    g = gathering(subject, result, seed, timing, policy)
+    gather._gradient_evidence(g, ModelMode.of(training))
+
+
+def _perturbation_evidence(
+    subject, result, training, seed, examples, timing=None, policy=DEFAULT_POLICY
+):
+    g = gathering(subject, result, seed, timing, policy)
+    g = replace(g, options=replace(g.options, max_examples=examples))
+    gather._perturbation_evidence(g, ModelMode.of(training))
+
+
 # ---------------------------------------------------------------------------------------------
 # Which checks run
 
 
-def test_default_checks_add_the_certificate_up_to_its_grid_size(monkeypatch):
-    monkeypatch.setattr(audit_module, "CERTIFICATE_POSITIONS", 8)
-    small = audit(taps_subject("neither", 8, predicts="current"), max_examples=5)
+def test_default_checks_add_the_certificate_up_to_its_grid_size():
+    small_grids = policy(certificate_positions=8)
+    small = audit(taps_subject("neither", 8, predicts="current"), max_examples=5,
+                  policy=small_grids)
     assert small.checks == CHECKS and small.certificate.proved
-    large = audit(taps_subject("neither", 9, predicts="current"), max_examples=5)
+    large = audit(taps_subject("neither", 9, predicts="current"), max_examples=5,
+                  policy=small_grids)
     assert large.checks == DYNAMIC and large.certificate is None
 
 
@@ -62,20 +87,13 @@ def test_a_small_audit_covers_everything_and_says_so():
     s = taps_subject("neither", n, predicts="current")
     result = audit(s, max_examples=5)
     dmap = result.maps["eval"]
-    assert result.coverage == {
-        "gradient": {
-            "inference": {
-                "outputs_mapped": n,
-                "outputs_total": n,
-                "method": dmap.method,
-                "passes": dmap.passes,
-                "inputs": audit_module.MAP_INPUTS,
-            }
-        },
-        "loss_positions": {"checked": n, "total": n},
-        "loss_convention": "current",
-        "exhaustive": True,
-    }
+    assert result.coverage == Coverage(
+        gradient={"eval": MapCoverage(n, n, dmap.method, dmap.passes, DEFAULT_POLICY.map_inputs)},
+        loss_checked=n,
+        loss_total=n,
+        loss_convention="current",
+        exhaustive=True,
+    )
     assert dmap.method == "colored" and len(dmap.outputs) == n
     assert result.perturbations["eval"].cuts_swept == n
     assert (result.mode, result.causal, result.passed) == ("strict", True, True)
@@ -88,7 +106,7 @@ def test_a_small_audit_covers_everything_and_says_so():
 def test_the_certificate_alone_runs_no_model_evidence():
     result = audit(taps_subject("future", 12, predicts="next"), checks=["certificate"])
     assert (result.maps, result.perturbations, result.losses) == ({}, {}, {})
-    assert (result.coverage, result.sample_bytes, result.mode) == ({}, 0, None)
+    assert (result.coverage, result.sample_bytes, result.mode) == (Coverage(), 0, None)
     assert result.certificate.mode == "none" and not result.passed
     assert result.seconds > 0
     proved = audit(taps_subject("neither", 12, predicts="current"), checks=["certificate"])
@@ -107,15 +125,13 @@ def test_training_mode_gathers_both_modes_and_the_loss_in_inference_only():
     result = audit(s, checks=["causality", "loss"], train=True, max_examples=5)
     assert set(result.maps) == {"eval", "train"}
     assert set(result.perturbations) == {"eval", "train"}
-    assert set(result.coverage["gradient"]) == {"inference", "training mode"}
-    assert result.coverage["loss_positions"] == {"checked": 12, "total": 12}
+    assert set(result.coverage.gradient) == {"eval", "train"}
+    assert (result.coverage.loss_checked, result.coverage.loss_total) == (12, 12)
     loss_only = audit(s, checks=["loss"], train=True, max_examples=5)
     assert (loss_only.maps, loss_only.perturbations) == ({}, {})
-    assert loss_only.loss.holds and loss_only.coverage == {
-        "loss_positions": {"checked": 12, "total": 12},
-        "loss_convention": "current",
-        "exhaustive": True,
-    }
+    assert loss_only.loss.holds and loss_only.coverage == Coverage(
+        loss_checked=12, loss_total=12, loss_convention="current", exhaustive=True
+    )
     field_only = audit(s, checks=["receptive_field"], max_examples=5)
     assert set(field_only.maps) == {"eval"} and field_only.perturbations == {}
     assert field_only.receptive_field.size == 2 and field_only.losses == {}
@@ -153,19 +169,20 @@ def test_a_budget_and_shards_do_not_mix():
 def test_shards_share_one_memory_budget(monkeypatch):
     seen = []
 
-    def spy(subject, checks, train, exact, seed, max_examples, shard, budget):
-        seen.append((memory.budget(), shard, budget, seed, max_examples, train, exact, checks))
+    def spy(subject, o):
+        seen.append((memory.limit_bytes(), o.shard, o.budget, o.seed, o.max_examples, o.train,
+                     o.exact, o.checks))
         return "result"
 
-    monkeypatch.setattr(audit_module, "_audit", spy)
+    monkeypatch.setattr(gather, "_audit", spy)
     s = taps_subject("neither", 8)
     assert audit(s, shard=[1, 3], seed=4, max_examples=7, train=True, exact=True) == "result"
     assert audit(s, shard=(0, 2), memory=0.5, checks=["loss"]) == "result"
     assert audit(s, budget=0.5) == "result"
     assert seen == [
-        (memory.DEFAULT_CAP, (1, 3), None, 4, 7, True, True, None),
-        (GIB // 2, (0, 2), None, 0, None, False, False, ["loss"]),
-        (memory.default_budget(), None, 0.5, 0, None, False, False, None),
+        (memory.DEFAULT_CAP, (1, 3), None, 4, 7, True, True, CHECKS),
+        (GIB // 2, (0, 2), None, 0, None, False, False, ("loss",)),
+        (memory.default_limit_bytes(), None, 0.5, 0, None, False, False, CHECKS),
     ]
 
 
@@ -193,7 +210,7 @@ def test_a_model_fixed_to_float32_gives_its_gradients_in_float32():
     assert note.startswith("the float64 copy of the model raised (")
     assert note.endswith("): gradients taken in torch.float32")
     assert result.maps["eval"].seen.equal(torch.eye(8, dtype=torch.bool).roll(-1, 1).tril())
-    assert result.coverage["gradient"]["inference"]["outputs_mapped"] == 8
+    assert result.coverage.gradient["eval"].outputs_mapped == 8
 
 
 class ZeroGradient(nn.Module):
@@ -213,7 +230,7 @@ def test_a_model_without_gradients_leaves_the_verdict_to_the_perturbations():
         "(a non-differentiable step such as round, argmax or a threshold, or a model that "
         "ignores its input); the perturbations decide"
     ]
-    assert result.coverage == {"gradient": {"training mode": "unavailable"}}
+    assert result.coverage == Coverage(gradient={"train": UNAVAILABLE})
     whole = audit(s, checks=["causality"], max_examples=5)
     assert (whole.mode, whole.causal) == ("strict", True) and "eval" not in whole.maps
     detached = taps_subject((), 8, steps=(-1,), predicts="current")  # no graph at all
@@ -223,7 +240,7 @@ def test_a_model_without_gradients_leaves_the_verdict_to_the_perturbations():
         "gradient evidence unavailable in inference: the outputs do not depend "
         "differentiably on the inputs"
     ]
-    assert result.coverage == {"gradient": {"inference": "unavailable"}}
+    assert result.coverage == Coverage(gradient={"eval": UNAVAILABLE})
 
 
 def test_a_float64_pass_over_the_memory_budget_is_not_attempted():
@@ -236,7 +253,7 @@ def test_a_float64_pass_over_the_memory_budget_is_not_attempted():
         assert result.evidence_notes == [
             f"gradient evidence unavailable in inference: {exc.problem} ({exc.fix})"
         ]
-        assert result.coverage == {"gradient": {"inference": "unavailable"}}
+        assert result.coverage == Coverage(gradient={"eval": UNAVAILABLE})
         assert result.maps == {}
         result = gathered(s, ("causality",))
         result.sample_bytes = GIB // 2  # exactly the budget: it fits
@@ -251,37 +268,37 @@ def test_a_float64_pass_over_the_memory_budget_is_not_attempted():
 
 def test_the_map_falls_back_to_one_input_when_three_do_not_fit(monkeypatch):
     s = taps_subject("neither", 8, predicts="current")
-    real = audit_module._map
+    real = gather._map
     sizes = []
 
-    def tight(subject, x, result, seed, probes, timing):
+    def tight(subject, x, g, probes):
         sizes.append(len(x))
         if len(x) > 1:
             raise MemoryBudgetError("one float64 VJP pass (3 inputs)", 3 * GIB, GIB)
-        return real(subject, x, result, seed, probes, timing)
+        return real(subject, x, g, probes)
 
-    monkeypatch.setattr(audit_module, "_map", tight)
+    monkeypatch.setattr(gather, "_map", tight)
     result = gathered(s, ("causality",))
     _gradient_evidence(s, result, False, 0)
     assert sizes == [3, 1]
-    assert result.coverage["gradient"]["inference"]["inputs"] == 1
+    assert result.coverage.gradient["eval"].inputs == 1
     assert result.maps["eval"].seen.sum() == 7 + 5  # x_{t-1} and x_{t-3}
 
 
 def test_a_map_that_never_fits_is_unavailable_with_the_fix(monkeypatch):
     s = taps_subject("neither", 8, predicts="current")
 
-    def never(subject, x, result, seed, probes, timing):
+    def never(subject, x, g, probes):
         raise MemoryBudgetError("one float64 VJP pass (1 input)", 3 * GIB, GIB)
 
-    monkeypatch.setattr(audit_module, "_map", never)
+    monkeypatch.setattr(gather, "_map", never)
     result = gathered(s, ("causality",))
     _gradient_evidence(s, result, False, 0)
     exc = MemoryBudgetError("one float64 VJP pass (1 input)", 3 * GIB, GIB)
     assert result.evidence_notes == [
         f"gradient evidence unavailable in inference: {exc.problem} ({exc.fix})"
     ]
-    assert result.coverage == {"gradient": {"inference": "unavailable"}}
+    assert result.coverage == Coverage(gradient={"eval": UNAVAILABLE})
 
 
 def test_a_model_error_in_the_map_is_a_note():
@@ -305,38 +322,36 @@ def test_a_model_error_in_the_map_is_a_note():
     assert "broken after two calls" in result.evidence_notes[1]
     assert len(calls) == 3  # one failed attempt: the model itself has no other dtype to try
     with pytest.raises(ModelError) as info:  # the problem, as the model's error names it
-        audit_module.forward(s, s.draw_inputs(3, torch.Generator()), seed=0, grad=True)
+        gather.forward(s, s.draw_inputs(3, torch.Generator()), seed=0, grad=True)
     assert result.evidence_notes[1] == (
         f"gradient evidence unavailable in inference: {info.value.problem}"
     )
-    assert result.coverage == {"gradient": {"inference": "unavailable"}}
+    assert result.coverage == Coverage(gradient={"eval": UNAVAILABLE})
 
 
-def test_sampled_rows_on_one_input_are_reported(monkeypatch):
-    monkeypatch.setattr(audit_module, "MAX_MAP_PASSES", 0)  # too wide to colour
-    monkeypatch.setattr(audit_module, "BIG_VJP", 0)  # and a "big" VJP
+def test_sampled_rows_on_one_input_are_reported():
+    wide_and_big = policy(max_map_passes=0, big_vjp=0)  # too wide to colour, a "big" VJP
     n = 40
     s = taps_subject("neither", n, predicts="current")
     result = gathered(s, ("causality",))
-    _gradient_evidence(s, result, False, 0)
+    _gradient_evidence(s, result, False, 0, policy=wide_and_big)
     dmap = result.maps["eval"]
     probes = gradients.probe_positions(s.grid).tolist()
-    sampled = stratified(n, audit_module.SAMPLED_OUTPUTS, 0)
+    sampled = stratified(n, DEFAULT_POLICY.sampled_outputs, 0)
     assert dmap.outputs.tolist() == sorted(set(probes) | set(sampled))
     assert (dmap.method, dmap.row_inputs) == ("sampled", 1)
-    assert result.coverage["gradient"]["inference"] == {
-        "outputs_mapped": len(dmap.outputs),
-        "outputs_total": n,
-        "method": "sampled",
-        "passes": dmap.passes,
-        "inputs": 3,
-        "sampled_row_inputs": 1,
-    }
-    monkeypatch.setattr(audit_module, "BIG_VJP", 1 << 40)  # small: rows on every input
+    assert result.coverage.gradient["eval"] == MapCoverage(
+        outputs_mapped=len(dmap.outputs),
+        outputs_total=n,
+        method="sampled",
+        passes=dmap.passes,
+        inputs=3,
+        sampled_row_inputs=1,
+    )
     result = gathered(s, ("causality",))
-    _gradient_evidence(s, result, False, 0)
+    _gradient_evidence(s, result, False, 0, policy=policy(max_map_passes=0, big_vjp=1 << 40))
     assert result.maps["eval"].row_inputs == 3
-    assert "sampled_row_inputs" not in result.coverage["gradient"]["inference"]
+    assert result.coverage.gradient["eval"].sampled_row_inputs is None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -352,7 +367,7 @@ def test_no_time_for_one_vjp_skips_the_gradients():
         "gradient evidence skipped in inference: one VJP pass would not fit the time budget; "
         "the perturbations decide"
     ]
-    assert result.coverage == {"gradient": {"inference": "skipped (budget)"}, "budgeted": True}
+    assert result.coverage == Coverage(gradient={"eval": "skipped (budget)"}, budgeted=True)
 
 
 def test_a_budget_for_a_few_probe_rows_takes_them_on_one_input():
@@ -367,8 +382,8 @@ def test_a_budget_for_a_few_probe_rows_takes_them_on_one_input():
     assert len(probes) > 5
     picks = torch.tensor(stratified(len(probes), 3, 0))
     assert set(probes[picks][:5].tolist()) <= set(dmap.outputs.tolist())
-    assert result.coverage["budgeted"] is True
-    assert result.coverage["gradient"]["inference"]["inputs"] == 1
+    assert result.coverage.budgeted is True
+    assert result.coverage.gradient["eval"].inputs == 1
 
 
 def test_an_ample_budget_changes_nothing_in_the_map():
@@ -377,7 +392,7 @@ def test_an_ample_budget_changes_nothing_in_the_map():
     plain, timed = gathered(s), gathered(s)
     _gradient_evidence(s, plain, False, 0)
     _gradient_evidence(s, timed, False, 0, FixedPlan(left=1e9, forward=1e-9))
-    assert timed.coverage == plain.coverage and "budgeted" not in timed.coverage
+    assert timed.coverage == plain.coverage and not timed.coverage.budgeted
     assert timed.maps["eval"].seen.equal(plain.maps["eval"].seen)
 
 
@@ -390,11 +405,9 @@ def test_the_sweep_takes_the_cuts_it_can_afford():
     left = (8.5 + plan.NOISE_FLOOR_PASSES) * 0.5 / plan.SWEEP_SHARE
     _perturbation_evidence(s, result, False, 0, 5, FixedPlan(left=left, forward=0.5))
     cuts = stratified(n, 6, 1)
-    assert result.coverage == {
-        "budgeted": True,
-        "cuts_stratified": True,
-        "loss_positions": {"checked": len(cuts), "total": n},
-    }
+    assert result.coverage == Coverage(
+        budgeted=True, cuts_stratified=True, loss_checked=len(cuts), loss_total=n
+    )
     assert result.perturbations == {}  # the loss check alone keeps no perturbation report
     assert sorted({r["position"] for r in result.losses["current"].positions}) == cuts
 
@@ -406,35 +419,34 @@ def test_the_sweep_within_an_ample_budget_is_the_whole_sweep():
         result = gathered(s, ("causality", "loss"))
         left = (passes + plan.NOISE_FLOOR_PASSES) * 0.5 / plan.SWEEP_SHARE
         _perturbation_evidence(s, result, False, 0, 5, FixedPlan(left=left, forward=0.5))
-        assert result.coverage == {"loss_positions": {"checked": n, "total": n}}
+        assert result.coverage == Coverage(loss_checked=n, loss_total=n)
         assert result.perturbations["eval"].cuts_swept == n
     result = gathered(s, ("causality",), train=True)
     _perturbation_evidence(s, result, True, 0, 5)
     assert set(result.perturbations) == {"train"} and result.losses == {}
-    assert result.coverage == {}
+    assert result.coverage == Coverage()
 
 
-def test_large_grids_sample_their_cuts_unless_exact(monkeypatch):
-    monkeypatch.setattr(audit_module, "EXHAUSTIVE_POSITIONS", 16)
-    monkeypatch.setattr(audit_module, "SAMPLED_CUTS", 5)
+def test_large_grids_sample_their_cuts_unless_exact():
+    small = policy(exhaustive_positions=16, sampled_cuts=5)
     n = 30
     s = taps_subject("neither", n, predicts="current")
     result = gathered(s, ("causality",))
-    _perturbation_evidence(s, result, False, 0, 5)
-    assert result.coverage == {"cuts_stratified": True}
+    _perturbation_evidence(s, result, False, 0, 5, policy=small)
+    assert result.coverage == Coverage(cuts_stratified=True)
     assert result.perturbations["eval"].cuts_swept == len(stratified(n, 5, 1))
     exact = gathered(s, ("causality",), exact=True)
-    _perturbation_evidence(s, exact, False, 0, 5)
-    assert exact.coverage == {} and exact.perturbations["eval"].cuts_swept == n
+    _perturbation_evidence(s, exact, False, 0, 5, policy=small)
+    assert exact.coverage == Coverage() and exact.perturbations["eval"].cuts_swept == n
 
 
 def test_a_budgeted_audit_reports_its_budget_and_forward_cost():
     s = taps_subject("neither", 12, predicts="current")
     result = audit(s, budget=120, max_examples=5)
     cov = result.coverage
-    assert cov["budget_seconds"] == 120.0 and isinstance(cov["budget_seconds"], float)
-    assert 0 < cov["forward_seconds"] == round(cov["forward_seconds"], 6) < 1
-    assert cov["exhaustive"] is True and "budgeted" not in cov
+    assert cov.budget_seconds == 120.0 and isinstance(cov.budget_seconds, float)
+    assert 0 < cov.forward_seconds == round(cov.forward_seconds, 6) < 1
+    assert cov.exhaustive is True and not cov.budgeted
     assert (result.mode, result.passed) == ("strict", True)
 
 
@@ -464,18 +476,18 @@ def test_validation_runs_one_batch_of_two_in_inference():
     model.calls.clear()
     model.inputs.clear()
     notes = []
-    sample_bytes = audit_module.validate(s, 3, notes)
+    sample_bytes = gather.validate(s, 3, notes)
     assert model.calls == [(2, False), (2, False)] and notes == []
     assert model.training  # the model's own mode is given back
     x = s.draw_inputs(2, torch.Generator().manual_seed(3))
     assert torch.allclose(model.inputs[0].double(), x.double(), atol=1e-6)
-    _, cost = memory.measure(lambda: audit_module.forward(s, x, seed=3))
+    _, cost = memory.measure(lambda: gather.forward(s, x, seed=3))
     assert sample_bytes == cost.per_copy // 2  # per sample of the batch of two
     assert isinstance(sample_bytes, int)  # whole bytes
     # with a time budget, one sample's forward pass is timed (best of two)
     model.calls.clear()
     timing = FixedPlan(left=10.0, forward=0.0)
-    audit_module.validate(s, 3, notes, timing)
+    gather.validate(s, 3, notes, timing)
     assert model.calls == [(2, False), (2, False), (1, False), (1, False)]
     assert 0 < timing.forward < 1
 
@@ -483,7 +495,7 @@ def test_validation_runs_one_batch_of_two_in_inference():
 def test_validation_notes_a_model_that_changes_its_input():
     s = make_subject(Recording(in_place=True), grid=(8,), layout="BTC", predicts="current")
     notes = []
-    audit_module.validate(s, 0, notes)
+    gather.validate(s, 0, notes)
     assert notes == [
         "the model changes its input in place (the audit passes it a fresh copy each time)"
     ]
@@ -504,10 +516,9 @@ def test_progress_phases_plan_the_passes_they_run(monkeypatch):
     assert log[0][1] == probes
     assert all(planned == done for _, planned, done in log), log
     log.clear()
-    monkeypatch.setattr(audit_module, "MAX_MAP_PASSES", 0)
     with bars.showing(True):
         result = gathered(s)
-        _gradient_evidence(s, result, False, 0)
+        _gradient_evidence(s, result, False, 0, policy=policy(max_map_passes=0))
     assert [name for name, _, _ in log] == ["map: probe rows", "map: sampled rows"]
     assert log[1][1] == len(result.maps["eval"].outputs) - probes
     assert all(planned == done for _, planned, done in log), log
@@ -537,7 +548,7 @@ def test_perturbations_the_model_cannot_run_leave_the_gradients_to_decide():
     result = audit(s, checks=["causality"], max_examples=5)
     assert (result.mode, result.causal) == ("strict", True)
     assert result.perturbations == {}
-    assert result.coverage["perturbation"] == {"eval": "unavailable"}
+    assert result.coverage.perturbation_unavailable == ["eval"]
     (note,) = [n for n in result.notes if n.startswith("perturbation evidence")]
     assert note.startswith("perturbation evidence unavailable in inference: ")
     assert "zeros are not allowed" in note
@@ -549,7 +560,7 @@ def test_a_model_that_gives_no_evidence_at_all_raises_its_error():
         audit(s, checks=["causality"], max_examples=5)
     # without the causality check the error is a note: the loss check has no rows
     result = audit(s, checks=["loss", "receptive_field"], max_examples=5)
-    assert result.loss is None and result.coverage["perturbation"] == {"eval": "unavailable"}
+    assert result.loss is None and result.coverage.perturbation_unavailable == ["eval"]
 
 
 def test_the_loss_check_runs_its_sweep_in_inference_only():
@@ -582,9 +593,9 @@ def test_a_spent_budget_still_sweeps_the_first_and_last_cut(monkeypatch):
     s = taps_subject("future", n, predicts="next")
     result = audit(s, checks=["causality"], budget=0.5, max_examples=5)
     cov = result.coverage
-    assert cov["gradient"] == {"inference": "skipped (budget)"}
-    assert (cov["budgeted"], cov["cuts_stratified"], cov["exhaustive"]) == (True, True, False)
-    assert cov["budget_seconds"] == 0.5
+    assert cov.gradient == {"eval": "skipped (budget)"}
+    assert (cov.budgeted, cov.cuts_stratified, cov.exhaustive) == (True, True, False)
+    assert cov.budget_seconds == 0.5
     report = result.perturbations["eval"]
     assert (report.cuts_swept, report.examples) == (2, 0)
     assert result.maps == {}
@@ -616,7 +627,7 @@ def test_the_map_colours_only_when_its_passes_fit(monkeypatch, affordable, metho
     n, seed = 40, 0
     s = taps_subject("neither", n, predicts="current")
     probes = gradients.probe_positions(s.grid)
-    monkeypatch.setattr(audit_module, "time", Clock(step=float(len(probes))))
+    monkeypatch.setattr(gather, "time", Clock(step=float(len(probes))))
     result = gathered(s)
     timing = FixedPlan(left=(affordable + 0.5) / plan.MAP_SHARE, forward=1e-9)
     _gradient_evidence(s, result, False, seed, timing)
@@ -624,24 +635,24 @@ def test_the_map_colours_only_when_its_passes_fit(monkeypatch, affordable, metho
     assert dmap.method == method
     if method == "colored":
         assert dmap.outputs.tolist() == list(range(n))
-        assert "budgeted" not in result.coverage
+        assert not result.coverage.budgeted
     else:
         sampled = stratified(n, affordable - 2, seed)
         assert dmap.outputs.tolist() == sorted(set(probes.tolist()) | set(sampled))
-        assert result.coverage["budgeted"] is True
+        assert result.coverage.budgeted is True
 
 
 def test_the_map_with_no_time_after_its_probes_keeps_the_probe_rows(monkeypatch):
     n = 40
     s = taps_subject("neither", n, predicts="current")
     probes = gradients.probe_positions(s.grid)
-    monkeypatch.setattr(audit_module, "time", Clock(step=float(len(probes))))
+    monkeypatch.setattr(gather, "time", Clock(step=float(len(probes))))
     result = gathered(s)
     _gradient_evidence(s, result, False, 0, FixedPlan(left=1.0, forward=1e-9))
     dmap = result.maps["eval"]
     assert (dmap.method, dmap.outputs.tolist()) == ("sampled", probes.tolist())
-    assert result.coverage["budgeted"] is True
-    assert result.coverage["gradient"]["inference"]["outputs_mapped"] == len(probes)
+    assert result.coverage.budgeted is True
+    assert result.coverage.gradient["eval"].outputs_mapped == len(probes)
 
 
 def test_budgeted_probe_rows_are_the_first_the_last_and_evenly_spread(monkeypatch):
@@ -672,19 +683,18 @@ def test_probe_rows_that_just_fit_stay_on_three_inputs():
     assert plan.MAP_SHARE * left == probes * 3 * row  # exactly the map's share
     result = gathered(s)
     _gradient_evidence(s, result, False, 0, FixedPlan(left=left, forward=1.0))
-    assert result.coverage["gradient"]["inference"]["inputs"] == 3
+    assert result.coverage.gradient["eval"].inputs == 3
 
 
 @pytest.mark.parametrize("below, rows", [(-1, 1), (1, 3)])
 def test_sampled_rows_go_to_one_input_above_the_big_vjp(monkeypatch, below, rows):
-    """BIG_VJP is per input: one input's VJP just above it samples rows on one input."""
-    monkeypatch.setattr(audit_module, "MAX_MAP_PASSES", 0)
+    """big_vjp is per input: one input's VJP just above it samples rows on one input."""
     s = taps_subject("neither", 40, predicts="current")
     x = s.draw_inputs(3, torch.Generator().manual_seed(7))
     per_input = gradients.vjp_bytes(s, x) // 3
-    monkeypatch.setattr(audit_module, "BIG_VJP", per_input + below)
     result = gathered(s)
-    _gradient_evidence(s, result, False, 0)
+    wide = policy(max_map_passes=0, big_vjp=per_input + below)
+    _gradient_evidence(s, result, False, 0, policy=wide)
     assert result.maps["eval"].row_inputs == rows
 
 
@@ -720,14 +730,14 @@ def test_one_probe_row_and_room_for_at_most_one_more(monkeypatch, step, outputs)
     (output 0 sees x_0: its probe row is not silent)."""
     n = 40
     s = taps_subject("present", n, predicts="next")
-    monkeypatch.setattr(audit_module, "time", Clock(step=step))
+    monkeypatch.setattr(gather, "time", Clock(step=step))
     result = gathered(s)
     left = 1.5 * plan.VJP_FACTOR / plan.MAP_SHARE  # one and a half rows of one input
     _gradient_evidence(s, result, False, 0, FixedPlan(left=left, forward=1.0))
     dmap = result.maps["eval"]
     assert (dmap.method, dmap.outputs.tolist()) == ("sampled", outputs)
-    assert result.coverage["budgeted"] is True
-    assert result.coverage["gradient"]["inference"]["inputs"] == 1
+    assert result.coverage.budgeted is True
+    assert result.coverage.gradient["eval"].inputs == 1
 
 
 def test_the_sweep_runs_on_the_audits_seed():

@@ -32,16 +32,16 @@ def reversed_line(n):
 
 
 def test_listed_pairs_are_the_first_in_rank_order_for_a_reversed_order():
-    """2100 outputs each seeing itself, generated last position first: the LISTED pairs kept
-    are those of the first-generated outputs (positions 2099, 2098, ...), not the first rows
-    of the map's storage (positions 0, 1, ...)."""
+    """2100 outputs each seeing itself, generated last position first: the GRADIENT_PAIRS_KEPT
+    pairs kept are those of the first-generated outputs (positions 2099, 2098, ...), not the
+    first rows of the map's storage (positions 0, 1, ...)."""
     n = 2100
     subject = reversed_line(n)
     dmap = hand_map(subject, [(t, t) for t in range(n)])
     listed, total = facts.gradient_violations(subject, dmap)
     assert total == n
     assert [(v.output, v.input) for v in listed] == [
-        (t, t) for t in range(n - 1, n - 1 - facts.LISTED, -1)
+        (t, t) for t in range(n - 1, n - 1 - facts.GRADIENT_PAIRS_KEPT, -1)
     ]
     assert {v.kind for v in listed} == {"present"}
 
@@ -53,7 +53,7 @@ def test_listed_pairs_of_a_column_major_order_are_the_first_generated(monkeypatc
     column_major = [r * 4 + c for c in range(4) for r in range(3)]
     subject = make_subject(nn.Identity(), grid=(3, 4), layout="BHWC", order=column_major)
     monkeypatch.setattr(facts, "ROWS_AT_ONCE", 2)
-    monkeypatch.setattr(facts, "LISTED", 3)
+    monkeypatch.setattr(facts, "GRADIENT_PAIRS_KEPT", 3)
     pairs = [(t, t) for t in range(12)] + [(4, 1)]  # output (1, 0) sees (0, 1): rank 3 > 1
     for rows in (None, [11, 3, 7, 0, 8, 4, 1, 5, 9, 2, 6, 10]):
         listed, total = facts.gradient_violations(subject, hand_map(subject, pairs, rows))
@@ -67,23 +67,25 @@ def test_listed_pairs_of_a_column_major_order_are_the_first_generated(monkeypatc
 
 
 def test_gradient_cap_keeps_a_later_future_pair():
-    """2100 outputs each seeing the present, and one future pair after the first LISTED pairs:
-    the list is capped, the count is not, and the future pair is kept (the mode needs it)."""
+    """2100 outputs each seeing the present, and one future pair after the first
+    GRADIENT_PAIRS_KEPT pairs: the list is capped, the count is not, and the future pair is kept
+    (the mode needs it)."""
     n = 2100
     subject = taps_subject("neither", n)
     dmap = hand_map(subject, [(t, t) for t in range(n)] + [(2050, 2060)])
     listed, total = facts.gradient_violations(subject, dmap)
     assert total == n + 1
-    assert len(listed) == facts.LISTED + 1
-    assert [(v.output, v.input) for v in listed[: facts.LISTED]] == [
-        (t, t) for t in range(facts.LISTED)
+    assert len(listed) == facts.GRADIENT_PAIRS_KEPT + 1
+    assert [(v.output, v.input) for v in listed[: facts.GRADIENT_PAIRS_KEPT]] == [
+        (t, t) for t in range(facts.GRADIENT_PAIRS_KEPT)
     ]
     assert (listed[-1].output, listed[-1].input, listed[-1].kind) == (2050, 2060, "future")
     assert verdict.mode_of(listed) == "none"
     # without the late future pair: present only, capped
     dmap = hand_map(subject, [(t, t) for t in range(n)])
     listed, total = facts.gradient_violations(subject, dmap)
-    assert (len(listed), total, verdict.mode_of(listed)) == (facts.LISTED, n, "inclusive")
+    kept = facts.GRADIENT_PAIRS_KEPT
+    assert (len(listed), total, verdict.mode_of(listed)) == (kept, n, "inclusive")
 
 
 def test_gradient_facts_chunked_and_whole_agree(monkeypatch):

@@ -64,4 +64,4 @@ def test_wavenet_receptive_field_is_one_block_of_dilations():
     result = audit(subject, checks=["receptive_field"])
     rf = result.receptive_field
     assert (rf.size, rf.span, rf.holes) == (1024, 1024, 0)
-    assert result.coverage["gradient"]["inference"]["method"] == "sampled"
+    assert result.coverage.gradient["eval"].method == "sampled"

@@ -133,7 +133,7 @@ def test_causal_exact_reaches_the_coverage(suite):
                 net(), grid=(1100,), layout="BCT", checks=("causality",), max_examples=3
             )
             assert result.exact is {exact}
-            assert result.coverage["exhaustive"] is {exact}
+            assert result.coverage.exhaustive is {exact}
             assert (result.perturbations["eval"].cuts_swept == 1100) is {exact}
         """
     suite.makepyfile(test_user=user_test.format(exact=False))

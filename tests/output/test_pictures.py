@@ -113,13 +113,15 @@ def test_the_cli_draws_on_request(tmp_path, capsys):
 
 def test_missing_matplotlib_is_one_line(monkeypatch, tmp_path, capsys):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    with pytest.raises(AuditError, match=r"pictures need matplotlib: pip install causal-audit"):
+    needs = r"pictures need matplotlib: pip install autoregressive-audit"
+    with pytest.raises(AuditError, match=needs):
         pictures.require_matplotlib()
     argv = ["audit", "zoo:nettoy1d", "--pictures", str(tmp_path)]
     assert cli.main(argv) == 2  # before the audit: no minutes lost
     err = capsys.readouterr().err.strip()
     assert err == (
-        "python -m properties: error: pictures need matplotlib: pip install causal-audit[plots]"
+        "python -m properties: error: pictures need matplotlib: "
+        "pip install autoregressive-audit[plots]"
     )
 
 

@@ -70,7 +70,7 @@ def test_a_token_model_run_in_slices_keeps_its_gradient_evidence(leaky):
         factory(), grid=(8,), vocab=come.VOCAB, layout="BT", predicts="next", max_examples=5
     )
     assert any(n.startswith("the model ran on batch 2") for n in result.notes)
-    assert result.coverage["gradient"]["inference"]["outputs_mapped"] == 8
+    assert result.coverage.gradient["eval"].outputs_mapped == 8
     band = torch.eye(8, dtype=torch.bool) | torch.eye(8, dtype=torch.bool).roll(
         1 if leaky else -1, 1
     )

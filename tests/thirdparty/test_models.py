@@ -19,6 +19,7 @@ from paths import TARGETS
 
 import properties
 from properties import cli
+from properties.auditing.coverage import MapCoverage
 
 pytestmark = pytest.mark.thirdparty
 
@@ -40,8 +41,8 @@ def audit_tokens(model, **options):
     return properties.audit_model(model, max_examples=EXAMPLES, **{**defaults, **options})
 
 
-def gradients_ran(coverage, *labels):
-    return all(isinstance(coverage["gradient"][label], dict) for label in labels)
+def gradients_ran(coverage, *modes):
+    return all(isinstance(coverage.gradient[mode], MapCoverage) for mode in modes)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +60,7 @@ def test_gpt2_is_inclusive_in_eval_and_train(attn):
         model, output="logits", train=True, checks=("causality", "receptive_field")
     )
     assert (result.mode, result.causal, result.passed) == ("inclusive", True, True)
-    assert gradients_ran(result.coverage, "inference", "training mode")
+    assert gradients_ran(result.coverage, "eval", "train")
     assert result.receptive_field.size == 16  # the last output sees the whole sequence
     assert any("may be clipped by the grid" in n for n in result.notes)  # attention: no bound
 
@@ -87,7 +88,7 @@ def test_bert_encoder_fails():
     """BERT's self-attention is bidirectional: every output sees every token."""
     result = audit_tokens(hf_models.bert(), output="last_hidden_state", checks=("causality",))
     assert (result.mode, result.causal) == ("none", False)
-    assert gradients_ran(result.coverage, "inference")
+    assert gradients_ran(result.coverage, "eval")
     evidence = {v.evidence for v in result.violations if v.kind == "future"}
     assert {"gradient", "perturbation"} <= evidence
 
@@ -222,7 +223,7 @@ def test_encoder_with_causal_mask_is_inclusive():
             checks=("causality",),
         )
         assert (result.mode, result.passed) == ("inclusive", True), factory.__name__
-        assert gradients_ran(result.coverage, "inference", "training mode")
+        assert gradients_ran(result.coverage, "eval", "train")
 
 
 def test_encoder_without_mask_fails():
@@ -257,11 +258,14 @@ def test_encoder_with_only_the_is_causal_hint(tmp_path, capsys):
     assert (data["mode"], data["causal"]) == ("none", False)
     assert {v["evidence"] for v in data["violations"]} == {"perturbation"}
     coverage = data["coverage"]
-    assert coverage["gradient"] == {"inference": "unavailable", "training mode": "unavailable"}
+    assert coverage["gradient"] == {
+        "eval": "unavailable", "train": "unavailable",  # and under the old names, for a release
+        "inference": "unavailable", "training mode": "unavailable",
+    }
     assert coverage["perturbation"]["train"] == "unavailable"
     assert coverage["perturbation"]["eval"]["cuts_swept"] == 12
     assert any("Need attn_mask" in n and "perturbation" in n for n in data["notes"])
-    assert "perturbations (train): unavailable" in captured.out
+    assert "perturbations (training mode): unavailable" in captured.out
 
 
 def test_encoder_hint_without_fast_path_is_a_one_line_error(tmp_path, capsys):
@@ -293,7 +297,7 @@ def test_made_is_strict_in_its_own_order_only(factory, layout):
     result = properties.audit_model(model, order=made.ORDER, **options)
     assert (result.mode, result.passed) == ("strict", True)
     assert result.loss.holds
-    assert result.coverage["loss_convention"] == "current"
+    assert result.coverage.loss_convention == "current"
     raster = properties.audit_model(model, checks=("causality",), **options)
     assert (raster.mode, raster.causal) == ("none", False)
     # zuko's own `order` is a rank per position: passed as a generation order, it is the

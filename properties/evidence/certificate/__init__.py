@@ -9,7 +9,10 @@ forbidden pair, the model is *proved* causal (for that path).
 
 Exact zeros of weights and constants (masks, padding, -inf fills) are structural: masked
 convolutions, MADE and masked attention are proved, not just "may depend". Values computed from
-the input are never used to drop a dependency.
+the input are never used to drop a dependency. A tensor the tracer did not see being made is of
+unknown origin (:mod:`.origin`): while one reaches an output, the certificate is not proved, and
+says where it entered.
+
 
 Summaries are dense bits up to ``deps.DENSE_LIMIT`` positions and runs of input positions
 beyond (:mod:`.deps`, :mod:`.runs`): the same bound, at a cost that follows the structure of the
@@ -27,13 +30,15 @@ from properties.evidence import facts
 from properties.evidence.gradients import DependencyMap
 from properties.subject.calls import model_mode
 from properties.subject.canonical import Subject
+from properties.verdict import Source
 
 from . import bound as bounds
-from . import deps
-from .tracer import Tracer
+from . import branches, deps
+from .origin import preexisting
+from .tracer import READS, Tracer
 
 STATUSES = ("proved", "not_proved", "unavailable")
-LISTED = 10  # forbidden pairs kept as examples
+FORBIDDEN_EXAMPLES = 10  # forbidden pairs kept as examples
 
 
 @dataclass
@@ -58,6 +63,8 @@ class Certificate:
     forbidden_count: int = 0
     lost_precision: list[str] = field(default_factory=list)  # ops ruled by the fallback
     path_dependent: bool = False  # a traced op read input values (a branch, a shape)
+    unknown: list[str] = field(default_factory=list)  # unknown origin that reaches an output
+    reads: list[str] = field(default_factory=list)  # where input values were read into Python
     seconds: float = 0.0
     train: bool = False
 
@@ -98,10 +105,10 @@ class Certificate:
         missing = []
         # Training-mode maps stack copies of the input in one batch: BatchNorm hands one
         # copy's output the gradient of another's; not a per-output dependency.
-        checked = [v for v in violations if v.evidence != "gradient/train"]
+        checked = [v for v in violations if not (v.source is Source.GRADIENT and v.train)]
         found = self.rows([v.output for v in checked]) if checked else None
         for v, row in zip(checked, found if found is not None else [], strict=True):
-            if v.evidence.startswith("gradient"):
+            if v.source is Source.GRADIENT:
                 ok = bool(row[v.input])
             else:
                 ok = bool(row[ranks >= ranks[v.input]].any())
@@ -124,17 +131,19 @@ def certify(
     start = time.perf_counter()
     form = form or deps.form_for(subject.n_positions)
     paths = (False, True) if train else (False,)
-    bound, lost, path_dependent, blame = None, [], False, None
+    bound, lost, path_dependent, blame, unknown, reads = None, [], False, None, [], []
     try:
         for training in paths:
-            b, tracer = _trace(subject, training, seed, form)
-            if bounds.sees_future(subject, b):  # once more, to say where the future entered
-                b, tracer = _trace(subject, training, seed, form, blame=True)
+            b, tracer, entered = _trace(subject, training, seed, form)
+            if bounds.sees_future(subject, b) and not entered:  # once more, to say where
+                b, tracer, entered = _trace(subject, training, seed, form, blame=True)
             bound = bounds.union(bound, b)
             lost.extend(f"{op} ({'train' if training else 'eval'})" if train else op
                         for op in tracer.lost)
             path_dependent |= tracer.path_dependent
             blame = blame or tracer.blame
+            unknown.extend(entered)
+            reads.extend(tracer.reads)
     except AuditError as exc:
         return Certificate("unavailable", reason=exc.problem, train=train,
                            seconds=time.perf_counter() - start)
@@ -145,6 +154,15 @@ def certify(
     cert.lost_precision = list(dict.fromkeys(lost))
     cert.path_dependent = path_dependent
     cert.train = train
+    cert.unknown = list(dict.fromkeys(unknown))
+    cert.reads = list(dict.fromkeys(reads))
+    if cert.unknown:  # the bound is an upper bound only for what the tracer saw
+        cert.status = "not_proved"
+        cert.reason = (f"the output depends on something the tracer could not follow: "
+                       f"{'; '.join(cert.unknown[:3])}")
+    elif cert.status == "not_proved" and cert.reads \
+            and bool((bounds.sizes(cert.bound) > 0).any()):
+        cert.reason += f"; the model read input values into Python ({cert.reads[0]})"
     if cert.status == "not_proved" and cert.lost_precision:
         cert.reason += f"; precision was lost at {', '.join(cert.lost_precision[:3])}"
     cert.seconds = time.perf_counter() - start
@@ -153,7 +171,9 @@ def certify(
 
 def _trace(
     subject: Subject, training: bool, seed: int, form: str, blame: bool = False
-) -> tuple[torch.Tensor, Tracer]:
+) -> tuple[torch.Tensor, Tracer, list[str]]:
+    """One traced run: the bound (outputs x inputs, in ``form``), the tracer, and where values
+    of unknown origin that reach an output entered."""
     n = subject.n_positions
     x = subject.draw_inputs(1, torch.Generator().manual_seed(seed))
     positions = torch.arange(n).reshape(1, n, *([1] if not subject.tokens else []))
@@ -165,17 +185,53 @@ def _trace(
     x_native = x_native.clone()
     module = subject.module
     names = {m: (name or type(m).__name__) for name, m in module.named_modules()} if module else {}
-    tracer = Tracer(n, subject.grid, subject.ranks, names, blame)
-    tracer.track_input(x_native, deps.inputs(native_positions, n, form))
+    tracer = Tracer(n, subject.grid, subject.ranks, names, blame, form)
+    known = preexisting(module, [subject.model, subject.forward, *vars(subject).values()])
+    tracer.know(known)
+    x_original = x_native.clone()
+    # the input's own columns; the unknown-origin slots after them start empty
+    tracer.track_input(x_native, deps.inputs(native_positions, tracer.n, form))
     hooks = _module_hooks(tracer) if module is not None else []
+    rng = torch.get_rng_state()
     try:
         with model_mode(subject, train=training), torch.no_grad(), tracer:
             y = subject.canonical_output(subject.call_native(x_native), 1)
     finally:
         for h in hooks:
             h.remove()
+    if tracer.branches:
+        _branches(subject, training, tracer, x_original, known, rng)
     tracer.see(y)  # an output no op made (a new object over a tracked tensor)
-    return bounds.of_output(tracer.deps(y), n, tracer.escaped, form), tracer
+    # (N, N + slots): the slots' columns say which entries of unknown origin reached an output
+    rows = bounds.of_output(tracer.deps(y), n, tracer.n, tracer.escaped, form)
+    slots = bounds.columns_reached(rows, n)
+    entered = [label for label, slot in tracer.entries.items() if bool(slots[slot])]
+    return bounds.inputs_only(rows, n), tracer, entered
+
+
+def _branches(subject, training, tracer, x_original, known, rng) -> None:
+    """Reads with two outcomes (a boolean, a check): run the others (:mod:`.branches`). When
+    none changes the computation they reach no output; otherwise they are out of sight."""
+    def run(mode):
+        x = x_original.clone()
+        with model_mode(subject, train=training), torch.no_grad(), mode:
+            return subject.canonical_output(subject.call_native(x), 1)
+
+    after = torch.get_rng_state()
+    torch.set_rng_state(rng)
+    try:
+        same = branches.same_computation(run, READS, [(b[0], b[1]) for b in tracer.branches],
+                                         known)
+    finally:
+        torch.set_rng_state(after)
+    said = {f"{what} at {where}" for _, _, what, where, _ in tracer.branches}
+    if same:
+        tracer.reads = [r + " (every other outcome ends in an exception or runs the same "
+                        "computation)" if r in said else r for r in tracer.reads]
+        return
+    tracer.reads = [r for r in tracer.reads if r not in said]
+    for _, _, what, where, row in tracer.branches:
+        tracer.escape(row, what, where)
 
 
 def _module_hooks(tracer: Tracer) -> list:
@@ -205,7 +261,7 @@ def _conclude(subject: Subject, bound, blame: str | None) -> Certificate:
     count, rows = 0, []
     if future or (present and subject.predicts == "current"):
         count, rows, first = bounds.forbidden_pairs(
-            subject, bound, present=subject.predicts == "current", listed=LISTED
+            subject, bound, present=subject.predicts == "current", listed=FORBIDDEN_EXAMPLES
         )
         if mode == "none" and not any(ranks[s] > ranks[t] for t, s in rows):
             rows.append(first)  # the mode must not lose its evidence to the cap

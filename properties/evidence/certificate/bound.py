@@ -19,18 +19,34 @@ from . import runs as R
 ROWS_AT_ONCE = 1024  # rows made dense together when pairs are listed: (rows, N) temporaries
 
 
-def of_output(d, n: int, escaped, form: str):
-    """The bound from the summary of the canonical output ``(1, N or 1, K or 1, ·)`` and the
-    inputs read into Python (``escaped``: an ``(N,)`` row, or None)."""
+def of_output(d, n: int, width: int, escaped, form: str):
+    """The rows ``(N, width)`` from the summary of the canonical output ``(1, N or 1, K or 1,
+    width)`` and the inputs read into Python (``escaped``: a dense ``(width,)`` row, or None).
+    ``width`` is the tracer's: the ``N`` inputs, then its unknown-origin slots."""
     parts = []
     if d is not None:
         parts.append(deps.any_over(deps.aligned(d, 3), [0, 2], keepdim=False))  # (N or 1, ·)
     if escaped is not None:  # values read into Python may flow anywhere
-        parts.append(escaped.reshape(1, n))
+        parts.append(escaped.reshape(1, width))
     if not parts:
-        return R.nothing((n,), n) if form == deps.RUNS else torch.zeros(n, n, dtype=torch.bool)
-    found = deps.union(parts, 1).expand(n, n)
+        if form == deps.RUNS:
+            return R.nothing((n,), width)
+        return torch.zeros(n, width, dtype=torch.bool)
+    found = deps.in_form(deps.union(parts, 1), form).expand(n, width)
     return found if deps.is_runs(found) else found.clone()
+
+
+def columns_reached(found, n: int) -> torch.Tensor:
+    """Dense ``(width - n,)``: which columns after the first ``n`` some row holds (the
+    unknown-origin slots that reached an output)."""
+    if deps.is_runs(found):
+        return R.to_dense(deps.everything(found))[n:]
+    return found[:, n:].any(0)
+
+
+def inputs_only(found, n: int):
+    """The bound: the rows' first ``n`` columns (the input positions)."""
+    return deps.columns(found, n) if deps.is_runs(found) else found[:, :n].clone()
 
 
 def rows(bound, outputs) -> torch.Tensor:

@@ -169,6 +169,14 @@ def union_rows(rows: list[Deps]) -> Deps:
     return torch.stack([dense(r) for r in rows]).any(0)
 
 
+def columns(d: Deps, n: int) -> Deps:
+    """``d`` over its first ``n`` columns only (the input positions, without the tracer's
+    unknown-origin slots after them)."""
+    if d is None or d.shape[-1] == n:
+        return d
+    return R.columns(d, n) if is_runs(d) else d[..., :n]
+
+
 def expanded(d: Deps, shape) -> Deps:
     """A stride-0 view of ``d`` at the tensor's full shape (no memory)."""
     return d.expand(*shape, d.shape[-1])
@@ -362,10 +370,11 @@ def as_float(d: torch.Tensor) -> torch.Tensor:
 
 
 # -- storages: what every element of a storage may hold, after writes through aliases ---------
-def storage(size: int, n: int, pieces: list, like: Deps) -> Deps:
+def storage(size: int, n: int, pieces: list, like: Deps | str) -> Deps:
     """The union, per storage element, of the rows ``pieces`` (``(index (k,), rows (k, N))``)
-    put at ``index``: a storage's summary from the tensors seen on it."""
-    if is_runs(like):
+    put at ``index``: a storage's summary from the tensors seen on it (in ``like``'s form: a
+    summary, or a form's name)."""
+    if (like == RUNS) if isinstance(like, str) else is_runs(like):
         return _runs_storage(size, n, pieces)
     out = torch.zeros(size, n, dtype=torch.uint8)
     for idx, rows in pieces:

@@ -298,6 +298,12 @@ def merged(r: Runs, axes: list[int]) -> Runs:
     return Runs(lo, hi, r.n)
 
 
+def columns(r: Runs, n: int) -> Runs:
+    """``r`` over inputs ``[0, n)`` only (``n <= r.n``): each run cut at ``n``. The runs stay
+    disjoint; one wholly beyond becomes ``[n, n)``, empty."""
+    return Runs(r.lo.clamp(max=n), r.hi.clamp(max=n), n)
+
+
 def live(r: Runs) -> torch.Tensor:
     """Per element: whether it depends on anything (cached: summaries flow through many ops)."""
     if r._live is None:

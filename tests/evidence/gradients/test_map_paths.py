@@ -6,6 +6,7 @@ when there is no gradient to take."""
 
 import io
 import re
+from dataclasses import replace
 
 import pytest
 import torch
@@ -163,7 +164,7 @@ def test_the_fallback_keeps_to_the_budget():
     model = Recorded().double().eval()
     subject = make_subject(model, grid=(12,), layout="BTC")
     model.sizes.clear()
-    dmap = colored_map(subject, inputs_of(subject), budget=3 * 12, max_colors_fraction=0.01)
+    dmap = colored_map(subject, inputs_of(subject), per_pass=3 * 12, max_colors_fraction=0.01)
     assert dmap.method == "plain" and pairs_of(dmap) == taps_pairs((-1,), 12)
     assert set(model.sizes) == {1, 3}  # one copy of the 3 samples per pass, probe included
 
@@ -171,7 +172,7 @@ def test_the_fallback_keeps_to_the_budget():
 def test_merging_one_map_gives_that_map():
     subject = taps_subject((-1, 2), 12)
     one = plain_map(subject, inputs_of(subject), outputs=torch.tensor([7, 2]))
-    one.probe_silent = True
+    one = replace(one, probe_silent=True)
     merged = gradients.merge_maps([one])
     assert merged.outputs.tolist() == [2, 7] and torch.equal(merged.seen, one.seen[[1, 0]])
     assert (merged.method, merged.passes, merged.probe_silent) == ("plain", 2, True)
@@ -227,10 +228,10 @@ def test_copies_are_stacked_in_chunks_of_the_budget():
     plain_map(subject, x)  # measured once per model and shape: no probe passes now
     assert model.sizes == [3] + [2 * 3] * 6
     model.sizes.clear()
-    plain_map(subject, x, budget=3 * 12)  # one copy per pass
+    plain_map(subject, x, per_pass=3 * 12)  # one copy per pass
     assert model.sizes == [3] * 13
     model.sizes.clear()
-    plain_map(subject, x, budget=3 * 12 * 5)  # at most 5, spread: 2
+    plain_map(subject, x, per_pass=3 * 12 * 5)  # at most 5, spread: 2
     assert model.sizes == [3] + [6] * 6
 
 
@@ -464,7 +465,7 @@ def test_a_hidden_leak_is_settled_with_plain_rows_of_its_seed_and_budget():
     subject = make_subject(model, grid=(40,), layout="BTC")
     x = inputs_of(subject)
     model.sizes.clear()
-    dmap = colored_map(subject, x, seed=5, budget=3 * 40)
+    dmap = colored_map(subject, x, seed=5, per_pass=3 * 40)
     assert (dmap.method, dmap.passes) == ("colored", 9 + 2 * 2 + 20)
     assert set(model.sizes) == {1, 3}  # the cost's probe pass of one sample, then 3 per pass
     assert pairs_of(dmap) == taps_pairs((-1, 0), 40) | {(8, 30)}
@@ -492,7 +493,7 @@ def test_the_colored_passes_keep_to_the_budget():
     x = inputs_of(subject)
     expected = taps_pairs(tuple(range(-15, 1)), 40)
     model.sizes.clear()
-    assert pairs_of(colored_map(subject, x, budget=3 * 40)) == expected
+    assert pairs_of(colored_map(subject, x, per_pass=3 * 40)) == expected
     assert set(model.sizes) == {1, 3}
     model.sizes.clear()
     assert pairs_of(colored_map(subject, x)) == expected
@@ -511,10 +512,10 @@ def test_the_colored_passes_draw_the_dropout_masks_of_the_maps_seed():
     map of the same seed drops (another seed drops others)."""
     subject = make_subject(Dropout().train(), grid=(40,), layout="BTC")
     x = inputs_of(subject)
-    colored = colored_map(subject, x, seed=5, budget=3 * 40, max_colors_fraction=1.0)
+    colored = colored_map(subject, x, seed=5, per_pass=3 * 40, max_colors_fraction=1.0)
     assert colored.method == "colored"
-    assert torch.equal(colored.seen, plain_map(subject, x, seed=5, budget=3 * 40).seen)
-    assert not torch.equal(colored.seen, plain_map(subject, x, seed=0, budget=3 * 40).seen)
+    assert torch.equal(colored.seen, plain_map(subject, x, seed=5, per_pass=3 * 40).seen)
+    assert not torch.equal(colored.seen, plain_map(subject, x, seed=0, per_pass=3 * 40).seen)
 
 
 def test_the_fallback_keeps_probe_rows_of_the_maps_seed():
@@ -531,7 +532,7 @@ def test_no_interaction_is_measured_where_no_copies_are_stacked():
     model = Recorded().double().eval()
     subject = make_subject(model, grid=(12,), layout="BTC")
     model.sizes.clear()
-    plain_map(subject, inputs_of(subject), budget=3 * 12)
+    plain_map(subject, inputs_of(subject), per_pass=3 * 12)
     assert set(model.sizes) == {1, 3}
 
 
@@ -541,7 +542,7 @@ def test_dependency_map_passes_its_budget_on():
     x = inputs_of(subject)
     for options in ({}, {"method": "plain"}, {"outputs": torch.tensor([2, 3, 4])}):
         model.sizes.clear()
-        dmap = dependency_map(subject, x, budget=3 * 12, **options)
+        dmap = dependency_map(subject, x, per_pass=3 * 12, **options)
         assert set(model.sizes) <= {1, 3}, options  # one copy of the 3 samples per pass
         assert pairs_of(dmap) <= taps_pairs((-1,), 12)
     model.sizes.clear()

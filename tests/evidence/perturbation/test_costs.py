@@ -157,7 +157,7 @@ def test_merged_shards_keep_the_first_unconfirmed_reason():
     assert merge_reports(reports).unconfirmed == "b"
     assert merge_reports(reports[:1] + reports[2:3]).unconfirmed == ""
     # one shard (--shard 0/1) merges to itself
-    alone = PerturbationReport(evidence="perturbation/train", unconfirmed="a", cuts_swept=3)
+    alone = PerturbationReport(train=True, unconfirmed="a", cuts_swept=3)
     assert merge_reports([alone]) == alone
 
 

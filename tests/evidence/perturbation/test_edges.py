@@ -124,7 +124,7 @@ def test_batch_independence_is_relative_to_the_outputs(scale, mix, independent):
 def test_noise_floor_counts_stacked_copies():
     """A float32 model whose outputs differ from three stacked samples on: the floor includes
     that difference exactly when the sweep stacks three cuts or more in one pass. The sweep's
-    chunks hold ``ceil(cuts / MIN_CHUNKS)`` cuts (here the memory budget and BATCH_BUDGET are
+    chunks hold ``ceil(cuts / MIN_CHUNKS)`` cuts (here the memory budget and POSITIONS_PER_PASS are
     far away), so 16 cuts stack 2 per pass and 17 cuts 3; training mode sweeps one cut per
     pass, so the stacked differences are never its noise."""
 
@@ -195,10 +195,9 @@ def test_sharded_perturbation_evidence_merges_to_the_whole(count):
     assert [(v.output, v.input, v.kind) for v in merged.found] == [
         (v.output, v.input, v.kind) for v in whole.found
     ]
-    for name in ("cuts_swept", "examples", "noise_floor", "tolerance", "rounding", "evidence"):
+    for name in PerturbationReport.scalars():
         assert getattr(merged, name) == getattr(whole, name), name
     assert merged.counterexamples == whole.counterexamples
-    assert merged.batch_independent is whole.batch_independent
 
 
 def test_merge_takes_the_worst_of_the_shards():
@@ -243,11 +242,11 @@ class BatchSizes(nn.Module):
 @pytest.mark.parametrize(
     "train, n, sizes",
     [
-        # MIN_CHUNKS = 8 chunks of ceil(n / 8) cuts, at most BATCH_BUDGET // n: pool and floor
+        # MIN_CHUNKS = 8 chunks of ceil(n / 8) cuts, at most POSITIONS_PER_PASS // n: pool and floor
         # passes (1, 2), the floor's stack and full chunks (copies), a shorter last chunk
         (False, 8, {1, 2}),  # chunks of 1: the floor stacks nothing more either
         (False, 38, {1, 2, 5, 3}),  # chunks of 5: 7 x 5 + 3
-        (False, 800, {1, 2, 65536 // 800, 800 - 9 * 81}),  # BATCH_BUDGET: 9 x 81 + 71
+        (False, 800, {1, 2, 65536 // 800, 800 - 9 * 81}),  # POSITIONS_PER_PASS: 9 x 81 + 71
         (True, 8, {2, 4}),  # two samples, one cut per pass; the floor's pair of batches
     ],
 )
@@ -268,7 +267,7 @@ def test_samples_per_forward_pass(train, n, sizes):
 @pytest.mark.parametrize("n, per_pass", [(300, 38), (800, 81)])
 def test_sharded_inference_sweeps_its_own_chunks_of_stacked_cuts(n, per_pass):
     """A stacked pass holds ceil(n / MIN_CHUNKS) cuts (300 positions: 38), at most
-    BATCH_BUDGET // n (800 positions: 81, not 100); shard i of 2 sweeps chunks i, i + 2, ...
+    POSITIONS_PER_PASS // n (800 positions: 81, not 100); shard i of 2 sweeps chunks i, i + 2, ...
     only, and says how many cuts it swept."""
     subject = taps_subject("present", n)
     whole = perturbation_evidence(subject, cut_list=list(range(n)), max_examples=1, search=False)
@@ -381,6 +380,6 @@ def test_token_counterexample_names_its_token():
         violation, p, _ = hypothesis_search(runner, "future", max_examples=50, seed=0)
     assert p.kind == "constant"
     assert (
-        violation.detail
+        violation.described
         == f"hypothesis: positions of rank >= {p.cut} replaced by the token {p.seed % 100}"
     )

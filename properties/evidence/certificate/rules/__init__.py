@@ -19,8 +19,22 @@ rule is given dense summaries and its results are turned back into runs (:func:`
 so a new rule is correct on both forms before it is fast on the second.
 """
 
-from . import attention, contractions, elementwise, moves, reductions  # noqa: F401 (registers)
-from .base import DEAD_FRACTION, RULES, fallback, knows_runs, through_dense
+from . import (  # noqa: F401 (registers)
+    attention,
+    contractions,
+    elementwise,
+    moves,
+    recurrent,
+    reductions,
+    sampling,
+    selection,
+    spectral,
+    strides,
+)
+from .base import DEAD_FRACTION, HIGHER_ORDER, RULES, fallback, knows_runs, through_dense
 from .elementwise import pointwise
 
-__all__ = ["DEAD_FRACTION", "RULES", "fallback", "knows_runs", "pointwise", "through_dense"]
+__all__ = [
+    "DEAD_FRACTION", "HIGHER_ORDER", "RULES", "fallback", "knows_runs", "pointwise",
+    "through_dense",
+]

@@ -5,7 +5,8 @@ import torch
 from ..deps import compress, constant_where, dense, everything, expanded, in_form, union_rows
 
 aten = torch.ops.aten
-RULES: dict = {}
+RULES: dict = {}  # OpOverload (full name: a custom op never gets aten's rule) -> rule
+HIGHER_ORDER: dict = {}  # a higher-order operator's name (flex_attention) -> rule
 # A softmax weight whose logit is a constant at or below this fraction of the dtype's most
 # negative value is exactly zero for every finite input-dependent logit of the row (exp
 # underflows): the masks of GPT-2 and friends fill with finfo.min, others with -inf.
@@ -34,7 +35,7 @@ class _Dense:
     says of the tensors it writes back in the run form."""
 
     def __init__(self, ctx):
-        self._ctx = ctx
+        object.__setattr__(self, "_ctx", ctx)
 
     def deps(self, t):
         return dense(self._ctx.deps(t))
@@ -45,6 +46,9 @@ class _Dense:
     def __getattr__(self, name):
         return getattr(self._ctx, name)
 
+    def __setattr__(self, name, value):  # a rule's word (``path_dependent``) is the tracer's
+        setattr(self._ctx, name, value)
+
 
 def through_dense(fn, ctx, args, kwargs, outs):
     """A dense-only rule on a run-form certificate: its inputs made dense, its outputs made runs
@@ -52,6 +56,15 @@ def through_dense(fn, ctx, args, kwargs, outs):
     ctx.converted[ctx.op_name] += 1
     found = fn(_Dense(ctx), args, kwargs, outs)
     return [in_form(d, "runs") for d in found]
+
+
+def higher_order(*names):
+    def register(fn):
+        for name in names:
+            HIGHER_ORDER[name] = fn
+        return fn
+
+    return register
 
 
 def _dim(d: int, ndim: int) -> int:

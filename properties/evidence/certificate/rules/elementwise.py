@@ -44,19 +44,25 @@ def add(ctx, args, kwargs, outs):
     input-dependent activations are finite and far from the dtype's range, |x| < 1e30)."""
     a, b = args[0], args[1]
     alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
-    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor) or alpha <= 0:
+    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor) or alpha <= 0 \
+            or not outs[0].is_floating_point():
         return pointwise(ctx, args, kwargs, outs)
     nd = outs[0].dim()
+    result = outs[0].dtype  # the sum is taken in the result's dtype, not the constant's
     parts = []
     for x, other in ((a, b), (b, a)):
         d = ctx.deps(x)
         if d is None:
             continue
-        dead = _dead_logits(other, ctx.deps(other))
-        if dead is not None and torch.finfo(other.dtype).max < 1e30:
+        if other is a and alpha > 1:  # a + alpha * x: x's term may be larger than assumed
+            parts.append(d)
+            continue
+        value = (other * alpha if other is b else other).to(result)  # the term that is added
+        dead = _dead_logits(value, ctx.deps(other))
+        if dead is not None and torch.finfo(result).max < 1e30:
             # float16: finfo.min + x moves with x once |x| > 16 (its spacing there is 32),
             # so only -inf swallows every finite term
-            dead = dead & (other == float("-inf"))
+            dead = dead & (value == float("-inf"))
             dead = dead if bool(dead.any()) else None
         if dead is not None:
             d = restrict(aligned(d, nd), ~dead)
@@ -142,8 +148,11 @@ def index_put(ctx, args, kwargs, outs):
     full = torch.zeros(*x.shape, n, dtype=torch.bool) if d is None else expanded(d, x.shape).clone()
     new = torch.zeros(1, dtype=torch.bool).expand(*values.shape, n) if dv is None else \
         expanded(aligned(dv, values.dim()), values.shape)
+    # aten's own index_put on the summary: its None is a whole axis (Python's would be a new
+    # axis), and its broadcasting of the values is the op's
     if accumulate:
-        full.index_put_(tuple(indices), new, accumulate=True)
+        full = aten.index_put.default(full.to(torch.uint8), list(indices), new.to(torch.uint8),
+                                      True) > 0
     else:
-        full[tuple(indices)] = new
+        aten.index_put_.default(full, list(indices), new, False)
     return [compress(full)]

@@ -2,7 +2,7 @@
 
 import torch
 
-from ..deps import aligned, compress, expanded, full_on, move, nothing, union
+from ..deps import aligned, any_over, compress, expanded, full_on, move, nothing, union
 from ..deps import cat as cat_deps
 from ..deps import pad as pad_deps
 from .base import _dim, _reshaped, _spread, aten, rule
@@ -28,7 +28,6 @@ from .base import _dim, _reshaped, _spread, aten, rule
     aten.flatten.using_ints,
     aten.unflatten.int,
     aten.view_copy.default,
-    aten._reshape_alias.default,
     runs=True,
 )
 def same(ctx, args, kwargs, outs):
@@ -207,17 +206,6 @@ def _anywhere(ctx, source, index_deps, out):
                   out.dim())]
 
 
-@rule(aten.index_select.default, runs=True)
-def index_select(ctx, args, kwargs, outs):
-    d, idx = ctx.deps(args[0]), ctx.deps(args[2])
-    axis = _dim(args[1], args[0].dim())
-    if idx is not None:
-        return _anywhere(ctx, args[0], [idx], outs[0])
-    if d is not None and d.shape[axis] > 1:
-        d = d.index_select(axis, args[2])
-    return [d]
-
-
 @rule(aten.index.Tensor, runs=True)
 def index(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
@@ -226,30 +214,33 @@ def index(ctx, args, kwargs, outs):
            for i in args[1]):
         ctx.path_dependent = True  # the output's shape counts the mask's true entries
     if any(x is not None for x in idx_deps):  # the k-th element picked varies with the input
-        return _anywhere(ctx, args[0], idx_deps, outs[0])
-    indices = []
-    for i in args[1]:
-        if i is not None and i.dtype in (torch.bool, torch.uint8):
-            indices.extend(i.bool().nonzero(as_tuple=True))
-        else:
-            indices.append(slice(None) if i is None else i)  # aten's None: the whole axis
-    if d is not None:
-        d = compress(move(expanded(d, args[0].shape), lambda t: t[tuple(indices)]))
+        one = _one_index(ctx, args, outs[0])
+        return one if one is not None else _anywhere(ctx, args[0], idx_deps, outs[0])
+    if d is not None:  # aten's own indexing of the summary (its None: the whole axis)
+        indices = (list(args[1]) + [None] * (d.dim() - len(args[1])))[: args[0].dim()]
+        d = compress(move(expanded(d, args[0].shape), lambda t: aten.index.Tensor(t, indices)))
     return [d]
 
 
-@rule(aten.gather.default, runs=True)
-def gather(ctx, args, kwargs, outs):
-    d = ctx.deps(args[0])
-    axis = _dim(args[1], args[0].dim())
-    index_ = args[2]
-    if ctx.deps(index_) is not None:
-        return _anywhere(ctx, args[0], [ctx.deps(index_)], outs[0])
-    if d is not None:
-        full = expanded(d, args[0].shape)
-        d = compress(move(full, lambda t: t.gather(
-            axis, index_.unsqueeze(-1).expand(*index_.shape, t.shape[-1]))))
-    return [d]
+def _one_index(ctx, args, out):
+    """``x[..., idx, ...]`` with one integer index computed from the input (the others whole
+    axes): an element depends on its index and on the line of ``x`` along that axis only."""
+    x, indices = args[0], list(args[1])
+    tensors = [a for a, i in enumerate(indices) if i is not None]
+    if len(tensors) != 1 or indices[tensors[0]].dtype in (torch.bool, torch.uint8):
+        return None
+    axis, idx = tensors[0], indices[tensors[0]]
+    ctx.lost[ctx._where(f"{ctx.op_name} (input-dependent index)")] += 1
+    d, di = ctx.deps(x), ctx.deps(idx)
+    n = di.shape[-1]
+    # out: x.shape[:axis] + idx.shape + x.shape[axis + 1:]
+    picked = expanded(aligned(di, idx.dim()), idx.shape).reshape(
+        (1,) * axis + tuple(idx.shape) + (1,) * (x.dim() - axis - 1) + (n,))
+    if d is None:
+        return [compress(picked)]
+    line = any_over(d, [axis], keepdim=False)  # x.shape without axis (broadcast), N
+    line = line.reshape(*line.shape[:axis], *([1] * idx.dim()), *line.shape[axis:])
+    return [union([line, picked], out.dim())]
 
 
 @rule(aten.embedding.default, runs=True)

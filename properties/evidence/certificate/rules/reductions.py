@@ -132,4 +132,8 @@ def softmax(ctx, args, kwargs, outs):
     row = any_over(live, [axis])
     if dead is None:
         return [row]
+    if "log_softmax" in ctx.op_name:
+        # log_softmax(x)_i = x_i - logsumexp(x): a masked slot is a constant only at -inf;
+        # at a finite mask value it moves with the row's logsumexp (float16: by rounding)
+        dead = dead & (x == float("-inf"))
     return [compress(restrict(row, ~dead))]
