@@ -223,6 +223,16 @@ def everything(d: Deps) -> Deps:
     return d.reshape(-1, d.shape[-1]).any(0)
 
 
+def everything_dense(d: Deps) -> torch.Tensor | None:
+    """:func:`everything` as a dense ``(N,)`` bool row, in either form (a run-form summary's
+    union without sorting its runs: the tracer's rows are dense)."""
+    if d is None:
+        return None
+    if is_runs(d) and not isinstance(d, Outer):  # (a factored matrix: without materializing)
+        return R.union_dense(d)
+    return dense(everything(d))
+
+
 def restrict(d: Deps, keep: torch.Tensor) -> Deps:
     """``d`` where ``keep`` (a bool tensor of element axes, broadcast) is true, nothing
     elsewhere."""

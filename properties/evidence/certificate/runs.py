@@ -304,6 +304,17 @@ def columns(r: Runs, n: int) -> Runs:
     return Runs(r.lo.clamp(max=n), r.hi.clamp(max=n), n)
 
 
+def union_dense(r: Runs) -> torch.Tensor:
+    """The union of every element's runs as a dense ``(n,)`` row: one difference array over all
+    runs (``O(elements x runs + n)``, no sort), what a row of ``everything`` is in bits."""
+    lo, hi = r.lo.reshape(-1).long(), r.hi.reshape(-1).long()
+    live = (lo < hi).long()
+    steps = torch.zeros(r.n + 1, dtype=torch.long)
+    steps.scatter_add_(0, lo.clamp(0, r.n), live)
+    steps.scatter_add_(0, hi.clamp(0, r.n), -live)
+    return steps.cumsum(0)[: r.n] > 0
+
+
 def live(r: Runs) -> torch.Tensor:
     """Per element: whether it depends on anything (cached: summaries flow through many ops)."""
     if r._live is None:

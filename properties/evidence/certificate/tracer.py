@@ -33,7 +33,7 @@ from properties.errors import describe
 
 from . import deps as summaries
 from . import rules, seeded, signs, watch
-from .deps import aligned, compress, constant_zero, everything, expanded
+from .deps import aligned, compress, constant_zero, expanded
 from .origin import UNKNOWN_SLOTS, call_site, memory_range, storage_key, version
 
 aten = torch.ops.aten
@@ -198,7 +198,7 @@ class Tracer(TorchDispatchMode):
 
     def _row(self, d) -> torch.Tensor | None:
         """Everything a summary depends on, as a dense ``(n,)`` row (None for a constant)."""
-        return summaries.dense(everything(d))
+        return summaries.everything_dense(d)
 
     @staticmethod
     def _rows_union(rows) -> torch.Tensor | None:
