@@ -386,9 +386,11 @@ def storage(size: int, n: int, pieces: list, like: Deps | str) -> Deps:
     summary, or a form's name)."""
     if (like == RUNS) if isinstance(like, str) else is_runs(like):
         return _runs_storage(size, n, pieces)
-    out = torch.zeros(size, n, dtype=torch.uint8)
+    # counts of the rows put on each element, in int32: uint8 counts wrapped at 256 aliases of
+    # one element, and a count of 0 is a proof of no dependency
+    out = torch.zeros(size, n, dtype=torch.int32)
     for idx, rows in pieces:
-        out.index_add_(0, idx, dense(rows).to(torch.uint8))
+        out.index_add_(0, idx, dense(rows).to(torch.int32))
     return out > 0
 
 

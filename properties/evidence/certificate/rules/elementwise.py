@@ -151,7 +151,8 @@ def index_put(ctx, args, kwargs, outs):
     # aten's own index_put on the summary: its None is a whole axis (Python's would be a new
     # axis), and its broadcasting of the values is the op's
     if accumulate:
-        full = aten.index_put.default(full.to(torch.uint8), list(indices), new.to(torch.uint8),
+        # counts in int32: uint8 ones wrapped to 0 at 256 values put on one element
+        full = aten.index_put.default(full.to(torch.int32), list(indices), new.to(torch.int32),
                                       True) > 0
     else:
         aten.index_put_.default(full, list(indices), new, False)

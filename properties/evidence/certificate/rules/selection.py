@@ -97,7 +97,8 @@ def scatter(ctx, args, kwargs, outs):
         new = torch.zeros(*index.shape, n, dtype=torch.bool) if ds is None else ds.clone()
         idx = index.unsqueeze(-1).expand(*index.shape, n)
         if accumulate:
-            full = full.to(torch.uint8).scatter_add_(axis, idx, new.to(torch.uint8)) > 0
+            # counts in int32: uint8 ones wrapped to 0 at 256 sources on one target
+            full = full.to(torch.int32).scatter_add_(axis, idx, new.to(torch.int32)) > 0
         else:
             full.scatter_(axis, idx, new)
         return [compress(full)]
