@@ -8,23 +8,22 @@ matrix is forward substitution: row i of the solution depends on rows 0..i (of t
 side, and of the matrix): the chunked delta rules of linear attention solve one per chunk.
 """
 
-import torch
-
-from ..deps import any_over, compress, everything, union
+from ..deps import any_over, compress, cumulative, everything, union
 from .base import aten, rule
 
 
 def running(d, axis: int, reverse: bool = False):
-    """The union of ``d`` over indices 0..t along ``axis`` (t..end when ``reverse``)."""
+    """The union of ``d`` over indices 0..t along ``axis`` (t..end when ``reverse``), in either
+    form of summary."""
     if d is None or d.shape[axis] == 1:
         return d
     if reverse:
-        d = d.flip(axis)
-    d = d.to(torch.uint8).cummax(axis).values.bool()
-    return d.flip(axis) if reverse else d
+        d = d.flip([axis])
+    d = cumulative(d, axis)
+    return d.flip([axis]) if reverse else d
 
 
-@rule(aten.mkldnn_rnn_layer.default)
+@rule(aten.mkldnn_rnn_layer.default, runs=True)
 def rnn_layer(ctx, args, kwargs, outs):
     x, weights, hx, cx = args[0], args[1:5], args[5], args[6]
     reverse = bool(args[7])
@@ -46,7 +45,7 @@ def rnn_layer(ctx, args, kwargs, outs):
     return [output] + rest
 
 
-@rule(aten.linalg_solve_triangular.default)
+@rule(aten.linalg_solve_triangular.default, runs=True)
 def solve_triangular(ctx, args, kwargs, outs):
     """``A X = B`` (``left``) or ``X A = B``: substitution runs along the rows of ``X``
     (columns when not ``left``), forward for a lower ``A`` on the left."""

@@ -8,6 +8,6 @@ from .elementwise import pointwise
 
 @rule(aten.bernoulli.default, aten.bernoulli.p, aten.bernoulli.Tensor, aten.poisson.default,
       aten._standard_gamma.default, aten.binomial.default, aten.normal.Tensor_Tensor,
-      aten.normal.Tensor_float, aten.normal.float_Tensor, aten.bernoulli_.Tensor)
+      aten.normal.Tensor_float, aten.normal.float_Tensor, aten.bernoulli_.Tensor, runs=True)
 def per_element(ctx, args, kwargs, outs):
     return pointwise(ctx, args, kwargs, outs)
