@@ -18,6 +18,7 @@ from properties.extra import zoo
 from properties.extra.architectures import Architecture
 from properties.output.report import failure_summary
 
+pytestmark = pytest.mark.usefixtures("summary_form")  # every control on both forms (conftest)
 T = 10
 
 
