@@ -58,6 +58,28 @@ def _unpack(d: dict, dtype: torch.dtype) -> torch.Tensor:
     return flat.view(dtype).reshape(d["shape"])
 
 
+def _pack_bound(bound) -> dict:
+    """The certificate's bound in its own form: the dense bits, or (above
+    ``deps.DENSE_LIMIT`` positions) the runs' two bounds, ``N x runs`` ints (a dense copy
+    would be the ``N x N`` the run form exists to avoid)."""
+    from properties.evidence.certificate import deps
+
+    if not deps.is_runs(bound):
+        return _pack(bound)
+    return {"runs": {"n": bound.n, "dtype": str(bound.lo.dtype).split(".")[-1],
+                     "lo": _pack(bound.lo.contiguous()), "hi": _pack(bound.hi.contiguous())}}
+
+
+def _unpack_bound(d: dict):
+    from properties.evidence.certificate.runs import Runs
+
+    if "runs" not in d:
+        return _unpack(d, torch.bool)
+    r = d["runs"]
+    dtype = getattr(torch, r["dtype"])
+    return Runs(_unpack(r["lo"], dtype), _unpack(r["hi"], dtype), r["n"])
+
+
 def _violation(v: Violation) -> dict:
     return {**vars(v), "kind": str(v.kind), "source": str(v.source), "effect": _float(v.effect)}
 
@@ -191,7 +213,8 @@ def _certificate(cert) -> dict:
     rf = cert.receptive_field
     return {
         **{k: getattr(cert, k) for k in SCALARS},
-        "bound": None if cert.bound is None else _pack(cert.bound),
+        "bound": None if cert.bound is None else _pack_bound(cert.bound),
+        **{k: list(getattr(cert, k)) for k in LISTS},
         "receptive_field": None
         if rf is None
         else {
@@ -224,7 +247,8 @@ def _uncertificate(d: dict | None):
         )
     return Certificate(
         **{k: d[k] for k in SCALARS},
-        bound=None if d["bound"] is None else _unpack(d["bound"], torch.bool),
+        bound=None if d["bound"] is None else _unpack_bound(d["bound"]),
+        **{k: list(d.get(k, [])) for k in LISTS},
         receptive_field=rf,
         forbidden=[Forbidden(**f) for f in d["forbidden"]],
         lost_precision=list(d["lost_precision"]),
@@ -234,6 +258,7 @@ def _uncertificate(d: dict | None):
 
 
 SCALARS = ("status", "reason", "mode", "forbidden_count", "path_dependent", "seconds", "train")
+LISTS = ("unknown", "reads")  # where unknown origin entered, where input values were read
 
 
 def load(data: dict, where: str) -> AuditResult:

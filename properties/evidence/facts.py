@@ -155,9 +155,15 @@ def rank_extremes(subject: Subject, seen: torch.Tensor) -> tuple[torch.Tensor, t
 
 def receptive_field(subject: Subject, dmap: DependencyMap) -> ReceptiveField:
     seen = dmap.seen
-    sizes = seen.sum(1)
     min_rank, max_rank = rank_extremes(subject, seen)
-    out_ranks = subject.ranks[dmap.outputs]
+    return field_of(subject, dmap.outputs, seen.sum(1), min_rank, max_rank)
+
+
+def field_of(subject: Subject, outputs: torch.Tensor, sizes: torch.Tensor,
+             min_rank: torch.Tensor, max_rank: torch.Tensor) -> ReceptiveField:
+    """The receptive field from each output's number of inputs and extreme ranks (a map's
+    rows, or the certificate's bound in any form)."""
+    out_ranks = subject.ranks[outputs]
     spans = torch.where(sizes > 0, out_ranks - min_rank, torch.zeros_like(sizes))
     # The output with the most inputs; among those, the one reaching furthest back, earliest.
     key = sizes * (spans.max() + 1) + spans
@@ -169,7 +175,7 @@ def receptive_field(subject: Subject, dmap: DependencyMap) -> ReceptiveField:
         size=int(sizes[row]),
         span=int(spans[row]),
         holes=holes,
-        position=int(dmap.outputs[row]),
+        position=int(outputs[row]),
         max_span=int(spans.max()) if len(spans) else 0,
         sizes=sizes,
         spans=spans,

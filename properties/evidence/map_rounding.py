@@ -31,13 +31,13 @@ from properties.subject.canonical import Subject
 _STRENGTH_SLACK = 1.01
 
 
-def suspects(subject: Subject, dmap: DependencyMap, bound: torch.Tensor | None) -> torch.Tensor:
+def suspects(subject: Subject, dmap: DependencyMap, bound=None) -> torch.Tensor:
     """``(M, N)`` entries worth a second look: seen, deciding something, and small against their
-    row."""
+    row. ``bound(outputs)``: the certificate's dense rows of those outputs, when there is one."""
     ranks = subject.ranks
     deciding = ranks[None, :] >= ranks[dmap.outputs][:, None]
     if bound is not None:
-        deciding = deciding | ~bound[dmap.outputs]
+        deciding = deciding | ~bound(dmap.outputs)
     strength = dmap.strength.float()
     small = strength <= _STRENGTH_SLACK * rounding.ceiling(subject.dtype) * strength.amax(1, True)
     return dmap.seen & deciding & small
@@ -49,10 +49,10 @@ def screen(
     dmap: DependencyMap,
     *,
     seed: int,
-    bound: torch.Tensor | None = None,
+    bound=None,
 ) -> DependencyMap:
     """``dmap`` without the entries its rows' rounding explains (``subject`` and ``inputs``: the
-    ones the map was taken on; ``bound``: the certificate's, when there is one)."""
+    ones the map was taken on; ``bound``: the certificate's rows, ``Certificate.rows``)."""
     suspect = suspects(subject, dmap, bound)
     rows = suspect.any(1).nonzero().flatten().tolist()
     if not rows:

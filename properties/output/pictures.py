@@ -353,7 +353,7 @@ def draw_certificate(result: AuditResult, target: str):
     by_rank = torch.argsort(s.ranks)
     side = min(len(by_rank), CERTIFICATE_SIDE)
     keep = by_rank[:side]
-    bound = cert.bound[keep][:, keep].numpy()
+    bound = cert.rows(keep)[:, keep].numpy()  # rows of either form of summary
     forbidden = (s.contract.codes(keep)[:, keep] != 0).numpy()
     if not present_forbidden(result):
         forbidden &= ~np.eye(side, dtype=bool)  # ranks are sorted: the diagonal is the present
@@ -361,7 +361,7 @@ def draw_certificate(result: AuditResult, target: str):
                _rgb_bound(bound, None, forbidden=forbidden))]
     dmap = result.dependency_map
     if dmap is not None:
-        seen = torch.zeros_like(cert.bound)
+        seen = torch.zeros(len(s.ranks), len(s.ranks), dtype=torch.bool)
         measured = torch.zeros(len(s.ranks), dtype=torch.bool)
         seen[dmap.outputs] = dmap.seen
         measured[dmap.outputs] = True

@@ -19,6 +19,7 @@ available when the audit starts, at most
 """
 
 import os
+import sys
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -111,23 +112,63 @@ class PassCost:
 
 
 class _Tally(TorchDispatchMode):
-    """Counts the bytes of every new tensor an op creates (views of its inputs are not new)."""
+    """Counts the bytes of every new tensor an op creates (views of its inputs are not new).
+
+    torch wraps a mode's ``__torch_dispatch__`` in ``torch._dynamo.disable``, which imports
+    ``torch._dynamo`` on the first op: over a second of imports (more on a busy machine), paid
+    by the first probe pass of every process, and in a receptive-field map of the dilated net
+    at 2048 positions as much as the map itself. Nothing can be compiling when dynamo was
+    never imported, so this class skips that wrapper; :class:`_DynamoSafeTally` keeps it for
+    a process that compiles (see :func:`_tally`)."""
 
     def __init__(self):
         super().__init__()
         self.largest = 0
 
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return False
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         inputs = {
-            t.untyped_storage().data_ptr()
+            _pointer(t)
             for t in tree_flatten((args, kwargs))[0]
             if isinstance(t, torch.Tensor)
         }
         for t in tree_flatten(out)[0]:
-            if isinstance(t, torch.Tensor) and t.untyped_storage().data_ptr() not in inputs:
+            if isinstance(t, torch.Tensor) and _pointer(t) not in inputs:
                 self.largest = max(self.largest, t.numel() * t.element_size())
         return out
+
+
+def _storage(t: torch.Tensor):
+    """``t``'s storage, by torch's own method: the certificate's tracer watches the public one
+    (a storage can carry values out of torch), and a tally may count inside a trace."""
+    return torch._C.TensorBase.untyped_storage(t)
+
+
+def _pointer(t: torch.Tensor) -> int:
+    """Where ``t``'s storage begins, by torch's own method: the tracer watches the public
+    ``UntypedStorage.data_ptr`` too (a raw pointer is memory it cannot follow), and a tally
+    that counts inside a trace is not the model reading memory."""
+    return torch._C.StorageBase.data_ptr(_storage(t))
+
+
+class _DynamoSafeTally(_Tally):
+    """The same tally, with torch's default wrapper (``_should_skip_dynamo`` true): dynamo
+    never traces the counting frame."""
+
+    @classmethod
+    def _should_skip_dynamo(cls) -> bool:
+        return True
+
+    __torch_dispatch__ = _Tally.__torch_dispatch__
+
+
+def _tally() -> _Tally:
+    """A tally that imports nothing new: dynamo's wrapper only once dynamo is loaded."""
+    return _DynamoSafeTally() if "torch._dynamo" in sys.modules else _Tally()
 
 
 def measure(run, *, saved: bool = False, exclude: tuple = ()) -> tuple[object, PassCost]:
@@ -145,7 +186,7 @@ def measure(run, *, saved: bool = False, exclude: tuple = ()) -> tuple[object, P
             stored[ptr] = max(stored.get(ptr, 0), t.untyped_storage().nbytes())
         return t
 
-    tally = _Tally()
+    tally = _tally()
     if saved:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), tally:
             value = run()

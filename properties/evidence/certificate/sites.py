@@ -34,6 +34,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from properties.evidence import blame as blaming
 
+from . import deps as summaries
 from . import rules
 from .deps import aligned
 from .tracer import Tracer
@@ -42,8 +43,8 @@ __all__ = ["SiteTracer", "module_paths"]
 
 
 class SiteTracer(Tracer):
-    def __init__(self, n, grid, ranks, names, *, paths: dict, present: bool):
-        super().__init__(n, grid, ranks, names, True)
+    def __init__(self, n, grid, ranks, names, *, paths: dict, present: bool, form=None):
+        super().__init__(n, grid, ranks, names, True, form)
         self.paths = paths  # the tracer's module label -> (qualified path, class name)
         self.want_present = present
         self.sites: dict[str, blaming.Blame] = {}
@@ -104,11 +105,12 @@ class SiteTracer(Tracer):
     def _rows(self, t: torch.Tensor) -> torch.Tensor | None:
         """``(N, N)``: which inputs the elements at each position may depend on (None: no
         summary, or no single set of position axes)."""
-        d = self.deps(t)
         n = len(self.ranks)
+        # the input columns (no unknown-origin slots), dense: a failing model's blame run only
+        d = summaries.dense(summaries.columns(self.deps(t), self.n_inputs))
         if d is None or n < 2:
             return None
-        d = aligned(d, t.dim())[..., :n]
+        d = aligned(d, t.dim())
         axes = _position_axes(tuple(t.shape), tuple(d.shape[:-1]), self.grid)
         if axes is None:
             return None

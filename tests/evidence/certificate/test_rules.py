@@ -24,9 +24,12 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
+from properties.evidence.certificate import deps
 from properties.evidence.certificate.deps import expanded
+from properties.evidence.certificate.origin import preexisting
 from properties.evidence.certificate.tracer import Tracer
 
+pytestmark = pytest.mark.usefixtures("summary_form")  # every case on both forms (conftest)
 aten = torch.ops.aten
 VALUES = (0.0, 1.0, -1.0, 3.7, -250.0, 1e4, -1e4)
 MIN = -3.0e38  # additive masks near float32's most negative value (GPT-2 style)
@@ -49,16 +52,20 @@ def proved(fn, inputs):
     saw and the places where it lost precision."""
     n = sum(x.numel() for x in inputs)
     tracer = Tracer(n, (n,), torch.arange(n), {}, False)
+    tracer.know(preexisting(None, [fn]))  # the cases' constants (weights, masks) came first
     inputs = [x.clone() for x in inputs]
     start = 0
     for x in inputs:
         eye = torch.eye(n, dtype=torch.bool)[start : start + x.numel()]
-        tracer.track_input(x, eye.reshape(*x.shape, n))
+        tracer.track_input(x, deps.in_form(eye.reshape(*x.shape, n), deps.form_for(n)))
         start += x.numel()
     ruled = Ruled()
     with torch.no_grad(), tracer, ruled:
         y = fn(*inputs)
-    d = tracer.deps(y)
+    d = deps.dense(tracer.deps(y))
+    if d is not None:  # the input positions; after them, the slots of unknown origin
+        assert not d[..., n:].any(), f"unknown origin: {list(tracer.entries)}"
+        d = d[..., :n]
     bound = torch.zeros(*y.shape, n, dtype=torch.bool) if d is None else expanded(d, y.shape)
     return bound.reshape(-1, n), ruled.ops, dict(tracer.lost), tracer.path_dependent
 
@@ -112,6 +119,14 @@ def inputs_of(case: Case, dtype):
 
 def everything(truth):
     return torch.ones_like(truth)
+
+
+def column_line(truth):
+    """(3, 2) rows picked by an index from column 0: element (k, j) may be any row's column j,
+    and depends on x[k, 0] through its index."""
+    return rows_of(6, 6, [(2 * k + j, 2 * r + j) for k in range(3) for j in range(2)
+                          for r in range(3)] + [(2 * k + j, 2 * k) for k in range(3)
+                                                for j in range(2)])
 
 
 def rows_of(n_out, n_in, pairs):
@@ -230,8 +245,10 @@ MOVES = {
                          "aten.index_select.default"),
     "index_select_a_broadcast_axis": Case(lambda x: dense(x).index_select(-1, IDX), ((2, 4),),
                                           "aten.index_select.default"),
+    # an index computed from the input picks any element of its line along the axis, from the
+    # same other coordinates: column j of the rows, and the index's own input
     "index_select_input_index": Case(lambda x: x.index_select(0, (x[:, 0] > 0).long()),
-                                     ((3, 2),), "aten.index_select.default", expect=everything,
+                                     ((3, 2),), "aten.index_select.default", expect=column_line,
                                      lost="aten.index_select.default (input-dependent index)"),
     "index_ints": Case(lambda x: x[:, IDX], ((2, 3),), "aten.index.Tensor"),
     "index_bools": Case(lambda x: x[:, KEEP], ((2, 3),), "aten.index.Tensor"),
@@ -240,14 +257,14 @@ MOVES = {
     "index_a_broadcast_summary": Case(lambda x: dense(x)[IDX[:2]], ((3, 4),),
                                       "aten.index.Tensor"),
     "index_input_ints": Case(lambda x: x[(x[:, 0] > 0).long()], ((3, 2),), "aten.index.Tensor",
-                             expect=everything, lost="aten.index.Tensor (input-dependent index)"),
+                             expect=column_line, lost="aten.index.Tensor (input-dependent index)"),
     "index_input_bools": Case(lambda x: x[x > 0].sum().reshape(1), ((2, 2),),
                               "aten.index.Tensor", expect=everything, path_dependent=True,
                               lost="aten.index.Tensor (input-dependent index)"),
     "gather": Case(lambda x: x.gather(1, torch.tensor([[2, 0], [1, 1]])), ((2, 3),),
                    "aten.gather.default"),
     "gather_input_index": Case(lambda x: x.gather(1, (x > 0).long()), ((2, 2),),
-                               "aten.gather.default", expect=everything,
+                               "aten.gather.default", expect=lambda truth: per_row(2)(truth),
                                lost="aten.gather.default (input-dependent index)"),
     "embedding_of_tokens": Case(lambda t: F.embedding(t, W43), ((2, 3),),
                                 "aten.embedding.default", ints=4),
@@ -795,8 +812,10 @@ def test_the_fallback_gives_constants_for_constants_and_everything_otherwise():
     outs = [torch.zeros(2, 2), torch.zeros(())]
     assert fallback(tracer, (c, 1), {}, outs) == [None, None]
     found = fallback(tracer, (c,), {"other": x}, outs)
-    assert [tuple(d.shape) for d in found] == [(1, 1, 3), (3,)]
-    assert all(d.reshape(-1).tolist() == [True, False, True] for d in found)
+    width = tracer.n  # the 3 inputs, then the slots of unknown origin (empty here)
+    assert [tuple(d.shape) for d in found] == [(1, 1, width), (width,)]
+    assert all(deps.dense(d).reshape(-1).tolist() == [True, False, True] + [False] * (width - 3)
+               for d in found)
 
 
 def test_a_registered_rule_is_the_one_the_tracer_uses(monkeypatch):
@@ -824,11 +843,12 @@ def test_a_registered_rule_is_the_one_the_tracer_uses(monkeypatch):
 def summary_shape(fn, x):
     n = x.numel()
     tracer = Tracer(n, (n,), torch.arange(n), {}, False)
+    tracer.know(preexisting(None, [fn]))
     x = x.clone()
     tracer.track_input(x, torch.eye(n, dtype=torch.bool).reshape(*x.shape, n))
     with torch.no_grad(), tracer:
         y = fn(x)
-    return tuple(tracer.deps(y).shape)
+    return tuple(deps.columns(tracer.deps(y), n).shape)
 
 
 @pytest.mark.parametrize("fn, shape, summary", [

@@ -1,7 +1,10 @@
 """Soundness of the certificate, property-tested: on every model the strategies draw, on the zoo
 and on the third-party models, the static bound contains the gradient map and explains every
 perturbation-found violation, and a model with a leak is never proved. Precision: the causal
-ones are proved, with the receptive field the dynamic evidence measures."""
+ones are proved, with the receptive field the dynamic evidence measures.
+
+Every model is certified in both forms of summary (``deps.FORMS``: dense bits and runs), each
+checked against the same dynamic evidence (gathered once: it is what costs)."""
 
 
 import hf_models
@@ -14,7 +17,7 @@ from hypothesis import given
 
 from properties import audit, make_subject, strategies
 from properties.evidence import facts, gradients
-from properties.evidence.certificate import certify
+from properties.evidence.certificate import certify, deps
 from properties.extra import zoo
 from properties.subject.calls import float64_copy
 
@@ -25,41 +28,50 @@ def subject_of(arch, **options):
     return make_subject(arch.build(), grid=arch.grid, layout=arch.layout, **options)
 
 
-def assert_sound(subject, cert, *, train=False):
-    """The bound contains every dependency the audit finds (gradients, perturbations)."""
+def certify_both(subject, **options) -> dict:
+    """The certificate in each form of summary."""
+    return {form: certify(subject, form=form, **options) for form in deps.FORMS}
+
+
+def assert_sound(subject, certs: dict, *, train=False):
+    """Each bound contains every dependency the audit finds (gradients, perturbations)."""
     result = audit(subject, checks=("causality",), train=train, max_examples=EXAMPLES)
-    for mode, dmap in result.maps.items():
-        if mode == "train":  # stacked copies share batch statistics: not per-output rows
-            continue
-        outside = cert.outside(dmap.seen, dmap.outputs)
-        assert len(outside) == 0, f"gradient dependencies outside the bound: {outside[:5]}"
-    missing = cert.unexplained(subject, result.violations)
-    assert not missing, f"violations the bound does not allow: {missing[:3]}"
-    if result.causal is False:
-        assert not cert.proved
+    for form, cert in certs.items():
+        for mode, dmap in result.maps.items():
+            if mode == "train":  # stacked copies share batch statistics: not per-output rows
+                continue
+            outside = cert.outside(dmap.seen, dmap.outputs)
+            assert len(outside) == 0, f"{form}: gradient dependencies outside the bound: " \
+                f"{outside[:5]}"
+        missing = cert.unexplained(subject, result.violations)
+        assert not missing, f"{form}: violations the bound does not allow: {missing[:3]}"
+        if result.causal is False:
+            assert not cert.proved, form
     return result
 
 
 @given(strategies.causal_architectures())
 def test_drawn_causal_architectures_are_proved_with_their_analytic_receptive_field(arch):
     subject = subject_of(arch, predicts="current")
-    cert = certify(subject)
-    assert (cert.status, cert.mode) == ("proved", "strict"), cert.reason
-    rf = cert.receptive_field
-    assert (rf.size, rf.span, rf.holes) == (arch.size(), arch.span(), arch.holes())
-    assert_sound(subject, cert)
+    certs = certify_both(subject)
+    for cert in certs.values():
+        assert (cert.status, cert.mode) == ("proved", "strict"), cert.reason
+        rf = cert.receptive_field
+        assert (rf.size, rf.span, rf.holes) == (arch.size(), arch.span(), arch.holes())
+    assert_sound(subject, certs)
 
 
 @given(strategies.planted_bugs())
 def test_drawn_planted_bugs_are_never_proved_and_the_bound_holds(arch):
     train = arch.bug == "batchnorm_over_time"
     subject = subject_of(arch, predicts="current")
-    cert = certify(subject, train=train)
-    assert cert.mode == arch.expected_train_mode
-    assert not cert.proved
-    if cert.mode == "none":  # the op where the future entered is named
-        assert any(f.op for f in cert.forbidden if f.kind == "future")
-    assert_sound(subject, cert, train=train)
+    certs = certify_both(subject, train=train)
+    for cert in certs.values():
+        assert cert.mode == arch.expected_train_mode
+        assert not cert.proved
+        if cert.mode == "none":  # the op where the future entered is named
+            assert any(f.op for f in cert.forbidden if f.kind == "future")
+    assert_sound(subject, certs, train=train)
 
 
 GRIDS = {"wavenet": (160,), "pixelcnn": (8, 12), "pixelcnn_masked": (11, 20),
@@ -72,12 +84,13 @@ def test_zoo_bound_is_the_measured_map(name):
     (test_properties_zoo: the audit fails on a dependency outside the bound); here the whole
     gradient map must *equal* the bound."""
     subject = zoo.zoo_subject(name, grid=GRIDS.get(name))
-    cert = certify(subject)
-    assert cert.proved
+    certs = certify_both(subject)
     s64, _ = float64_copy(subject)
     dmap = gradients.colored_map(s64, subject.draw_inputs(3, torch.Generator().manual_seed(7)))
-    assert len(cert.outside(dmap.seen, dmap.outputs)) == 0
-    assert cert.exact_for(dmap)
+    for form, cert in certs.items():
+        assert cert.proved, form
+        assert len(cert.outside(dmap.seen, dmap.outputs)) == 0, form
+        assert cert.exact_for(dmap), form
 
 
 V = hf_models.VOCAB
@@ -111,22 +124,24 @@ def test_third_party_models(name):
     factory, options, status = THIRD_PARTY[name]
     torch.manual_seed(0)
     subject = make_subject(factory(), **options)
-    cert = certify(subject)
-    assert cert.status == status, cert.reason
-    assert not cert.lost_precision and not cert.path_dependent
-    result = assert_sound(subject, cert)
+    certs = certify_both(subject)
+    for cert in certs.values():
+        assert cert.status == status, cert.reason
+        assert not cert.lost_precision and not cert.path_dependent
+    result = assert_sound(subject, certs)
     if status == "proved" and result.dependency_map is not None:
         # the receptive field measured is the one proved (MADE's gradients may miss a path
         # through a dead ReLU: the bound is then the larger, exact structure)
         measured = facts.receptive_field(subject, result.dependency_map)
-        assert measured.size <= cert.receptive_field.size
+        assert all(measured.size <= c.receptive_field.size for c in certs.values())
 
 
 @pytest.mark.thirdparty
 def test_tcn_batch_norm_is_not_proved_in_training_mode():
     subject = make_subject(tcn_models.tcn_batchnorm(), grid=(20,), features=2, layout="BCT",
                            predicts="next")
-    assert certify(subject).proved
-    cert = certify(subject, train=True)
-    assert cert.mode == "none" and "batch_norm" in cert.forbidden[0].op
-    assert_sound(subject, cert, train=True)
+    assert all(c.proved for c in certify_both(subject).values())
+    certs = certify_both(subject, train=True)
+    for cert in certs.values():
+        assert cert.mode == "none" and "batch_norm" in cert.forbidden[0].op
+    assert_sound(subject, certs, train=True)

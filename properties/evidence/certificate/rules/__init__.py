@@ -12,10 +12,29 @@ The tracer runs a rule only when some input of the op depends on the model's inp
 a one-input op takes that input's summary as given (a rule that raises gets the fallback).
 Ops without a rule get :func:`fallback` (every output element may depend on everything any
 input depends on), and the tracer names them in the certificate's ``lost_precision``.
+
+Summaries come in two forms (:mod:`..deps`: dense bits, or runs of input positions). A rule
+registered with ``runs=True`` is written with ``deps``' helpers and takes either; any other
+rule is given dense summaries and its results are turned back into runs (:func:`through_dense`),
+so a new rule is correct on both forms before it is fast on the second.
 """
 
-from . import attention, contractions, elementwise, moves, reductions  # noqa: F401 (registers)
-from .base import DEAD_FRACTION, RULES, fallback
+from . import (  # noqa: F401 (registers)
+    attention,
+    contractions,
+    elementwise,
+    moves,
+    recurrent,
+    reductions,
+    sampling,
+    selection,
+    spectral,
+    strides,
+)
+from .base import DEAD_FRACTION, HIGHER_ORDER, RULES, fallback, knows_runs, through_dense
 from .elementwise import pointwise
 
-__all__ = ["DEAD_FRACTION", "RULES", "fallback", "pointwise"]
+__all__ = [
+    "DEAD_FRACTION", "HIGHER_ORDER", "RULES", "fallback", "knows_runs", "pointwise",
+    "through_dense",
+]

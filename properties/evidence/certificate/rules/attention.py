@@ -1,34 +1,37 @@
 """Attention: a boolean product of the allowed pairs with the keys' and values' summaries."""
 
 import torch
+from torch.utils.weak import WeakTensorKeyDictionary
 
-from ..deps import (
-    aligned,
-    any_over,
-    as_float,
-    everything,
-    full_on,
-    union,
-)
+from ..deps import Pattern, aligned, any_over, attend, everything, full_on, union
 from .base import DEAD_FRACTION, _spread, aten, rule
 
+_PATTERNS = WeakTensorKeyDictionary()  # mask -> (its version, its pattern): masks are shared
 
-def _allowed(mask, ctx, length_q, length_k, is_causal):
-    """(..., L, S), bool or 0/1: which keys a query may attend to, from a constant mask."""
+
+def _allowed(mask, ctx, length_q, length_k, is_causal) -> Pattern | None:
+    """Which keys a query may attend to, from a constant mask (``(..., L, S)``; None: all)."""
     if is_causal:
-        return torch.ones(length_q, length_k).tril()
+        return Pattern.causal(length_q, length_k)
     if mask is None:
         return None
     if ctx.deps(mask) is not None:
         return None  # an input-dependent mask: assume every key (and add its dependencies)
+    cached = _PATTERNS.get(mask)
+    if cached is not None and cached[0] == mask._version:  # (a write in place changes it)
+        return cached[1]
     if mask.dtype == torch.bool:
-        return mask
-    return mask > DEAD_FRACTION * torch.finfo(mask.dtype).min
+        pattern = Pattern(mask)
+    else:
+        pattern = Pattern(mask > DEAD_FRACTION * torch.finfo(mask.dtype).min)
+    _PATTERNS[mask] = (mask._version, pattern)
+    return pattern
 
 
 def attention(ctx, q, k, v, mask, is_causal, outs):
-    """``out[i]`` depends on ``q[i]`` and on ``k[j], v[j]`` for every allowed key ``j``:
-    a boolean product of the allowed pairs with the keys' and values' summaries."""
+    """``out[i]`` depends on ``q[i]`` and on ``k[j], v[j]`` for every allowed key ``j``: the
+    union of the keys' and values' summaries over the allowed keys (a boolean product in the
+    dense form, unions over runs of keys in the run form)."""
     out = outs[0]
     nd = out.dim()
     dq, dk, dv = ctx.deps(q), ctx.deps(k), ctx.deps(v)
@@ -40,15 +43,13 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
         kv = aligned(kv, v.dim())
         if kv.shape[-4] > 1 and q.shape[-3] != k.shape[-3]:  # grouped queries (heads: -3)
             kv = kv.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-4)
-        kv = full_on(kv, v.shape, [v.dim() - 2])  # (..., S, E', N)
+        keys = v.dim() - 2
+        kv = full_on(kv, v.shape, [keys])  # (..., S, E', N)
         allowed = _allowed(mask, ctx, q.shape[-2], k.shape[-2], is_causal)
-        s, e, n = kv.shape[-3], kv.shape[-2], kv.shape[-1]
-        flat = as_float(kv).reshape(*kv.shape[:-3], s, e * n)
         if allowed is None:
-            reach = flat.amax(-2, keepdim=True) > 0  # (..., 1, E' * N)
+            parts.append(any_over(kv, [keys]))  # (..., 1, E', N)
         else:
-            reach = (as_float(allowed) @ flat) > 0  # (..., L, E' * N)
-        parts.append(reach.reshape(*reach.shape[:-1], e, n))
+            parts.append(attend(allowed, kv, keys))  # (..., L, E', N)
     if mask is not None:
         parts.append(_spread(ctx.deps(mask), out))
     d = union(parts, nd)  # never None: some input of the op is tracked
@@ -58,7 +59,7 @@ def attention(ctx, q, k, v, mask, is_causal, outs):
 
 
 @rule(aten._scaled_dot_product_flash_attention_for_cpu.default,
-      aten._scaled_dot_product_flash_attention.default)
+      aten._scaled_dot_product_flash_attention.default, runs=True)
 def sdpa_flash(ctx, args, kwargs, outs):
     q, k, v = args[:3]
     is_causal = args[4] if len(args) > 4 else kwargs.get("is_causal", False)
@@ -66,14 +67,14 @@ def sdpa_flash(ctx, args, kwargs, outs):
     return attention(ctx, q, k, v, mask, is_causal, outs)
 
 
-@rule(aten._scaled_dot_product_efficient_attention.default)
+@rule(aten._scaled_dot_product_efficient_attention.default, runs=True)
 def sdpa_efficient(ctx, args, kwargs, outs):
     q, k, v, bias = args[:4]
     is_causal = args[6] if len(args) > 6 else kwargs.get("is_causal", False)
     return attention(ctx, q, k, v, bias, is_causal, outs)
 
 
-@rule(aten._transformer_encoder_layer_fwd.default)
+@rule(aten._transformer_encoder_layer_fwd.default, runs=True)
 def encoder_layer(ctx, args, kwargs, outs):
     """``nn.TransformerEncoderLayer``'s fused fast path: per position, except the attention,
     which follows the mask it is *given* (the ``is_causal`` hint alone gives none)."""

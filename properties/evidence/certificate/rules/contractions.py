@@ -4,69 +4,83 @@ import torch
 import torch.nn.functional as F
 
 from ..deps import (
+    Pattern,
     aligned,
     any_over,
     as_float,
+    attend,
+    cat,
     compress,
     constant_zero,
     full_on,
+    is_runs,
+    move,
+    nothing,
+    pad,
+    restrict,
     union,
 )
-from .base import _reshaped, aten, fallback, rule
+from .base import _reshaped, aten, fallback, rule, through_dense
 
 
-def _masked(d: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """``d`` restricted to the elements ``keep`` marks (kept broadcast when all are kept)."""
-    if bool(keep.all()):
-        return d
-    return d & keep.unsqueeze(-1)
-
-
-def _live(x: torch.Tensor, ctx) -> torch.Tensor:
-    """Elements that are not structural zeros, bool or 0/1 (a broadcast 1 when all are live):
-    only multiplied, as floats."""
+def _live(x: torch.Tensor, ctx) -> torch.Tensor | None:
+    """Elements that are not structural zeros (None: all of them)."""
     zero = constant_zero(x, ctx.deps(x))
-    if zero is None:
-        return torch.ones((1,) * x.dim()).expand(x.shape)
-    return ~zero
+    return None if zero is None else ~zero
+
+
+def _reach(la, lb) -> torch.Tensor | None:
+    """``(..., I, J)``: whether some ``k`` has both ``a[i, k]`` and ``b[k, j]`` live (None: every
+    pair); without a matrix product when one side has no structural zero."""
+    if la is None and lb is None:
+        return None
+    if la is None:
+        return lb.any(-2, keepdim=True)
+    if lb is None:
+        return la.any(-1, keepdim=True)
+    return (as_float(la) @ as_float(lb)) > 0
 
 
 def contract(ctx, a: torch.Tensor, b: torch.Tensor, out_shape) -> torch.Tensor | None:
     """Summary of ``a @ b`` for ``a: (..., I, K)``, ``b: (..., K, J)`` (batch axes broadcast).
 
     ``out[i, j]`` depends on ``a[i, k]`` and ``b[k, j]`` for every ``k`` where neither is a
-    structural zero. Broadcast summaries keep it at ``I x N`` (or ``I x J x N`` when needed)."""
+    structural zero. Broadcast summaries keep it at ``I x N`` (or ``I x J x N`` when needed);
+    a summary that varies along ``k`` is united over the live ``k`` of each output (:func:`attend`:
+    a boolean product in the dense form, unions over runs of ``k`` in the run form)."""
+    nd = len(out_shape)
+    if a.shape[-1] == 0:  # an empty sum: a constant zero
+        return None
     da, db = ctx.deps(a), ctx.deps(b)
     # (a structural zero has no dependency of its own: ``la``/``lb`` only say which *other*
     # operand's elements it cuts off)
     la, lb = _live(a, ctx), _live(b, ctx)
-    nd = len(out_shape)
+    la = None if la is None else la.reshape((1,) * (nd - la.dim()) + tuple(la.shape))
+    lb = None if lb is None else lb.reshape((1,) * (nd - lb.dim()) + tuple(lb.shape))
     parts = []
     if da is not None:
-        da = aligned(da, a.dim())
+        da = aligned(da, nd)  # (..., I, K, N)
         if da.shape[-2] == 1:  # the same dependencies along k
-            reach = (as_float(la) @ as_float(lb)) > 0  # (..., I, J)
-            parts.append(_masked(aligned(da, nd), reach))
-        elif lb.stride() == (0,) * lb.dim():  # b has no structural zero
-            parts.append(aligned(da.any(-2, keepdim=True), nd))
-        else:  # (..., I, N, K) @ (..., K, J) -> (..., I, N, J)
-            prod = as_float(da.transpose(-1, -2)) @ as_float(lb).unsqueeze(-3)
-            parts.append(aligned((prod > 0).transpose(-1, -2), nd))
+            reach = _reach(la, lb)
+            parts.append(da if reach is None else restrict(da, reach))
+        elif lb is None:  # b has no structural zero: every k counts
+            parts.append(any_over(da, [nd - 1]))
+        else:  # out[i, j] gets a[i, k] for the live b[k, j]
+            parts.append(attend(Pattern(lb.transpose(-1, -2).unsqueeze(-3)), da, nd - 1))
     if db is not None:
-        db = aligned(db, b.dim())
+        db = aligned(db, nd)  # (..., K, J, N)
         if db.shape[-3] == 1:  # the same dependencies along k
-            reach = (as_float(la) @ as_float(lb)) > 0
-            parts.append(_masked(aligned(db, nd), reach))
-        else:
-            j, n = db.shape[-2], db.shape[-1]
-            flat = as_float(db).reshape(*db.shape[:-2], j * n)
-            prod = (as_float(la) @ flat) > 0  # (..., I, J' * N)
-            parts.append(aligned(prod.reshape(*prod.shape[:-1], j, n), nd))
+            reach = _reach(la, lb)
+            parts.append(db if reach is None else restrict(db, reach))
+        elif la is None:  # a has no structural zero: every k counts
+            parts.append(any_over(db, [nd - 2]))
+        else:  # out[i, j] gets b[k, j] for the live a[i, k]
+            parts.append(attend(Pattern(la), db, nd - 2))
     return compress(union(parts, nd))
 
 
 @rule(aten.mm.default, aten.bmm.default, aten.matmul.default, aten.mv.default,
-      aten.dot.default)
+      aten.dot.default, runs=True)
 def mm(ctx, args, kwargs, outs):
     a, b = args[0], args[1]
     if b.dim() == 1 or a.dim() == 1:
@@ -82,7 +96,7 @@ def mm(ctx, args, kwargs, outs):
 
 
 @rule(aten.addmm.default, aten.baddbmm.default, aten.addbmm.default, aten.addmv.default,
-      aten._addmm_activation.default)
+      aten._addmm_activation.default, runs=True)
 def addmm(ctx, args, kwargs, outs):
     bias, a, b = args[0], args[1], args[2]
     beta = kwargs.get("beta", 1)
@@ -95,14 +109,80 @@ def addmm(ctx, args, kwargs, outs):
     return [union([prod, db], outs[0].dim())]
 
 
-@rule(aten.convolution.default, aten._convolution.default)
+@rule(aten.convolution.default, aten._convolution.default, runs=True)
 def convolution(ctx, args, kwargs, outs):
     """The convolution of the summary (inputs as a batch) with the weight's non-zero pattern:
-    exact zeros of a masked weight are structural, so masked convolutions are proved."""
+    exact zeros of a masked weight are structural, so masked convolutions are proved. In the
+    run form, the union of shifted slices per distinct pattern of output channels."""
     x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = args[:9]
     dw = ctx.deps(weight)
     if dw is not None:  # a weight computed from the input (a hypernetwork): no structure
         return fallback(ctx, args, kwargs, outs)
+    d = ctx.deps(x)
+    if is_runs(d) and transposed:
+        return through_dense(_dense_convolution, ctx, args, kwargs, outs)
+    if is_runs(d):
+        return _run_convolution(ctx, args, outs)
+    return _dense_convolution(ctx, args, kwargs, outs)
+
+
+def _bias(ctx, bias, out):
+    db = ctx.deps(bias) if isinstance(bias, torch.Tensor) else None
+    if db is not None:  # bias[c] is added to output channel c only
+        db = db.reshape(1, db.shape[0], *([1] * (out.dim() - 2)), db.shape[-1])
+    return db
+
+
+def _run_convolution(ctx, args, outs):
+    """Output channel ``o`` at position ``p`` reads, for each non-zero tap of its kernel, one
+    input element: the union of strided slices of the (padded) summary. Output channels with
+    the same taps share their union (every channel alike: one union, broadcast)."""
+    x, weight, bias, stride, padding, dilation, _, _, groups = args[:9]
+    out = outs[0]
+    d = ctx.deps(x)
+    if d is None:
+        return [_bias(ctx, bias, out)]
+    d = full_on(d, x.shape, list(range(2, x.dim())))
+    support = weight != 0  # (C_out, C_in / groups, *k)
+    c_out, per_group = support.shape[:2]
+    if d.shape[1] == 1:  # every input channel alike: an output channel reads its taps
+        taps = support.any(1, keepdim=True)  # (C_out, 1, *k)
+        channel = torch.zeros(c_out, 1, dtype=torch.long)
+    else:  # output channel o reads the input channels of its group
+        taps = support
+        first = (torch.arange(c_out) // (c_out // groups)) * per_group
+        channel = first[:, None] + torch.arange(per_group)  # (C_out, C_in / groups)
+    flat = taps.reshape(c_out, -1)
+    patterns, which = flat.unique(dim=0, return_inverse=True)
+    padded = pad(d, [p for p in reversed(list(padding)) for _ in (0, 1)])
+    shape = [d.shape[0], 1, *out.shape[2:]]
+    pieces = []
+    for k, pattern in enumerate(patterns):
+        o = int((which == k).nonzero()[0])  # an output channel with this pattern
+        found = [_slice(padded, int(channel[o, index[0]]), index[1:], stride, dilation,
+                        out.shape[2:])
+                 for index in pattern.reshape(taps.shape[1:]).nonzero().tolist()]
+        pieces.append(union(found, out.dim()) if found else nothing(shape, d))
+    if len(pieces) == 1:
+        y = pieces[0]
+    else:
+        y = cat([p.expand(*shape, p.shape[-1]) for p in pieces], 1)
+        y = move(y, lambda t: t.index_select(1, which))
+    return [union([compress(y), _bias(ctx, bias, out)], out.dim())]
+
+
+def _slice(padded, channel, tap, stride, dilation, out_spatial):
+    """The summary an output element reads at one tap of one input channel: a strided slice."""
+    index = [slice(None), slice(channel, channel + 1)]
+    for axis, k in enumerate(tap):
+        start = k * dilation[axis]
+        stop = start + (out_spatial[axis] - 1) * stride[axis] + 1
+        index.append(slice(start, stop, stride[axis]))
+    return move(padded, lambda t: t[tuple(index)])
+
+
+def _dense_convolution(ctx, args, kwargs, outs):
+    x, weight, bias, stride, padding, dilation, transposed, output_padding, groups = args[:9]
     d = ctx.deps(x)
     out = outs[0]
     db = ctx.deps(bias) if isinstance(bias, torch.Tensor) else None

@@ -3,7 +3,7 @@
 import torch
 from torch.utils._pytree import tree_flatten
 
-from ..deps import aligned, compress, constant_zero, expanded, union
+from ..deps import aligned, compress, constant_zero, expanded, live, restrict, union
 from .base import _dead_logits, _spread, aten, rule
 
 
@@ -15,7 +15,10 @@ def pointwise(ctx, args, kwargs, outs):
     return [d] * len(outs)
 
 
-@rule(aten.mul.Tensor, aten.mul_.Tensor)
+pointwise.runs = True
+
+
+@rule(aten.mul.Tensor, aten.mul_.Tensor, runs=True)
 def mul(ctx, args, kwargs, outs):
     """A constant zero factor makes the product a constant (assumes finite activations)."""
     a, b = args[0], args[1]
@@ -29,39 +32,45 @@ def mul(ctx, args, kwargs, outs):
             continue
         zero = constant_zero(other, ctx.deps(other))
         if zero is not None:
-            d = aligned(d, nd) & ~aligned(zero.unsqueeze(-1), nd)
+            d = restrict(aligned(d, nd), ~zero)
         parts.append(d)
     return [union(parts, nd)]
 
 
-@rule(aten.add.Tensor, aten.add_.Tensor)
+@rule(aten.add.Tensor, aten.add_.Tensor, runs=True)
 def add(ctx, args, kwargs, outs):
     """Adding a constant -inf (or a value near the dtype's minimum, an additive attention mask)
     gives that constant whatever the other term: a masked logit, not a dependency (assumes
     input-dependent activations are finite and far from the dtype's range, |x| < 1e30)."""
     a, b = args[0], args[1]
     alpha = kwargs.get("alpha", args[2] if len(args) > 2 else 1)
-    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor) or alpha <= 0:
+    if not isinstance(b, torch.Tensor) or not isinstance(a, torch.Tensor) or alpha <= 0 \
+            or not outs[0].is_floating_point():
         return pointwise(ctx, args, kwargs, outs)
     nd = outs[0].dim()
+    result = outs[0].dtype  # the sum is taken in the result's dtype, not the constant's
     parts = []
     for x, other in ((a, b), (b, a)):
         d = ctx.deps(x)
         if d is None:
             continue
-        dead = _dead_logits(other, ctx.deps(other))
-        if dead is not None and torch.finfo(other.dtype).max < 1e30:
+        if other is a and alpha > 1:  # a + alpha * x: x's term may be larger than assumed
+            parts.append(d)
+            continue
+        value = (other * alpha if other is b else other).to(result)  # the term that is added
+        dead = _dead_logits(value, ctx.deps(other))
+        if dead is not None and torch.finfo(result).max < 1e30:
             # float16: finfo.min + x moves with x once |x| > 16 (its spacing there is 32),
             # so only -inf swallows every finite term
-            dead = dead & (other == float("-inf"))
+            dead = dead & (value == float("-inf"))
             dead = dead if bool(dead.any()) else None
         if dead is not None:
-            d = aligned(d, nd) & ~aligned(dead.unsqueeze(-1), nd)
+            d = restrict(aligned(d, nd), ~dead)
         parts.append(d)
     return [union(parts, nd)]
 
 
-@rule(aten.where.self)
+@rule(aten.where.self, runs=True)
 def where(ctx, args, kwargs, outs):
     """A constant condition picks one branch per element; an input-derived one unites all."""
     cond, a, b = args
@@ -69,27 +78,27 @@ def where(ctx, args, kwargs, outs):
     dc = ctx.deps(cond)
     da = ctx.deps(a) if isinstance(a, torch.Tensor) else None
     db = ctx.deps(b) if isinstance(b, torch.Tensor) else None
-    c = aligned(cond.unsqueeze(-1), nd)
+    c = cond.bool()
     picked = []
     if da is not None:
-        picked.append(aligned(da, nd) & c)
+        picked.append(restrict(aligned(da, nd), c))
     if db is not None:
-        picked.append(aligned(db, nd) & ~c)
+        picked.append(restrict(aligned(db, nd), ~c))
     if dc is not None:  # where the condition depends on the input, both branches may be taken
-        live = aligned(dc.any(-1, keepdim=True), nd)
+        moved = live(aligned(dc, nd))
         picked.append(aligned(dc, nd))
-        picked.extend(aligned(x, nd) & live for x in (da, db) if x is not None)
+        picked.extend(restrict(aligned(x, nd), moved) for x in (da, db) if x is not None)
     return [compress(union(picked, nd))]
 
 
 @rule(aten.masked_fill.Scalar, aten.masked_fill.Tensor, aten.masked_fill_.Scalar,
-      aten.masked_fill_.Tensor)
+      aten.masked_fill_.Tensor, runs=True)
 def masked_fill(ctx, args, kwargs, outs):
     x, mask, value = args[0], args[1], args[2]
     return where(ctx, (mask, value, x), {}, outs)
 
 
-@rule(aten.tril.default, aten.triu.default, aten.tril_.default, aten.triu_.default)
+@rule(aten.tril.default, aten.triu.default, aten.tril_.default, aten.triu_.default, runs=True)
 def triangle(ctx, args, kwargs, outs):
     d = ctx.deps(args[0])
     rows, cols = args[0].shape[-2:]
@@ -97,10 +106,10 @@ def triangle(ctx, args, kwargs, outs):
     ones = torch.ones(rows, cols, dtype=torch.bool)
     name = ctx.op_name
     keep = ones.tril(diagonal) if "tril" in name else ones.triu(diagonal)
-    return [compress(aligned(d, args[0].dim()) & keep[..., None])]
+    return [compress(restrict(aligned(d, args[0].dim()), keep))]
 
 
-@rule(aten.copy_.default, aten.copy.default)
+@rule(aten.copy_.default, aten.copy.default, runs=True)
 def copy(ctx, args, kwargs, outs):
     """The destination's old values are overwritten: only the source's dependencies remain."""
     d = ctx.deps(args[1])
@@ -112,13 +121,13 @@ def copy(ctx, args, kwargs, outs):
       aten.randn_like.default, aten.new_zeros.default, aten.new_ones.default,
       aten.new_empty.default, aten.new_full.default, aten.new_empty_strided.default,
       aten.bernoulli_.float, aten.uniform_.default, aten.normal_.default,
-      aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int)
+      aten.sym_size.int, aten.sym_numel.default, aten.sym_stride.int, runs=True)
 def constant(ctx, args, kwargs, outs):
     """Values that depend only on shapes (or the RNG), never on the input's values."""
     return [None] * len(outs)
 
 
-@rule(aten.fill_.Tensor)
+@rule(aten.fill_.Tensor, runs=True)
 def fill_tensor(ctx, args, kwargs, outs):
     return [_spread(ctx.deps(args[1]), outs[0])]
 
@@ -139,8 +148,12 @@ def index_put(ctx, args, kwargs, outs):
     full = torch.zeros(*x.shape, n, dtype=torch.bool) if d is None else expanded(d, x.shape).clone()
     new = torch.zeros(1, dtype=torch.bool).expand(*values.shape, n) if dv is None else \
         expanded(aligned(dv, values.dim()), values.shape)
+    # aten's own index_put on the summary: its None is a whole axis (Python's would be a new
+    # axis), and its broadcasting of the values is the op's
     if accumulate:
-        full.index_put_(tuple(indices), new, accumulate=True)
+        # counts in int32: uint8 ones wrapped to 0 at 256 values put on one element
+        full = aten.index_put.default(full.to(torch.int32), list(indices), new.to(torch.int32),
+                                      True) > 0
     else:
-        full[tuple(indices)] = new
+        aten.index_put_.default(full, list(indices), new, False)
     return [compress(full)]

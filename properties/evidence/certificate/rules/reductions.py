@@ -2,7 +2,8 @@
 
 import torch
 
-from ..deps import aligned, any_over, compress, union
+from ..deps import aligned, any_over, compress, restrict, union
+from ..deps import cumulative as running
 from .base import _dead_logits, _dim, _reshaped, aten, rule
 
 
@@ -23,7 +24,7 @@ def _reduced_axes(dims, nd):
       aten.var.correction, aten.var_mean.correction, aten.std_mean.correction,
       aten.sum.default, aten.mean.default, aten.max.default, aten.min.default,
       aten.any.default, aten.all.default, aten.count_nonzero.dim_IntList,
-      aten.count_nonzero.default)
+      aten.count_nonzero.default, runs=True)
 def reduction(ctx, args, kwargs, outs):
     """Every output (values, indices, statistics) depends on every element it reduces; the
     summary is laid out at each output's shape, whether it keeps the reduced axes or not."""
@@ -37,14 +38,14 @@ def reduction(ctx, args, kwargs, outs):
 
 
 @rule(aten.cumsum.default, aten.cumprod.default, aten.cummax.default, aten.cummin.default,
-      aten.logcumsumexp.default)
+      aten.logcumsumexp.default, runs=True)
 def cumulative(ctx, args, kwargs, outs):
     """Element i of a running sum depends on elements 0..i along the axis."""
     d = ctx.deps(args[0])
     axis = _dim(args[1], args[0].dim())
     if d.shape[axis] == 1:
         return [d] * len(outs)
-    return [d.to(torch.uint8).cummax(axis).values.bool()] * len(outs)
+    return [running(d, axis)] * len(outs)
 
 
 def _per_channel(ctx, tensors, nd):
@@ -54,7 +55,7 @@ def _per_channel(ctx, tensors, nd):
             for d in (ctx.deps(t) for t in tensors)]  # leading axes: added by the union
 
 
-@rule(aten.native_layer_norm.default)
+@rule(aten.native_layer_norm.default, runs=True)
 def layer_norm(ctx, args, kwargs, outs):
     """Each element depends on the elements it is normalised with, and on the weight and bias
     of its feature; the mean and rstd on the normalised elements only."""
@@ -65,7 +66,7 @@ def layer_norm(ctx, args, kwargs, outs):
     return [d] + [stats] * (len(outs) - 1)
 
 
-@rule(aten._fused_rms_norm.default, aten.rms_norm.default)
+@rule(aten._fused_rms_norm.default, aten.rms_norm.default, runs=True)
 def rms_norm(ctx, args, kwargs, outs):
     x = args[0]
     nd = x.dim()
@@ -74,7 +75,7 @@ def rms_norm(ctx, args, kwargs, outs):
     return [union([stats, ctx.deps(args[2])], nd)] + [stats] * (len(outs) - 1)
 
 
-@rule(aten._native_batch_norm_legit_no_training.default)
+@rule(aten._native_batch_norm_legit_no_training.default, runs=True)
 def batch_norm_eval(ctx, args, kwargs, outs):
     """Per element, like a pointwise op, and per channel on the weight, bias and running
     statistics (constants, unless computed from the input)."""
@@ -84,7 +85,7 @@ def batch_norm_eval(ctx, args, kwargs, outs):
 
 
 @rule(aten._native_batch_norm_legit.default, aten.native_batch_norm.default,
-      aten._native_batch_norm_legit_functional.default)
+      aten._native_batch_norm_legit_functional.default, runs=True)
 def batch_norm_train(ctx, args, kwargs, outs):
     """Batch statistics mix every sample and position of a channel (training mode); the
     statistics it returns, and the running statistics it updates, are per channel."""
@@ -106,7 +107,7 @@ def batch_norm_train(ctx, args, kwargs, outs):
     return [union([d] + _per_channel(ctx, args[1:3], nd), nd)] + [channels] * (len(outs) - 1)
 
 
-@rule(aten.native_group_norm.default)
+@rule(aten.native_group_norm.default, runs=True)
 def group_norm(ctx, args, kwargs, outs):
     """Every element of a sample (conservatively: not only its group) and the weight and bias
     of its channel; the mean and rstd, ``(N, G)``, per sample."""
@@ -118,7 +119,7 @@ def group_norm(ctx, args, kwargs, outs):
 
 
 @rule(aten._softmax.default, aten._log_softmax.default, aten.softmax.int,
-      aten.log_softmax.int, aten._safe_softmax.default)
+      aten.log_softmax.int, aten._safe_softmax.default, runs=True)
 def softmax(ctx, args, kwargs, outs):
     """A weight whose logit is a constant -inf (or near the dtype's minimum) is exactly zero
     and constant; every other weight of the row depends on the row's live logits."""
@@ -127,8 +128,12 @@ def softmax(ctx, args, kwargs, outs):
     nd = x.dim()
     axis = _dim(args[1], nd)
     dead = _dead_logits(x, d)
-    live = aligned(d, nd) & ~dead.unsqueeze(-1) if dead is not None else aligned(d, nd)
+    live = restrict(aligned(d, nd), ~dead) if dead is not None else aligned(d, nd)
     row = any_over(live, [axis])
     if dead is None:
         return [row]
-    return [compress(row & ~dead.unsqueeze(-1))]
+    if "log_softmax" in ctx.op_name:
+        # log_softmax(x)_i = x_i - logsumexp(x): a masked slot is a constant only at -inf;
+        # at a finite mask value it moves with the row's logsumexp (float16: by rounding)
+        dead = dead & (x == float("-inf"))
+    return [compress(restrict(row, ~dead))]
