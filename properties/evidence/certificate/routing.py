@@ -42,7 +42,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 
 from . import rules
 from .deps import any_over, everything, is_runs, union
-from .origin import version
+from .origin import storage_key, version
 
 aten = torch.ops.aten
 
@@ -564,6 +564,8 @@ def _index_put(tracer, plan, func, args, kwargs, outs):
     ix, ii, iv = (plan.infos.get(id(t)) for t in (x, idx, values))
     if ii is None or ii.perm is None or ix is not None or idx.dtype in (torch.bool, torch.uint8):
         return
+    if not _apart(x, idx, values):
+        return
     perm = ii.perm
     inplace = plan.name.endswith("_")
     if accumulate:
@@ -606,9 +608,17 @@ def _sum_back(tracer, plan, func, outs, perm, isrc, source, inplace):
     ``j`` of ``O[P[j]]`` at ``I[P[j]]`` is the sum over ``i`` of ``O[i]`` at ``I_O[i]``."""
     if isrc is None or isrc.perm is not perm or source.dim() < 1 or source.shape[0] != perm.n:
         return
+    if not _apart(outs[0], source):
+        return
     found = _in_frame(tracer, plan, func, outs)
     if found is not None:
         _replace(tracer, outs[0], found[0], written=inplace)
+
+
+def _apart(*tensors) -> bool:
+    """No two of ``tensors`` share memory (a write into one cannot change another's rows)."""
+    keys = [storage_key(t) for t in tensors]
+    return None not in keys and len(set(keys)) == len(keys)
 
 
 def _replace(tracer, out, d, written: bool) -> None:

@@ -227,3 +227,24 @@ def test_both_forms_give_the_same_bound():
             subject = make_subject(model, grid=(T,), predicts="next", layout="BTC", features=C)
             found.append(certify(subject, form=form).dense_bound())
         assert torch.equal(*found), name
+
+
+def test_rows_past_the_last_offset_are_of_unknown_origin():
+    # the kernel leaves them uninitialized: whatever was in that memory (no ground truth: the
+    # values are garbage); a constant that ends at the rows is not
+    def short(s, x):
+        h = x[0] @ s.w_in
+        return torch._grouped_mm(h, s.w1, offs=s.offs)[:, :D].unsqueeze(0)
+
+    def init(ends):
+        def run(m):
+            _weights(m)
+            m.register_buffer("offs", torch.tensor(ends, dtype=torch.int32))
+        return run
+
+    for ends, unknown in (([2, 3, 4, 4], True), ([2, 3, 4, T], False)):
+        subject = make_subject(Floats(short, init(ends)), grid=(T,), predicts="next",
+                               layout="BTC", features=C)
+        cert = certify(subject)
+        assert any("uninitialized" in u for u in cert.unknown) == unknown, cert.unknown
+        assert cert.proved != unknown, cert.reason
