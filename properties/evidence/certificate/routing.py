@@ -225,7 +225,9 @@ def _follow(tracer, plan, func, args, kwargs, outs, inplace):
     first = infos.get(id(args[0])) if args and isinstance(args[0], torch.Tensor) else None
     if name in CARRY and first is not None and len(outs) == 1 and not inplace:
         extra = {}
-        if first.values is not None and _exact_cast(first.values, outs[0]):
+        if func._overloadname == "dtype":  # a bit cast: rows stay rows, values do not
+            pass
+        elif first.values is not None and _exact_cast(first.values, outs[0]):
             extra = dict(values=first.values)
         elif first.groups is not None and _exact_cast(Values(first.groups.total + 1), outs[0]):
             extra = dict(groups=first.groups)
@@ -289,7 +291,8 @@ def _start_sort(tracer, plan, func, args, kwargs, outs):
     if indices.dtype != torch.int64:
         return True
     info = plan.infos.get(id(x))
-    if info is not None and info.perm is not None and info.orig is None and torch.equal(
+    if info is not None and info.perm is not None and info.orig is None and not descending \
+            and torch.equal(
             plan.args[0], torch.arange(x.shape[0], device=x.device, dtype=x.dtype)):
         _tag(tracer, indices, inverse=info.perm)  # argsort(P) is P's inverse
         return True
@@ -500,7 +503,8 @@ def _grouped_mm(tracer, plan, func, args, kwargs, outs):
     if ix is None or ix.perm is None or io is None or io.groups is None or bias is not None:
         return
     perm, g = ix.perm, io.groups
-    if not (g.cumulative and perm.ascending and perm.key is not None and g.key is perm.key):
+    if not (g.cumulative and perm.ascending and perm.key is not None and g.key is perm.key
+            and g.total == perm.n):
         return
     if plan.infos.get(id(weight)) is not None or weight.dim() != 3 or x.dim() != 2 or \
             weight.shape[0] != g.bins or offs.shape != (g.bins,) or x.shape[0] != perm.n or \

@@ -65,6 +65,8 @@ def sort_router(k, back="inverse", counts="histc", gate_dim=-1, shift=0, descend
         ids_sorted, perm = torch.sort(ids, descending=descending)
         rows = h[perm // k]
         offs = _offsets(ids if counts == "bincount" else ids_sorted, counts)
+        if counts == "other ids":  # the counts of other ids than the sorted ones
+            offs = _offsets((ids + 1) % E, "bincount")
         if shift:
             offs = torch.cat([(offs[:-1] - shift).clamp(min=0), offs[-1:]]).to(torch.int32)
         if zero_past is not None:  # each expert keeps its first rows in the sorted order
@@ -79,6 +81,8 @@ def sort_router(k, back="inverse", counts="histc", gate_dim=-1, shift=0, descend
                 inv = perm
             elif wrong_inverse == "other":
                 inv = torch.argsort(torch.argsort(ids * 7 % 5))
+            elif wrong_inverse == "descending":
+                inv = torch.argsort(perm, descending=True)
             return out[inv].view(T, k, D).sum(1).unsqueeze(0)
         if back == "argsort":
             return out[torch.argsort(perm)].view(T, k, D).sum(1).unsqueeze(0)
@@ -166,6 +170,8 @@ SEES_FUTURE = {  # refused, and the truth shows why
     "inverse_is_perm": sort_router(2, wrong_inverse="perm"),
     "inverse_of_another_sort": sort_router(2, wrong_inverse="other"),
     "descending_sort": sort_router(2, descending=True),
+    "inverse_by_a_descending_argsort": sort_router(2, wrong_inverse="descending"),
+    "offsets_of_other_ids": sort_router(2, counts="other ids"),
 }
 
 NOT_PER_TOKEN = {  # causal but not per token: the bound keeps the earlier tokens
