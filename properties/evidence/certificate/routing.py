@@ -137,6 +137,10 @@ def _tag(tracer, t: torch.Tensor, **fields) -> None:
     # a tensor the op writes has its counter bumped after the op returns (autograd's
     # ADInplaceOrView kernel, above the mode): the tracer's own allowance for it
     bump = tracer.bumps if any(t is w for w in getattr(tracer, "_route_written", ())) else 0
+    base = getattr(tracer, "_route_base", None)
+    if base is not None and not bump:
+        # a view's counter becomes its base's once the op returns (the same kernel)
+        bump = max(0, base - version(t))
     try:
         tags(tracer)[t] = Info(_stamp(t, bump), coarse, **fields)
     except Exception:  # no geometry to stamp (no storage): no tag
@@ -207,7 +211,11 @@ def after(tracer, plan: Plan, func, args, kwargs, outs, written) -> None:
         return  # writes some tensors and returns others: not an op this module knows
     targets = written or outs
     handler = _STARTERS.get(plan.name) if plan.name in STARTS else None
+    from .tracer import _returns_views
+
     tracer._route_written = written
+    first = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    tracer._route_base = version(first) if first is not None and _returns_views(func) else None
     try:
         if handler is not None and handler(tracer, plan, func, args, kwargs, targets):
             return
@@ -217,7 +225,7 @@ def after(tracer, plan: Plan, func, args, kwargs, outs, written) -> None:
     except Exception:  # a handler that cannot say: no tag, the ordinary bound stands
         return
     finally:
-        tracer._route_written = ()
+        tracer._route_written, tracer._route_base = (), None
 
 
 def _follow(tracer, plan, func, args, kwargs, outs, inplace):
