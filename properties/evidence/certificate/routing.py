@@ -46,7 +46,7 @@ from .origin import storage_key, version
 
 aten = torch.ops.aten
 
-STARTS = {"topk", "argmax", "argmin", "sort", "argsort"}
+STARTS = {"topk", "argmax", "argmin", "max", "min", "sort", "argsort"}
 CARRY = {"view", "reshape", "_unsafe_view", "flatten", "clone", "contiguous", "_to_copy",
          "alias", "detach", "lift_fresh"}  # the same values (a multiset, a count) move on
 VIEWS = {"view", "reshape", "_unsafe_view", "flatten", "unflatten", "unsqueeze", "squeeze",
@@ -245,6 +245,11 @@ def _follow(tracer, plan, func, args, kwargs, outs, inplace):
         if first.perm is not None:
             _rowwise(tracer, plan, func, args, kwargs, outs, first.perm, extra)
             return
+    if name == "cat" and not inplace and len(outs) == 1:  # ids side by side: ids again
+        found = [infos.get(id(x)) for x in args[0]]
+        if all(f is not None and f.values is not None and f.perm is None for f in found):
+            _tag(tracer, outs[0], values=Values(max(f.values.bound for f in found)))
+        return
     special = _SPECIAL.get(name)
     if special is not None:
         special(tracer, plan, func, args, kwargs, outs)
@@ -274,6 +279,10 @@ def _start_selection(tracer, plan, func, args, kwargs, outs):
     if plan.name == "topk":
         dim = _dim_arg(args, kwargs, 2, "dim", -1)
         indices = outs[1]
+    elif plan.name in ("max", "min"):  # (values, indices) along one axis
+        if func._overloadname != "dim" or len(outs) != 2:
+            return True
+        dim, indices = args[1], outs[1]
     else:  # argmax / argmin along one axis
         dim = _dim_arg(args, kwargs, 1, "dim", None)
         if dim is None:
@@ -315,7 +324,8 @@ def _start_sort(tracer, plan, func, args, kwargs, outs):
 
 
 _STARTERS = {"topk": _start_selection, "argmax": _start_selection,
-             "argmin": _start_selection, "sort": _start_sort, "argsort": _start_sort}
+             "argmin": _start_selection, "max": _start_selection, "min": _start_selection,
+             "sort": _start_sort, "argsort": _start_sort}
 
 
 # -- ops that treat rows alike ---------------------------------------------------------------------
