@@ -53,11 +53,20 @@ def _experts(rows, offs, s):
     return torch._grouped_mm(F.silu(up), s.w2, offs=offs)
 
 
+def _route_by_max(s, x):
+    """PhiMoE-style: the best expert by ``max``, the second by ``max`` over the others."""
+    h = x[0] @ s.w_in
+    scores = (h @ s.w_router).softmax(-1)
+    w1, e1 = scores.max(-1, keepdim=True)
+    w2, e2 = scores.scatter(-1, e1, -1.0).max(-1, keepdim=True)
+    return h, torch.cat([w1, w2], -1), torch.cat([e1, e2], -1)
+
+
 def sort_router(k, back="inverse", counts="histc", gate_dim=-1, shift=0, descending=False,
-                wrong_inverse=None, capacity=None, zero_past=None):
+                wrong_inverse=None, capacity=None, zero_past=None, by_max=False):
     """transformers' ``grouped_mm_experts_forward``, and the variants the controls need."""
     def fn(s, x):
-        h, weight, expert = _route(s, x, k, gate_dim)
+        h, weight, expert = _route_by_max(s, x) if by_max else _route(s, x, k, gate_dim)
         if capacity is not None:  # a running count of earlier tokens' assignments
             taken = F.one_hot(expert, E).sum(1).cumsum(0)  # (T, E): slots taken so far
             weight = weight * (taken.gather(1, expert) <= capacity)
@@ -160,6 +169,7 @@ PROVED = {  # per token: proved, with the exact bound (each output its own token
     "top2_put_back": sort_router(2, back="put"),
     "top2_index_add": sort_router(2, back="index_add"),
     "top1_scatter_add": sort_router(1, back="scatter_add"),
+    "top2_by_two_max": sort_router(2, by_max=True),
     "dense_loop": Floats(dense_loop, _weights),
 }
 
