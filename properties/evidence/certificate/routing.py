@@ -171,6 +171,8 @@ def _plan(tracer, func, args, kwargs, inputs) -> Plan | None:
     name = func._schema.name.split("::")[-1] if func.namespace == "aten" else ""
     if not name:
         return None
+    if name == "index" and _lookup(tracer, args):
+        return Plan("lookup", {})
     if name not in STARTS and not len(tags(tracer)):
         return None
     infos = {}
@@ -210,7 +212,7 @@ def after(tracer, plan: Plan, func, args, kwargs, outs, written) -> None:
     if written and any(not any(o is w for w in written) for o in outs):
         return  # writes some tensors and returns others: not an op this module knows
     targets = written or outs
-    handler = _STARTERS.get(plan.name) if plan.name in STARTS else None
+    handler = _STARTERS.get(plan.name)
     from .tracer import _returns_views
 
     tracer._route_written = written
@@ -323,7 +325,26 @@ def _start_sort(tracer, plan, func, args, kwargs, outs):
     return True
 
 
-_STARTERS = {"topk": _start_selection, "argmax": _start_selection,
+def _lookup(tracer, args) -> bool:
+    """``table[tokens]``: a constant integer table read at indices from the input."""
+    table = args[0]
+    return isinstance(table, torch.Tensor) and tracer.deps(table) is None and \
+        not table.is_floating_point() and not table.is_complex() and table.dtype != torch.bool \
+        and table.numel() > 0 and any(tracer.deps(i) is not None for i in args[1]
+                                      if isinstance(i, torch.Tensor))
+
+
+def _start_lookup(tracer, plan, func, args, kwargs, outs):
+    """A hash router's experts: whatever the index, the values are the constant table's, all
+    in ``[0, max + 1)`` (read from the constant: the same for every input)."""
+    table = args[0]
+    low, high = int(table.min()), int(table.max())
+    if low >= 0 and len(outs) == 1:
+        _tag(tracer, outs[0], values=Values(high + 1))
+    return True
+
+
+_STARTERS = {"lookup": _start_lookup, "topk": _start_selection, "argmax": _start_selection,
              "argmin": _start_selection, "max": _start_selection, "min": _start_selection,
              "sort": _start_sort, "argsort": _start_sort}
 

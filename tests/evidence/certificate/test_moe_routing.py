@@ -15,7 +15,7 @@ whose token lists come from ``nonzero`` (a shape read from values)."""
 import pytest
 import torch
 import torch.nn.functional as F
-from ground_truth import C, Floats, T, check
+from ground_truth import C, Floats, T, Tokens, V, check
 
 from properties import make_subject
 from properties.evidence.certificate import certify, deps
@@ -219,6 +219,31 @@ def test_a_loop_over_experts_by_nonzero_reads_shapes_from_values():
     cert, truth = check(Floats(loop_over_experts, _weights))  # (no grouped_mm: float64)
     assert not cert.proved and cert.path_dependent
     assert any("shape computed from values" in r for r in cert.reads), cert.reads
+
+
+def _hash_weights(m):
+    _weights(m)
+    g = torch.Generator().manual_seed(6)
+    m.register_buffer("w_emb", torch.randn(3, D, generator=g))
+    m.register_buffer("table", torch.randint(E, (V, 2), generator=g))  # token -> its experts
+
+
+def hash_router(s, t):
+    """DeepSeek-V4's hash layers: each token's experts from a constant table of token ids."""
+    h = s.emb(t[0]) @ s.w_emb  # (T, D)
+    ids = s.table[t[0]].reshape(-1)  # (T * 2,): values of the table, in [0, E)
+    weight = (h @ s.w_router).softmax(-1).gather(1, s.table[t[0]]).reshape(-1)
+    ids_sorted, perm = torch.sort(ids)
+    out = _experts(h[perm // 2], _offsets(ids_sorted), s) * weight[perm].unsqueeze(-1)
+    inv = torch.empty_like(perm)
+    inv[perm] = torch.arange(perm.shape[0])
+    return out[inv].view(T, 2, D).sum(1).unsqueeze(0)
+
+
+def test_a_hash_router_from_a_constant_table_is_proved_per_token():
+    cert, truth = check(Tokens(hash_router, _hash_weights), tokens=True)
+    assert cert.proved, cert.reason
+    assert torch.equal(cert.dense_bound(), EYE) and torch.equal(truth, EYE)
 
 
 def test_a_write_into_the_permuted_rows_ends_the_proof():
