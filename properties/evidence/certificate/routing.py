@@ -142,7 +142,12 @@ def _tag(tracer, t: torch.Tensor, **fields) -> None:
         # a view's counter becomes its base's once the op returns (the same kernel)
         bump = max(0, base - version(t))
     try:
-        tags(tracer)[t] = Info(_stamp(t, bump), coarse, **fields)
+        stamp = _stamp(t, bump)
+        old = tags(tracer).get(t)
+        if old is not None and old.stamp == stamp and old.coarse is coarse:  # more facts
+            fields = {**{k: v for k, v in vars(old).items() if k not in ("stamp", "coarse")},
+                      **{k: v for k, v in fields.items() if v is not None or k == "orig"}}
+        tags(tracer)[t] = Info(stamp, coarse, **fields)
     except Exception:  # no geometry to stamp (no storage): no tag
         return
 
@@ -157,6 +162,7 @@ class Plan:
     kwargs: dict = None
     deps: dict = None  # id(operand in the frame) -> its summary there
     keep: list = None  # the un-permuted copies (alive while ids key them)
+    lookup: bool = False  # a constant integer table read at indices from the input
 
 
 def before(tracer, func, args, kwargs, inputs) -> Plan | None:
@@ -171,18 +177,17 @@ def _plan(tracer, func, args, kwargs, inputs) -> Plan | None:
     name = func._schema.name.split("::")[-1] if func.namespace == "aten" else ""
     if not name:
         return None
-    if name == "index" and _lookup(tracer, args):
-        return Plan("lookup", {})
-    if name not in STARTS and not len(tags(tracer)):
+    lookup = name == "index" and _lookup(tracer, args)
+    if name not in STARTS and not lookup and not len(tags(tracer)):
         return None
     infos = {}
     for x in inputs:
         info = valid(tracer, x)
         if info is not None:
             infos[id(x)] = info
-    if not infos and name not in STARTS:
+    if not infos and name not in STARTS and not lookup:
         return None
-    plan = Plan(name, infos)
+    plan = Plan(name, infos, lookup=lookup)
     perms = {id(i.perm): i.perm for i in infos.values() if i.perm is not None}
     if len(perms) == 1:  # the original frame: values before the op (it may write them)
         (perm,) = perms.values()
@@ -221,9 +226,10 @@ def after(tracer, plan: Plan, func, args, kwargs, outs, written) -> None:
     try:
         if handler is not None and handler(tracer, plan, func, args, kwargs, targets):
             return
-        if not plan.infos:
-            return
-        _follow(tracer, plan, func, args, kwargs, targets, bool(written))
+        if plan.infos:
+            _follow(tracer, plan, func, args, kwargs, targets, bool(written))
+        if plan.lookup:  # (besides what the index's rows are)
+            _start_lookup(tracer, plan, func, args, kwargs, targets)
     except Exception:  # a handler that cannot say: no tag, the ordinary bound stands
         return
     finally:
@@ -344,7 +350,7 @@ def _start_lookup(tracer, plan, func, args, kwargs, outs):
     return True
 
 
-_STARTERS = {"lookup": _start_lookup, "topk": _start_selection, "argmax": _start_selection,
+_STARTERS = {"topk": _start_selection, "argmax": _start_selection,
              "argmin": _start_selection, "max": _start_selection, "min": _start_selection,
              "sort": _start_sort, "argsort": _start_sort}
 

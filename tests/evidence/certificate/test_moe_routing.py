@@ -102,6 +102,8 @@ def sort_router(k, back="inverse", counts="histc", gate_dim=-1, shift=0, descend
         final = torch.zeros(T, D)
         if back == "index_add":
             final.index_add_(0, perm // k, out)
+        elif back == "index_add_by_table":  # each slot's token from a constant, by P
+            final.index_add_(0, torch.arange(T).repeat_interleave(k)[perm], out)
         else:  # scatter_add along the rows
             final.scatter_add_(0, (perm // k).unsqueeze(-1).expand(-1, D), out)
         return final.unsqueeze(0)
@@ -168,6 +170,7 @@ PROVED = {  # per token: proved, with the exact bound (each output its own token
     "top2_argsort_inverse": sort_router(2, back="argsort"),
     "top2_put_back": sort_router(2, back="put"),
     "top2_index_add": sort_router(2, back="index_add"),
+    "top2_index_add_by_table": sort_router(2, back="index_add_by_table", counts="bincount"),
     "top1_scatter_add": sort_router(1, back="scatter_add"),
     "top2_by_two_max": sort_router(2, by_max=True),
     "dense_loop": Floats(dense_loop, _weights),
