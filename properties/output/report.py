@@ -187,6 +187,10 @@ def certificate_dict(result: AuditResult) -> dict | None:
         "forbidden_total": cert.forbidden_count,
         "lost_precision": cert.lost_precision,
         "path_dependent": cert.path_dependent,
+        # where values of unknown origin that reach an output entered (then not proved), and
+        # where input values were read into Python
+        "unknown": cert.unknown,
+        "reads": cert.reads,
         "contracts": cert.contracts,
         "not_covered": cert.not_covered,
         "train": cert.train,
