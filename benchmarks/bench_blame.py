@@ -84,18 +84,25 @@ def traced_runs(fn) -> tuple[int, object]:
     return len(calls), out
 
 
+def _form(subject) -> str:
+    """The summary form the certificate picks for this subject (dense or runs)."""
+    from properties.evidence.certificate import deps
+
+    return deps.form_for(subject.n_positions)
+
+
 def plain_blame_run(subject):
     """The blame run as it was: the plain tracer, asked for its op string only."""
     original = sites.SiteTracer
 
     class Plain(tracer.Tracer):
-        def __init__(self, n, grid, ranks, names, *, paths, present):
-            super().__init__(n, grid, ranks, names, True)
+        def __init__(self, n, grid, ranks, names, *, paths, present, form=None):
+            super().__init__(n, grid, ranks, names, True, form)
             self.sites = {}
 
     certificate.SiteTracer = Plain
     try:
-        return certificate._trace(subject, False, 0, blame=True)
+        return certificate._trace(subject, False, 0, _form(subject), blame=True)
     finally:
         certificate.SiteTracer = original
 
@@ -109,8 +116,8 @@ def failing(repeat: int) -> None:
         subject = make_subject(model, **options)
         runs, cert = traced_runs(lambda s=subject: certificate.certify(s))
         assert cert.blames, name
-        first = best_time(lambda s=subject: certificate._trace(s, False, 0), repeat)
-        blamed = best_time(lambda s=subject: certificate._trace(s, False, 0, blame=True),
+        first = best_time(lambda s=subject: certificate._trace(s, False, 0, _form(s)), repeat)
+        blamed = best_time(lambda s=subject: certificate._trace(s, False, 0, _form(s), blame=True),
                              repeat)
         plain = best_time(lambda s=subject: plain_blame_run(s), repeat)
         x = subject.draw_inputs(1, torch.Generator().manual_seed(0))

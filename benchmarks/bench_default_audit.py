@@ -15,21 +15,15 @@ concrete counterexample, the module where the future entered named, at most 30 f
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "targets"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hf_models  # noqa: E402
+from hf_audits import forward_seconds, run_audit  # noqa: E402
 
 from properties.output.report import coverage_line  # noqa: E402
 
@@ -41,45 +35,6 @@ CASES = [
     ("gpt2_small_leaky", 1024, 1, 30),
 ]
 RSS_GB = 4.0
-
-
-def forward_seconds(name: str, length: int) -> float:
-    """One batch-1 forward pass of the model at ``length``, best of three."""
-    model = getattr(hf_models, name)().eval()
-    x = torch.randint(VOCAB, (1, length))
-    best = float("inf")
-    with torch.no_grad():
-        model(x)
-        for _ in range(3):
-            start = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - start)
-    return best
-
-
-def run_audit(name: str, length: int, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "report.json"
-        argv = [
-            sys.executable, "-m", "properties", "audit",
-            f"tests/targets/hf_models.py:{name}", "--layout", "BT", "--vocab", str(VOCAB),
-            "--length", str(length), "--output", "logits", "--predicts", "next", "--quiet",
-            "--json", str(out), *extra,
-        ]  # fmt: skip
-        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)
-        text = child.stdout.read().decode()
-        err = child.stderr.read().decode().strip()
-        child.stdout.close()
-        child.stderr.close()
-        data = json.loads(out.read_text()) if out.exists() else None
-    return {
-        "code": os.waitstatus_to_exitcode(status),
-        "rss_gb": usage.ru_maxrss * 1024 / 2**30,
-        "data": data or {},
-        "text": text,
-        "error": err.splitlines()[-1] if err else "",
-    }
 
 
 def findings(data: dict) -> str:
@@ -114,8 +69,8 @@ def main() -> None:
     ok = True
     for name, length, code, most in CASES:
         for extra in ([], ["--exact"]) if args.exact else ([],):
-            fwd = forward_seconds(name, length)
-            r = run_audit(name, length, extra)
+            fwd = forward_seconds(name, length, VOCAB)
+            r = run_audit(name, length, VOCAB, extra)
             d = r["data"]
             seconds = d.get("seconds", float("nan"))
             ratio = seconds / fwd

@@ -8,80 +8,41 @@ the same length, timed in this process in the same run with the same thread coun
     python benchmarks/bench_scale.py            # the table in the README
     python benchmarks/bench_scale.py --quick    # GPT-2 small at 128 and Llama at 256 only
 
-Targets (issue 8): GPT-2 small at 128, default options: exit 0, inclusive, peak RSS <= 4 GB,
-time <= 600 forward passes. GPT-2 small at 1024 with ``--budget 300``: ends within 330 s plus
-start-up, peak RSS <= 6 GB, exit 0. Llama-style at 256: exit 0, inclusive.
+Targets (issue 20, 2 cores): GPT-2 small, default options, at 128 at most 10 forward passes and
+at 1024 at most 20, exit 0, inclusive, proved, peak RSS <= 4 GB; the Llama-style model with
+``--checks certificate`` at 16384 proved in at most 3 forward passes, peak RSS <= 3 GB more than
+its forward pass alone.
 """
 
 import argparse
-import json
 import os
-import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "targets"))
-sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import hf_models  # noqa: E402
+from hf_audits import forward_seconds, run_audit  # noqa: E402
 
 from properties.output.report import coverage_line  # noqa: E402
 
 TARGETS = {"gpt2_small": 50257, "llama_small": 1000}
+CERTIFICATE = ["--checks", "certificate"]
+# Default options at every length (proof first: the certificate leads up to 16384 positions),
+# and the certificate alone at the longest lengths (issue 20: Llama-style at 16384 in at most 3
+# forward passes of time, its growth from 1024 no faster than the forward pass's).
 CASES = [
     ("gpt2_small", 128, []),
-    ("gpt2_small", 512, ["--budget", "300"]),
-    ("gpt2_small", 1024, ["--budget", "300"]),
+    ("gpt2_small", 512, []),
+    ("gpt2_small", 1024, []),
     ("llama_small", 128, []),
-    ("llama_small", 256, []),
-    ("llama_small", 512, []),
-    ("llama_small", 1024, ["--budget", "120"]),
+    ("llama_small", 1024, []),
+    ("llama_small", 1024, CERTIFICATE),
+    ("llama_small", 4096, CERTIFICATE),
+    ("llama_small", 16384, CERTIFICATE),
 ]
 QUICK = [("gpt2_small", 128, []), ("llama_small", 256, [])]
-
-
-def forward_seconds(name: str, length: int) -> float:
-    """One batch-1 forward pass of the model at ``length``, best of three."""
-    model = getattr(hf_models, name)().eval()
-    x = torch.randint(TARGETS[name], (1, length))
-    best = float("inf")
-    with torch.no_grad():
-        model(x)
-        for _ in range(3):
-            start = time.perf_counter()
-            model(x)
-            best = min(best, time.perf_counter() - start)
-    return best
-
-
-def run_audit(name: str, length: int, extra: list[str]) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "report.json"
-        argv = [
-            sys.executable, "-m", "properties", "audit",
-            f"tests/targets/hf_models.py:{name}", "--layout", "BT",
-            "--vocab", str(TARGETS[name]), "--length", str(length),
-            "--output", "logits", "--predicts", "next", "--quiet", "--json", str(out), *extra,
-        ]  # fmt: skip
-        start = time.perf_counter()
-        child = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        _, status, usage = os.wait4(child.pid, 0)
-        wall = time.perf_counter() - start
-        err = child.stderr.read().decode().strip()
-        child.stderr.close()
-        data = json.loads(out.read_text()) if out.exists() else None
-    return {
-        "code": os.waitstatus_to_exitcode(status),
-        "wall": wall,
-        "rss_gb": usage.ru_maxrss * 1024 / 2**30,
-        "data": data,
-        "error": err.splitlines()[-1] if err else "",
-    }
 
 
 def passes(coverage: dict) -> int:
@@ -103,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     print(f"torch threads: {torch.get_num_threads()}, cpus: {os.cpu_count()}")
     header = (
-        f"{'model':12} {'length':>6} {'options':14} {'exit':>4} {'mode':9} {'audit s':>8} "
+        f"{'model':12} {'length':>6} {'options':20} {'exit':>4} {'mode':9} {'cert':10} "
+        f"{'audit s':>8} "
         f"{'x fwd':>6} {'fwd s':>6} {'wall s':>7} {'RSS GB':>6} {'passes':>6}  coverage"
     )
     print(header)
@@ -111,15 +73,16 @@ def main() -> None:
     for name, length, extra in QUICK if args.quick else CASES:
         if args.model and name != args.model:
             continue
-        fwd = forward_seconds(name, length)
-        r = run_audit(name, length, extra)
+        fwd = forward_seconds(name, length, TARGETS[name])
+        r = run_audit(name, length, TARGETS[name], extra)
         d = r["data"] or {}
         seconds = d.get("seconds", float("nan"))
         cov = d.get("coverage", {})
         line = coverage_line(cov) if cov else r["error"]
+        cert = (d.get("certificate") or {}).get("status") or "-"
         print(
-            f"{name:12} {length:>6} {' '.join(extra) or 'default':14} {r['code']:>4} "
-            f"{d.get('mode') or '-':9} {seconds:>8.1f} {seconds / fwd:>6.0f} {fwd:>6.3f} "
+            f"{name:12} {length:>6} {' '.join(extra) or 'default':20} {r['code']:>4} "
+            f"{d.get('mode') or '-':9} {cert:10} {seconds:>8.1f} {seconds / fwd:>6.1f} {fwd:>6.3f} "
             f"{r['wall']:>7.1f} {r['rss_gb']:>6.2f} {passes(cov):>6}  {line}",
             flush=True,
         )

@@ -101,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_checks,
         default=None,
         help=f"comma-separated subset of {','.join(CHECKS)} (default: all but incremental; the "
-        "certificate only up to 1024 positions; incremental with --step). Exit codes of "
+        "certificate only up to 16384 positions; incremental with --step). Exit codes of "
         "--checks incremental: 0 every stepped run equals the full pass, 1 one diverges, 2 the "
         "model cannot be stepped",
     )

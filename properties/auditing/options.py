@@ -95,11 +95,12 @@ class CoveragePolicy:
     """How much of each kind of evidence a default audit gathers, by plan (see the module's
     docstring, which states the policy these numbers parametrize)."""
 
-    # The default audit adds the certificate up to this many positions: it costs about two
-    # forward passes at 128 and 1024 positions (GPT-2 small), and the dense summaries of today's
-    # tracer grow as positions x inputs; see docs/DESIGN.md ("Coverage policy") for the
-    # measurements behind this number.
-    certificate_positions: int = 1024
+    # The default audit adds the certificate up to this many positions: summaries in the run
+    # form beyond 2048 positions cost what the dependencies' structure costs, not positions x
+    # inputs (the dilated net proved at 16384 in 0.07 s, benchmarks/bench_certificate_long.py),
+    # so the proof leads at the lengths models train at; a contract besides causality is still
+    # concluded on the dense N x N bound.
+    certificate_positions: int = 16384
     # The certificate leads (the confirmation and directed plans); False: the sampled plan.
     proof_first: bool = True
     # strata of the stratified samples of cuts (the first and the last cut come on top)

@@ -22,16 +22,13 @@ The certificate runs one sample: it says nothing about this contract.
 """
 
 from dataclasses import dataclass, field
-from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.evidence.replacements import MAGNITUDES, Perturbation, kinds_for, replace_where
-from properties.evidence.searching import find_detached
+from properties.evidence.searching import search
 from properties.subject.calls import forward
 from properties.subject.canonical import Subject
 from properties.verdict import Kind, Source, Violation
@@ -223,19 +220,10 @@ def _search(samples: Samples, findings: SampleFindings, max_examples, seed, trai
         x, x1, tol = batch_of(p)
         return bool(_violations(samples, x, x1, p.replaced, tol, Source.SEARCH, train, ""))
 
-    config = settings(
-        max_examples=max_examples,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
-    try:
-        p = find_detached(batch_perturbations(subject), shows, settings=config, random=Random(seed))
-    except NoSuchExample:
-        findings.examples += calls[0]
-        return
+    p = search(batch_perturbations(subject), shows, max_examples=max_examples, seed=seed)
     findings.examples += calls[0]
+    if p is None:
+        return
     x, x1, tol = batch_of(p)
     found = _violations(samples, x, x1, p.replaced, tol, Source.SEARCH, train,
                         p.describe(subject.vocab))

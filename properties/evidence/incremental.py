@@ -38,16 +38,13 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, settings
-from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.errors import AdapterError, AuditError, ModelError, describe
 from properties.evidence.schedules import Schedule, fixed_schedules, minimize, schedules
-from properties.evidence.searching import find_detached
+from properties.evidence.searching import search
 from properties.subject.calls import float64_copy, model_mode, seeded
 from properties.subject.canonical import Subject
 from properties.subject.steppers import Stepper, preserved_buffers, steppers_for
@@ -409,23 +406,13 @@ def _run(checker: Checker, report: IncrementalReport, max_examples: int, seed, o
     if max_examples > 0 and n > 1 and not over():
         progress.phase("incremental: Hypothesis", max_examples)
         strategy = schedules(n, variants=variants, window=window, limit=limit, branches=branches)
-        config = settings(
-            max_examples=max_examples,
-            database=None,
-            deadline=None,
-            phases=[Phase.generate, Phase.shrink],
-            suppress_health_check=list(HealthCheck),
-        )
 
         def diverges(schedule: Schedule) -> bool:
             report.examples += 1  # what Hypothesis drew, run or remembered
             outcome = run(schedule, counted=True)
             return outcome is not None and outcome.diverges
 
-        try:
-            find_detached(strategy, diverges, settings=config, random=Random(seed))
-        except NoSuchExample:
-            pass
+        search(strategy, diverges, max_examples=max_examples, seed=seed)
     if failing:
         _conclude(checker, report, failing, over)
     if checker.no_double and (failing or report.rounding):

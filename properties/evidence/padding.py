@@ -24,16 +24,13 @@ time, so that the batch's interaction is not charged to the padding.
 """
 
 from dataclasses import dataclass
-from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.evidence.batch import SampleFindings, Samples
-from properties.evidence.searching import find_detached
+from properties.evidence.searching import search
 from properties.verdict import Kind, Source, Violation
 
 __all__ = ["PaddingPerturbation", "padding_evidence", "padding_perturbations"]
@@ -194,21 +191,12 @@ def _search(padder: _Padder, findings, max_examples, seed, over, independent):
         progress.advance()
         return bool(padder.violations(p, Source.SEARCH))
 
-    config = settings(
-        max_examples=max_examples,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
     strategy = padding_perturbations(padder.n, padder.padding.sides,
                                      max_batch=3 if independent else 1)
-    try:
-        p = find_detached(strategy, shows, settings=config, random=Random(seed))
-    except NoSuchExample:
-        findings.examples += calls[0]
-        return
+    p = search(strategy, shows, max_examples=max_examples, seed=seed)
     findings.examples += calls[0]
+    if p is None:
+        return
     found = padder.violations(p, Source.SEARCH)
     if found:
         findings.violations.insert(0, found[0])

@@ -29,19 +29,16 @@ in float64 and usually in float32).
 """
 
 from dataclasses import dataclass, field, fields
-from random import Random
 
 import torch
-from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
-from hypothesis.errors import NoSuchExample
 
 from properties import progress
 from properties.contracts import FURTHER, SEARCH_ORDER, SEARCHES
 from properties.errors import ModelError
 from properties.evidence import rounding, strategies
 from properties.evidence.replacements import ZEROS, Perturbation, apply, replace_one
-from properties.evidence.searching import find_detached
+from properties.evidence.searching import search
 from properties.evidence.sharding import chunked, copies_per_pass, share, spread
 from properties.subject import memory
 from properties.subject.calls import check_outputs_finite, float64_copy, forward
@@ -621,22 +618,10 @@ def hypothesis_search(
         answers[p] = len(runner.genuine(p.pool, x1, changes, moved, y1)) > 0
         return answers[p]
 
-    config = settings(
-        max_examples=max_examples,
-        database=None,
-        deadline=None,
-        phases=[Phase.generate, Phase.shrink],
-        suppress_health_check=list(HealthCheck),
-    )
-    try:
-        cut = None if cuts is None else st.sampled_from(sorted(cuts))
-        p = find_detached(
-            strategies.perturbations(subject, cut=cut, pools=pools, family=family),
-            shows_violation,
-            settings=config,
-            random=Random(seed),
-        )
-    except NoSuchExample:
+    cut = None if cuts is None else st.sampled_from(sorted(cuts))
+    p = search(strategies.perturbations(subject, cut=cut, pools=pools, family=family),
+               shows_violation, max_examples=max_examples, seed=seed)
+    if p is None:
         return None, None, calls[0]
     changes, x1, y1 = runner.evaluate(p)
     moved = _moved(subject, changes, p, kind, runner.tolerance)

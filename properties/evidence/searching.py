@@ -8,9 +8,29 @@ counterexample as an ``@example`` to the user's test, whose arguments it does no
 The search is the audit's business, not the test's: while it runs, no pytest item is current.
 """
 
-from hypothesis import find
+from random import Random
 
-__all__ = ["find_detached"]
+from hypothesis import HealthCheck, Phase, find, settings
+from hypothesis.errors import NoSuchExample
+
+__all__ = ["find_detached", "search"]
+
+
+def search(strategy, condition, *, max_examples: int, seed: int):
+    """The audit's search: the minimal example of ``strategy`` for which ``condition`` holds,
+    or None. Generate and shrink only, seeded, no database (a verdict must not depend on an
+    earlier run), no deadline and no health checks (``condition`` runs the model)."""
+    config = settings(
+        max_examples=max_examples,
+        database=None,
+        deadline=None,
+        phases=[Phase.generate, Phase.shrink],
+        suppress_health_check=list(HealthCheck),
+    )
+    try:
+        return find_detached(strategy, condition, settings=config, random=Random(seed))
+    except NoSuchExample:
+        return None
 
 
 def find_detached(strategy, condition, **kwargs):

@@ -187,6 +187,10 @@ def certificate_dict(result: AuditResult) -> dict | None:
         "forbidden_total": cert.forbidden_count,
         "lost_precision": cert.lost_precision,
         "path_dependent": cert.path_dependent,
+        # where values of unknown origin that reach an output entered (then not proved), and
+        # where input values were read into Python
+        "unknown": cert.unknown,
+        "reads": cert.reads,
         "contracts": cert.contracts,
         "not_covered": cert.not_covered,
         "train": cert.train,
@@ -491,6 +495,11 @@ def verdict_line(result: AuditResult, passed: bool, declared: dict | None = None
         result.mode is None and result.certificate_only and not (cert is not None and cert.proved)
     )
     causes = [causality] if causality_fails and causality else []
+    # a broken contract first: a leak across documents also fails the loss check
+    broken = [str(n) for n, ok in result.contracts.items() if ok is False]
+    if broken:
+        plural = "s" if len(broken) > 1 else ""
+        causes.append(f"breaks the {' and '.join(broken)} contract{plural}")
     if result.loss is not None and not result.loss.holds:
         causes.append(f"loss equivalence fails: {_loss_sentence(result)}")
     if result.unsound:
@@ -498,10 +507,6 @@ def verdict_line(result: AuditResult, passed: bool, declared: dict | None = None
             f"the dynamic evidence refutes the certificate ({len(result.unsound)} dependencies "
             "outside its bound: a soundness bug of the analysis, see the note)"
         )
-    broken = [str(n) for n, ok in result.contracts.items() if ok is False]
-    if broken:
-        plural = "s" if len(broken) > 1 else ""
-        causes.append(f"breaks the {' and '.join(broken)} contract{plural}")
     if result.incremental is not None and not result.incremental.holds:
         causes.append("a stepped (cached, chunked or streamed) run diverges from the full pass")
     mismatched = [fact for fact, d in (declared or {}).items() if not d["ok"]]

@@ -19,6 +19,7 @@ from properties.auditing.coverage import UNAVAILABLE, Coverage, MapCoverage
 from properties.auditing.gather import stratified
 from properties.auditing.options import (
     CHECKS,
+    DEFAULT_POLICY,
     DYNAMIC,
     STATIC,
     AuditOptions,
@@ -363,8 +364,9 @@ def test_certificate_alone_passes_only_when_proved():
 
 
 def test_checks_are_validated_and_put_in_canonical_order():
-    assert AuditOptions().checked(1024).checks == STATIC  # the default: all but incremental
-    assert AuditOptions().checked(1025).checks == DYNAMIC  # above the certificate's size
+    size = DEFAULT_POLICY.certificate_positions
+    assert AuditOptions().checked(size).checks == STATIC  # the default: all but incremental
+    assert AuditOptions().checked(size + 1).checks == DYNAMIC  # above the certificate's size
     assert _checked_checks(["loss", "causality"]) == ("causality", "loss")
     assert _checked_checks(("certificate", "blind_spot", "blind_spot")) == (
         "blind_spot", "certificate")

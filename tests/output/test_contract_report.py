@@ -36,7 +36,7 @@ def test_the_json_names_the_contract_and_the_document_pair(leaky_documents):
 
 def test_the_text_leads_with_the_broken_contract(leaky_documents):
     text = render_text(leaky_documents, "leaky")
-    assert "; breaks the documents contract" in text.splitlines()[1]
+    assert text.splitlines()[1].startswith("FAIL: breaks the documents contract")
     assert "documents contract: FAIL" in text and "passed as position_ids" in text
     summary = failure_summary(leaky_documents)
     first = summary.splitlines()[0]
