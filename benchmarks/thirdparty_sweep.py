@@ -5,6 +5,7 @@
     python benchmarks/thirdparty_sweep.py --json after.json     # one row per architecture
     python benchmarks/thirdparty_sweep.py --root /work/main --json before.json   # another checkout
     python benchmarks/thirdparty_sweep.py --compare before.json after.json
+    python benchmarks/thirdparty_sweep.py --checks certificate mixtral ...   # the proof alone
 
 Each model type of ``MODEL_FOR_CAUSAL_LM_MAPPING_NAMES`` is built tiny with random weights
 (``tests/targets/hf_causal_lms.py``: 2 to 4 layers, width 32, 4 experts, vocabulary 96, the
@@ -33,7 +34,7 @@ TARGETS = os.path.join(ROOT, "tests", "targets")
 LENGTH, TIMEOUT, MEMORY_GB = 24, 600, 6
 
 
-def audit_one(model_type: str, out: str) -> None:
+def audit_one(model_type: str, out: str, checks: str | None = None) -> None:
     """In the child: build, audit through the CLI in-process, write one row to ``out``."""
     import contextlib
     import io
@@ -66,7 +67,7 @@ def audit_one(model_type: str, out: str) -> None:
         "--layout", "BT", "--vocab", str(hf_causal_lms.VOCAB), "--length", str(LENGTH),
         "--output", "logits", "--predicts", "next", "--max-examples", "10", "--quiet",
         "--json", report,
-    ]  # fmt: skip
+    ] + (["--checks", checks] if checks else [])  # fmt: skip
     text, err = io.StringIO(), io.StringIO()
     start = time.perf_counter()
     with contextlib.redirect_stdout(text), contextlib.redirect_stderr(err):
@@ -94,7 +95,7 @@ def _write(path: str, row: dict) -> None:
         json.dump(row, f)
 
 
-def run(model_type: str, root: str, workdir: str) -> dict:
+def run(model_type: str, root: str, workdir: str, checks: str | None = None) -> dict:
     """One model in its own process, with ``root``'s ``properties`` first on the path."""
     out = os.path.join(workdir, model_type + ".json")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": root}
@@ -102,7 +103,8 @@ def run(model_type: str, root: str, workdir: str) -> dict:
     start = time.perf_counter()
     try:
         proc = subprocess.run(
-            [sys.executable, os.path.abspath(__file__), "--one", model_type, "--out", out],
+            [sys.executable, os.path.abspath(__file__), "--one", model_type, "--out", out]
+            + (["--checks", checks] if checks else []),
             env=env, capture_output=True, text=True, timeout=TIMEOUT, cwd=ROOT,
         )  # fmt: skip
     except subprocess.TimeoutExpired:
@@ -178,12 +180,13 @@ def main(argv=None) -> int:
     parser.add_argument("--json", help="write the rows here")
     parser.add_argument("--root", default=ROOT, help="the checkout whose properties audits")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--checks", help="passed to the audit (e.g. certificate: the proof alone)")
     parser.add_argument("--compare", nargs=2, metavar=("BEFORE", "AFTER"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one:
-        audit_one(args.one, args.out)
+        audit_one(args.one, args.out, args.checks)
         return 0
     if args.compare:
         print(compare(*args.compare))
@@ -196,7 +199,8 @@ def main(argv=None) -> int:
     os.makedirs(workdir, exist_ok=True)
     rows = []
     with ThreadPoolExecutor(args.workers) as pool:
-        for row in pool.map(lambda t: run(t, os.path.abspath(args.root), workdir), types):
+        for row in pool.map(lambda t: run(t, os.path.abspath(args.root), workdir, args.checks),
+                                types):
             rows.append(row)
             print(f"{row['type']:28} {verdict(row):7} {row.get('mode') or '-':9} "
                   f"{row.get('seconds') or 0:.0f}s", file=sys.stderr, flush=True)  # fmt: skip

@@ -9,7 +9,9 @@ forbidden pair, the model is *proved* causal (for that path).
 
 Exact zeros of weights and constants (masks, padding, -inf fills) are structural: masked
 convolutions, MADE and masked attention are proved, not just "may depend". Values computed from
-the input are never used to drop a dependency. A tensor the tracer did not see being made is of
+the input are never used to drop a dependency. Token dispatch by a permutation (a dropless
+mixture-of-experts router: sort, gather, grouped matmul, rows put back) is proved per token in
+the frame the permutation undoes (:mod:`.routing`). A tensor the tracer did not see being made is of
 unknown origin (:mod:`.origin`): while one reaches an output, the certificate is not proved, and
 says where it entered.
 

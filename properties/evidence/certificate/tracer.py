@@ -32,7 +32,7 @@ from torch.utils.weak import WeakTensorKeyDictionary
 from properties.errors import describe
 
 from . import deps as summaries
-from . import rules, seeded, signs, watch
+from . import routing, rules, seeded, signs, watch
 from .deps import aligned, compress, constant_zero, expanded
 from .origin import UNKNOWN_SLOTS, call_site, memory_range, storage_key, version
 
@@ -108,6 +108,7 @@ class Tracer(TorchDispatchMode):
         self.before: list[int] = []  # the current op's inputs' versions before it ran
         self.read_number = 0  # READS ops so far (tracked or not): how branches are numbered
         self.branches: list = []  # (read number, "flip" or "raise", where, inputs read)
+        self.route_plan = None  # the current op's operands in a permutation's frame (routing)
 
     # -- the rules' view of the tracer ---------------------------------------------------------
     def deps(self, t):
@@ -462,6 +463,8 @@ class Tracer(TorchDispatchMode):
         self.lifting = None
         self.before = [version(x) for x in inputs]
         tracked = [x for x in inputs if self.deps(x) is not None]
+        # token dispatch by a permutation (routing.py): its frame is taken before the op runs
+        self.route_plan = routing.before(self, func, args, kwargs, inputs) if tracked else None
         if func in READS:
             number = self.read_number
             self.read_number += 1
@@ -672,6 +675,9 @@ class Tracer(TorchDispatchMode):
                 self.lost[self._where(f"{func} (wrote an input its schema does not declare)")] += 1
                 row = self._union_row([t for t in inputs if self.deps(t) is not None])
                 self._write(x, self._with_row(x, row))
+        plan, self.route_plan = self.route_plan, None
+        if plan is not None:  # before the signs' rows: they are added to what routing says
+            routing.after(self, plan, func, args, kwargs, outs, written)
         info = _op(func)
         if info.seeded:
             self._seeded(func, args, kwargs, inputs, outs + written)
@@ -679,7 +685,7 @@ class Tracer(TorchDispatchMode):
             row = self.unknown_row(f"uninitialized memory ({self._where(str(func))})")
             for o in outs:
                 self._set(o, self._row_on(o, row))
-        if info.dynamic:
+        if info.dynamic and not routing.static_count(self, func, args, kwargs):
             self._shape_from_values(func, args, inputs)
         name = info.name
         if len(self.signs) or name in signs.PRODUCERS:

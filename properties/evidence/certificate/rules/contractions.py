@@ -12,6 +12,7 @@ from ..deps import (
     cat,
     compress,
     constant_zero,
+    everything,
     full_on,
     is_runs,
     move,
@@ -239,3 +240,27 @@ def _shift_or(d, taps, stride, padding, dilation, out_spatial):
             index.append(slice(start, stop, stride[axis]))
         out |= padded[tuple(index)]
     return out
+
+
+@rule(aten._grouped_mm.default, runs=True)
+def grouped_mm(ctx, args, kwargs, outs):
+    """``_grouped_mm(x, W, offs)``, x ``(N, K)`` and W ``(G, K, M)``: row ``j`` is
+    ``x[j] @ W[g(j)]``, its group read from the offsets: its own row, every weight, every offset
+    (other layouts: everything). Rows past the last offset are left uninitialized by the kernel:
+    unknown origin, unless the offsets are a constant that ends at ``N``."""
+    x, weight = args[0], args[1]
+    offs = args[2] if len(args) > 2 else kwargs.get("offs")
+    bias = args[3] if len(args) > 3 else kwargs.get("bias")
+    out = outs[0]
+    others = [everything(ctx.deps(t)) for t in (weight, offs, bias) if isinstance(t, torch.Tensor)]
+    d = ctx.deps(x)
+    if x.dim() == 2 and weight.dim() == 3 and offs is not None and out.dim() == 2:
+        rows = None if d is None else any_over(d, [1])
+    else:
+        rows = None if d is None else everything(d).reshape((1,) * out.dim() + (-1,))
+    parts = [rows] + [None if r is None else r.reshape((1,) * out.dim() + (-1,)) for r in others]
+    if offs is not None and (ctx.deps(offs) is not None or offs.numel() == 0 or
+                             int(offs.reshape(-1)[-1]) != out.shape[-2]):
+        label = f"rows of {ctx.op_name} past its last offset (uninitialized memory)"
+        parts.append(ctx._row_on(out, ctx.unknown_row(label)))
+    return [union(parts, out.dim())]

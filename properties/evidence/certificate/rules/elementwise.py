@@ -4,7 +4,7 @@ import torch
 from torch.utils._pytree import tree_flatten
 
 from ..deps import aligned, compress, constant_zero, expanded, live, restrict, union
-from .base import _dead_logits, _spread, aten, rule
+from .base import _dead_logits, _dim, _spread, aten, rule
 
 
 def pointwise(ctx, args, kwargs, outs):
@@ -16,6 +16,10 @@ def pointwise(ctx, args, kwargs, outs):
 
 
 pointwise.runs = True
+# elementwise ops that ATen does not tag pointwise (``perm // k``: a router's token of each slot)
+for _op in (aten.floor_divide.default, aten.floor_divide.Scalar, aten.floor_divide_.Tensor,
+            aten.floor_divide_.Scalar):
+    rule(_op, runs=True)(pointwise)
 
 
 @rule(aten.mul.Tensor, aten.mul_.Tensor, runs=True)
@@ -157,3 +161,12 @@ def index_put(ctx, args, kwargs, outs):
     else:
         aten.index_put_.default(full, list(indices), new, False)
     return [compress(full)]
+
+
+@rule(aten.index_add.default, aten.index_add_.default)
+def index_add(ctx, args, kwargs, outs):
+    """``x.index_add(dim, index, source)``: ``index_put`` with accumulation at ``[:, ..., index]``
+    (the same elements, the same sums; a constant index adds exactly there)."""
+    x, dim, index, source = args[0], args[1], args[2], args[3]
+    indices = [None] * _dim(dim, max(x.dim(), 1)) + [index]
+    return index_put(ctx, (x, indices, source, True), {}, outs)

@@ -250,3 +250,20 @@ def embedding(ctx, args, kwargs, outs):
     d = ctx.deps(indices)
     d = None if d is None else d.unsqueeze(-2)
     return [union([d, _spread(ctx.deps(weight), outs[0])], outs[0].dim())]
+
+
+@rule(aten.view_as_complex.default, runs=True)
+def view_as_complex(ctx, args, kwargs, outs):
+    """``(..., 2)`` reals as ``(...)`` complex numbers (RoPE in complex form): each number is
+    its real and imaginary parts."""
+    d = ctx.deps(args[0])
+    axis = args[0].dim() - 1
+    d = any_over(d, [axis], keepdim=False) if d.shape[axis] > 1 else d.squeeze(axis)
+    return [aligned(d, outs[0].dim())]
+
+
+@rule(aten.view_as_real.default, runs=True)
+def view_as_real(ctx, args, kwargs, outs):
+    """Complex numbers as ``(..., 2)`` reals: both parts of a number depend on it."""
+    d = aligned(ctx.deps(args[0]), args[0].dim())
+    return [d.unsqueeze(d.dim() - 1)]
