@@ -1,7 +1,7 @@
 """Red-team table of the certificate: small adversarial models, each checked against a ground
-truth computed here (float64, every input position replaced by very different values: zeros,
-large magnitudes, negatives, every token id). The bound must contain every dependency the ground
-truth finds, and a model whose ground truth sees the future is never proved.
+truth (tests/ground_truth.py: float64, every input position replaced by very different values:
+zeros, large magnitudes, negatives, every token id). The bound must contain every dependency the
+ground truth finds, and a model whose ground truth sees the future is never proved.
 
 The first table holds the models the certificate once got wrong (values leaving torch through
 numpy, lists, storages, dlpack or ``.data``; ``set_`` aliases; indices computed from the input);
@@ -15,76 +15,19 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from ground_truth import C, Floats, T, Tokens, V, check
 from torch import nn
 
 from properties import make_subject
 from properties.evidence.certificate import certify
 
 pytestmark = pytest.mark.usefixtures("summary_form")  # every model on both forms (conftest)
-T, C, V = 6, 2, 7
-VALUES = [0.0, 1.0, -1.0, 3.7, -250.0, 1e4, -1e4, 0.01]
-
-
-class Floats(nn.Module):
-    def __init__(self, fn, init=None):
-        super().__init__()
-        self.fn = fn
-        self.lin = nn.Linear(C, C)  # a float dtype and weights
-        if init is not None:
-            init(self)
-
-    def forward(self, x):  # (B, T, C) -> (B, T, K)
-        return self.fn(self, x)
-
-
-class Tokens(nn.Module):
-    def __init__(self, fn):
-        super().__init__()
-        self.fn = fn
-        self.emb = nn.Embedding(V, 3)
-
-    def forward(self, t):  # (B, T) -> (B, T, K)
-        return self.fn(self, t)
-
-
-def ground_truth(model: nn.Module, tokens: bool) -> torch.Tensor:
-    """(T out, T in) bool: which outputs move when one input position is replaced."""
-    model = copy.deepcopy(model) if tokens else copy.deepcopy(model).double()
-    g = torch.Generator().manual_seed(1)
-    moved = torch.zeros(T, T, dtype=torch.bool)
-    for _ in range(2):
-        if tokens:
-            x = torch.randint(V, (1, T), generator=g)
-        else:
-            x = torch.randn(1, T, C, generator=g, dtype=torch.float64)
-        with torch.no_grad():
-            y0 = model(x.clone()).reshape(1, T, -1)
-        for t in range(T):
-            for v in range(V) if tokens else VALUES + [None]:
-                x2 = x.clone()
-                if tokens:
-                    x2[0, t] = v
-                elif v is None:
-                    x2[0, t] = 10 * torch.randn(C, generator=g, dtype=torch.float64)
-                else:
-                    x2[0, t] = torch.tensor([0.1 - v / 2, v], dtype=torch.float64)
-                with torch.no_grad():
-                    y = model(x2).reshape(1, T, -1)
-                same = (y == y0) | (y.isnan() & y0.isnan())
-                moved[:, t] |= ~same[0].all(-1)
-    return moved
 
 
 def certify_and_compare(model, tokens=False):
-    torch.manual_seed(0)
-    options = dict(layout="BT", vocab=V) if tokens else dict(layout="BTC", features=C)
-    cert = certify(make_subject(model, grid=(T,), predicts="next", **options))
-    truth = ground_truth(model, tokens)
+    """The shared ground truth (tests/ground_truth.py), and a bound to compare it with."""
+    cert, truth = check(model, tokens=tokens)
     assert cert.bound is not None, cert.reason
-    missing = (truth & ~cert.dense_bound()).nonzero().tolist()
-    assert not missing, f"(output, input) pairs outside the bound: {missing[:5]}"
-    if bool(truth.triu(1).any()):
-        assert not cert.proved
     return cert, truth
 
 
