@@ -3,20 +3,12 @@ too. Per-module windows are refused in shards (each module is audited whole)."""
 
 import contracts as T
 import pytest
+from reports import timeless_report as report
 
 from properties import audit, make_subject
 from properties.auditing import shard_file
 from properties.auditing.gather import merge
 from properties.errors import AdapterError
-from properties.output.report import to_dict
-
-
-def report(result):
-    data = to_dict(result, "target")
-    data.pop("seconds")
-    if data["certificate"]:
-        data["certificate"].pop("seconds")
-    return data
 
 
 def subject(model, **contracts):

@@ -6,26 +6,18 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from reports import timeless_report as report
 
 from properties import assert_causal, audit, make_subject, strategies
 from properties.auditing.gather import merge
 from properties.auditing.options import DEFAULT_POLICY, DYNAMIC
 from properties.extra.architectures import Architecture, PlantedLeak
 from properties.extra.zoo import zoo_subject
-from properties.output.report import to_dict
 from properties.testing import shards
 
 # These tests are about splitting the sweep and the map over shards: the sampled plan, whose
 # passes shards share (a proof-first plan is gathered whole by shard 0: test_proof_first.py).
 SAMPLED = {"policy": replace(DEFAULT_POLICY, proof_first=False)}
-
-
-def report(result):
-    data = to_dict(result, "target")
-    data.pop("seconds")
-    if data["certificate"]:
-        data["certificate"].pop("seconds")
-    return data
 
 
 def same_report_split(make, count, **options):
