@@ -298,11 +298,29 @@ def _module_hooks(tracer: Tracer) -> list:
 
 def _conclude(subject: Subject, bound, blame: str | None) -> Certificate:
     """The bound read against the contract: causality alone in either form of summary; a
-    contract with other clauses on the dense bound (:func:`_conclude_contract`)."""
-    if not subject.contract.only_causal:
-        cert = _conclude_contract(subject, bounds.dense(bound), blame)
-        cert.bound = bound
-        return cert
+    contract with other clauses on the dense bound (:func:`_read_contract`)."""
+    read = _read_causality if subject.contract.only_causal else _read_contract
+    ok, mode, listed, count, contracts = read(subject, bound, blame)
+    cert = Certificate(
+        "proved" if ok else "not_proved", mode=mode, bound=bound, forbidden=listed,
+        forbidden_count=count, contracts=contracts,
+    )
+    if bool((bounds.sizes(bound) > 0).any()):
+        cert.receptive_field = bounds.receptive_field(subject, bound)
+    if not ok:
+        first = listed[0]
+        where = f", entering at {first.op}" if first.op else ""
+        what = "may depend on" if first.kind != "shrunk" else "provably never sees"
+        cert.reason = (
+            f"output {subject.position(first.output)} {what} input "
+            f"{subject.position(first.input)} ({first.kind}{where})"
+        )
+    return cert
+
+
+def _read_causality(subject: Subject, bound, blame: str | None):
+    """Causality alone, read in either form without an ``N x N`` matrix: (proved, mode, listed
+    forbidden pairs, their count, the contracts' verdicts)."""
     future = bounds.sees_future(subject, bound)
     present = bounds.sees_present(subject, bound)
     mode = "none" if future else "inclusive" if present else "strict"
@@ -319,29 +337,15 @@ def _conclude(subject: Subject, bound, blame: str | None) -> Certificate:
     for t, s in rows:
         kind = "future" if ranks[s] > ranks[t] else "present"
         listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
-    cert = Certificate(
-        "proved" if ok else "not_proved", mode=mode, bound=bound, forbidden=listed,
-        forbidden_count=count,
-    )
-    # batch independence and padding need other samples and layouts: not this proof's to give
-    others = (ContractName.BATCH, ContractName.PADDING)
-    cert.contracts = {str(ContractName.CAUSALITY): ok,
-                      **{str(c): None for c in others if c in subject.contract.names}}
-    if bool((bounds.sizes(bound) > 0).any()):
-        cert.receptive_field = bounds.receptive_field(subject, bound)
-    if not ok:
-        first = listed[0]
-        where = f", entering at {first.op}" if first.op else ""
-        cert.reason = (
-            f"output {subject.position(first.output)} may depend on input "
-            f"{subject.position(first.input)} ({first.kind}{where})"
-        )
-    return cert
+    contracts = {str(ContractName.CAUSALITY): ok, **_not_this_proofs(subject.contract)}
+    return ok, mode, listed, count, contracts
 
 
-def _conclude_contract(subject: Subject, bound: torch.Tensor, blame: str | None) -> Certificate:
-    """The bound read against the contract: the best causal mode it allows, and every pair it
-    holds that a clause forbids (and, for an exact window, every far end it proves unseen)."""
+def _read_contract(subject: Subject, bound, blame: str | None):
+    """Every clause, on the dense bound (``N x N`` codes): the best causal mode it allows, and
+    every pair it holds that a clause forbids (and, for an exact window, every far end it proves
+    unseen). Returns what :func:`_read_causality` does."""
+    bound = bounds.dense(bound)
     ranks, contract = subject.ranks, subject.contract
     n = len(ranks)
     codes = contract.codes(torch.arange(n))
@@ -359,29 +363,14 @@ def _conclude_contract(subject: Subject, bound: torch.Tensor, blame: str | None)
         first = future.nonzero()  # the mode must not lose its evidence to the cap
         rows.append(first[torch.argmin(ranks[first[:, 0]] * n + ranks[first[:, 1]])].tolist())
     listed = []
-    for row in rows:
-        t, s = row
+    for t, s in rows:
         kind = str(KIND_OF_CODE[int(codes[t, s])])
         listed.append(Forbidden(t, s, kind, blame if kind == "future" else None))
     shrunk = _unseen_far_ends(contract, bound)
     listed.extend(shrunk[:FORBIDDEN_EXAMPLES])
     ok = ok and not shrunk
-    cert = Certificate(
-        "proved" if ok else "not_proved", mode=mode, bound=bound, forbidden=listed,
-        forbidden_count=len(pairs) + len(shrunk),
-    )
-    cert.contracts = _contracts_proved(contract, mode, subject.predicts, bound, codes, shrunk)
-    if bool(bound.any()):
-        cert.receptive_field = facts.receptive_field(subject, cert.as_map())
-    if not ok:
-        first = listed[0]
-        where = f", entering at {first.op}" if first.op else ""
-        what = "may depend on" if first.kind != "shrunk" else "provably never sees"
-        cert.reason = (
-            f"output {subject.position(first.output)} {what} input "
-            f"{subject.position(first.input)} ({first.kind}{where})"
-        )
-    return cert
+    contracts = _contracts_proved(contract, mode, subject.predicts, bound, codes, shrunk)
+    return ok, mode, listed, len(pairs) + len(shrunk), contracts
 
 
 CODE_FUTURE, CODE_PRESENT = KIND_OF_CODE.index(Kind.FUTURE), KIND_OF_CODE.index(Kind.PRESENT)
@@ -405,10 +394,13 @@ def _contracts_proved(contract, mode, predicts, bound, codes, shrunk) -> dict:
             out[str(name)] = not bool((bound & (codes == KIND_OF_CODE.index(kind))).any())
     if ContractName.WINDOW in contract.names:
         out[str(ContractName.WINDOW)] = out[str(ContractName.WINDOW)] and not shrunk
-    for name in (ContractName.BATCH, ContractName.PADDING):
-        if name in contract.names:
-            out[str(name)] = None
-    return out
+    return {**out, **_not_this_proofs(contract)}
+
+
+def _not_this_proofs(contract) -> dict:
+    """Batch independence and padding need other samples and layouts: None, declared or not."""
+    others = (ContractName.BATCH, ContractName.PADDING)
+    return {str(name): None for name in others if name in contract.names}
 
 
 __all__ = ["Certificate", "Forbidden", "certify"]
