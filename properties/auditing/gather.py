@@ -511,10 +511,10 @@ def _within(cuts: list[int], affordable: int, seed: int) -> list[int]:
     return stratified_among(cuts, max(0, affordable - 2), seed + 1) if affordable > 0 else []
 
 
-def _probe_indices(g: Gathering) -> dict[str, list[int]]:
+def _probe_indices(g: Gathering, cuts: int) -> dict[str, list[int]]:
     """The probes the sweep covers for the contract's clauses besides causality: every
     document; every window end up to the exhaustive size, else (or within a budget) as many
-    ends, stratified, as cuts are swept."""
+    ends, stratified, as the ``cuts`` the plan sweeps."""
     contract, policy, n = g.subject.contract, g.policy, g.subject.n_positions
     out = {}
     for family in contract.families()[1:]:
@@ -524,7 +524,7 @@ def _probe_indices(g: Gathering) -> dict[str, list[int]]:
             if not g.options.exact and n > policy.exhaustive_positions:
                 count = policy.sampled_cuts
             if g.timing is not None:
-                count = min(count, sum(len(cuts) for cuts in _cuts(g)))
+                count = min(count, cuts)
             if count < len(indices):
                 picks = stratified(len(indices), count, g.options.seed + 3)
                 indices = [indices[i] for i in picks]
@@ -538,7 +538,8 @@ def _perturbation_evidence(g: Gathering, mode: ModelMode) -> None:
     forward passes also give the loss check's rows."""
     subject, options, result = g.subject, g.options, g.result
     cut_list, more = _cuts(g)
-    probes = _probe_indices(g) if "causality" in options.checks else {}
+    # as many window ends as cuts, within a budget: the plan's count, not planned again
+    probes = _probe_indices(g, len(cut_list) + len(more)) if "causality" in options.checks else {}
     cap = options.max_examples or hypothesis_settings.default.max_examples
     examples = cap if g.plan.examples is None else min(cap, g.plan.examples)
     observers: list[LossRows] = []
