@@ -467,8 +467,8 @@ def _map(subject: Subject, x: torch.Tensor, g: Gathering, probes: int) -> Depend
         dmap = replace(dmap, method="sampled", row_inputs=len(rows))
     # Entries that would decide something and may be rounding (an FFT's cancelled future lags)
     cert = g.result.certificate
-    bound = None if cert is None or cert.bound is None else cert.rows  # rows, either form
-    dmap = map_rounding.screen(subject, x, dmap, seed=seed, bound=bound)
+    rows = None if cert is None or cert.bound is None else cert.rows  # either form of summary
+    dmap = map_rounding.screen(subject, x, dmap, seed=seed, bound_rows=rows)
     # A model whose probe rows are all zero gives no gradient evidence (checked on the probe,
     # which every shard computes, so that shards agree).
     return replace(dmap, probe_silent=not probe.seen.any())

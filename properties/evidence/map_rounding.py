@@ -31,13 +31,13 @@ from properties.subject.canonical import Subject
 _STRENGTH_SLACK = 1.01
 
 
-def suspects(subject: Subject, dmap: DependencyMap, bound=None) -> torch.Tensor:
+def suspects(subject: Subject, dmap: DependencyMap, bound_rows=None) -> torch.Tensor:
     """``(M, N)`` entries worth a second look: seen, deciding something, and small against their
-    row. ``bound(outputs)``: the certificate's dense rows of those outputs, when there is one."""
+    row. ``bound_rows(outputs)``: the certificate's dense rows of those outputs, if any."""
     ranks = subject.ranks
     deciding = ranks[None, :] >= ranks[dmap.outputs][:, None]
-    if bound is not None:
-        deciding = deciding | ~bound(dmap.outputs)
+    if bound_rows is not None:
+        deciding = deciding | ~bound_rows(dmap.outputs)
     strength = dmap.strength.float()
     small = strength <= _STRENGTH_SLACK * rounding.ceiling(subject.dtype) * strength.amax(1, True)
     return dmap.seen & deciding & small
@@ -49,11 +49,11 @@ def screen(
     dmap: DependencyMap,
     *,
     seed: int,
-    bound=None,
+    bound_rows=None,
 ) -> DependencyMap:
     """``dmap`` without the entries its rows' rounding explains (``subject`` and ``inputs``: the
-    ones the map was taken on; ``bound``: the certificate's rows, ``Certificate.rows``)."""
-    suspect = suspects(subject, dmap, bound)
+    ones the map was taken on; ``bound_rows``: the certificate's ``Certificate.rows``)."""
+    suspect = suspects(subject, dmap, bound_rows)
     rows = suspect.any(1).nonzero().flatten().tolist()
     if not rows:
         return dmap
